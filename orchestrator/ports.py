@@ -1,0 +1,93 @@
+"""The contracts of the outside systems the core depends on.
+
+Each port has a written contract here and more than one implementation, all
+checked by one contract test suite (``tests/store``, ``tests/argo``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from orchestrator.records import (
+    OnboardingRecord,
+    State,
+    TransitionRecord,
+    WorkflowStatus,
+    WorkflowSubmission,
+)
+
+
+class Store(Protocol):
+    """Persisted onboardings and their history.
+
+    Contract:
+    - ``create`` stores a new record (version becomes 1) and its first
+      transitions atomically; raises ``errors.Conflict`` if the name exists.
+    - ``save`` writes the record and appends ``transitions`` in one
+      transaction, only if the stored version equals ``record.version``;
+      otherwise raises ``errors.Conflict`` and changes nothing. It returns the
+      record with ``version`` incremented.
+    - ``get`` returns None for an unknown name. ``list`` is ordered by name.
+    - ``history`` is ordered oldest first (by time, then insertion order).
+    - Datetimes go in and come out timezone-aware UTC.
+    """
+
+    def create(
+        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+    ) -> OnboardingRecord: ...
+
+    def get(self, name: str) -> OnboardingRecord | None: ...
+
+    def list(
+        self, *, state: State | None = None, cluster: str | None = None
+    ) -> list[OnboardingRecord]: ...
+
+    def save(
+        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+    ) -> OnboardingRecord: ...
+
+    def history(self, name: str) -> list[TransitionRecord]: ...
+
+    def close(self) -> None: ...
+
+
+TemplateChange = Literal["created", "updated", "unchanged"]
+
+
+class WorkflowEngine(Protocol):
+    """Workflows of one cluster's Argo namespace.
+
+    Contract:
+    - ``submit`` creates a workflow from a WorkflowTemplate with exactly the
+      given name, labels and parameters; raises ``errors.WorkflowExists`` when
+      that name is taken (the caller adopts it with ``get``).
+    - ``get`` raises ``errors.WorkflowNotFound`` for an unknown name.
+    - ``list`` returns the workflows matching a Kubernetes label selector,
+      fetching only the fields of ``WorkflowStatus``.
+    - ``stop`` and ``delete`` succeed when the workflow is already finished or gone.
+    - ``apply_template`` creates or updates a WorkflowTemplate so that its spec
+      and labels equal the given manifest.
+    - Failures raise ``errors.ArgoError`` subclasses that name the cluster and
+      never contain the token.
+    """
+
+    cluster: str
+
+    async def submit(self, submission: WorkflowSubmission) -> WorkflowStatus: ...
+
+    async def get(self, name: str) -> WorkflowStatus: ...
+
+    async def list(self, selector: str) -> list[WorkflowStatus]: ...
+
+    async def stop(self, name: str, *, message: str) -> None: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def apply_template(self, manifest: dict[str, Any]) -> TemplateChange: ...
+
+    async def lint_template(self, manifest: dict[str, Any]) -> None: ...
+
+    def ui_link(self, name: str) -> str: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,127 @@
+"""Plain data shared by the core and the adapters: what is stored and observed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    PENDING = "Pending"
+    CREATING_SUBACCOUNT = "CreatingSubaccount"
+    REGISTERING_PLATFORM = "RegisteringPlatform"
+    INSTALLING_PROXY = "InstallingProxy"
+    READY = "Ready"
+    ROLLING_BACK = "RollingBack"
+    FAILED = "Failed"
+    CLEANUP_FAILED = "CleanupFailed"
+    OFFBOARDING = "Offboarding"
+    DELETED = "Deleted"
+    SUSPENDED = "Suspended"
+
+
+#: States in which nothing happens until something outside changes (spec, files, on-call).
+SETTLED: frozenset[State] = frozenset(
+    {State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED, State.SUSPENDED}
+)
+
+
+class Source(StrEnum):
+    FILE = "file"
+    API = "api"
+
+
+@dataclass
+class OnboardingRecord:
+    """The persisted state of one onboarding.
+
+    ``version`` guards against lost updates: a save only succeeds when the
+    stored version is still the one that was read.
+    """
+
+    name: str
+    cluster: str
+    namespace: str
+    source: Source
+    spec: dict[str, Any]
+    spec_fingerprint: str
+    incarnation: str
+    created_at: datetime
+    updated_at: datetime
+    state: State = State.PENDING
+    suspended_from: State | None = None
+    offboarding: bool = False
+    #: forward steps started in this run, in order; each earns a compensation
+    started_steps: list[str] = field(default_factory=list)
+    #: compensations still to run, the current one first
+    compensations: list[str] = field(default_factory=list)
+    #: the step being run now and its attempt in this run (1-based)
+    step: str | None = None
+    attempt: int = 0
+    workflow: str | None = None
+    #: True once Argo confirmed the workflow exists (created, or adopted on 409)
+    workflow_submitted: bool = False
+    step_started_at: datetime | None = None
+    step_deadline: datetime | None = None
+    #: attempts ever made per step; never reset, so workflow names never repeat
+    attempt_counters: dict[str, int] = field(default_factory=dict)
+    #: back-off: do nothing for this onboarding before this time
+    next_attempt_at: datetime | None = None
+    #: consecutive errors talking to the cluster (drives the back-off)
+    error_count: int = 0
+    last_error: str | None = None
+    reason: str | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    """One recorded change of state (or a recorded retry within a state)."""
+
+    onboarding: str
+    from_state: State
+    to_state: State
+    trigger: str
+    reason: str
+    at: datetime
+    workflow: str | None = None
+
+
+class WorkflowPhase(StrEnum):
+    UNKNOWN = ""
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERROR = "Error"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED, WorkflowPhase.ERROR)
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    """What the daemon needs to know about one workflow."""
+
+    name: str
+    phase: WorkflowPhase
+    uid: str = ""
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowSubmission:
+    """A workflow to create from a WorkflowTemplate. Parameters are never secrets."""
+
+    name: str
+    template: str
+    parameters: dict[str, str]
+    labels: dict[str, str]
+    active_deadline_seconds: int | None = None
+    service_account: str | None = None
