@@ -1,0 +1,97 @@
+"""Prometheus metrics, all prefixed ``orchestrator_``.
+
+Labels carry names and short reasons only, never a secret or an error text.
+One registry per daemon, so tests can make as many daemons as they like.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from orchestrator.records import State
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.onboardings = Gauge(
+            "orchestrator_onboardings", "Onboardings per state and cluster.",
+            ["state", "cluster"], registry=r,
+        )
+        self.transitions = Counter(
+            "orchestrator_transitions_total", "State transitions.",
+            ["from_state", "to_state", "trigger"], registry=r,
+        )
+        self.step_duration = Histogram(
+            "orchestrator_step_duration_seconds",
+            "Time from a step attempt's submission to its outcome.",
+            ["step", "outcome"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.step_outcomes = Counter(
+            "orchestrator_step_outcomes_total", "Step attempts by outcome.",
+            ["step", "cluster", "outcome"], registry=r,
+        )
+        self.workflow_submissions = Counter(
+            "orchestrator_workflow_submissions_total",
+            "Workflows submitted (result: created, adopted, error).",
+            ["cluster", "step", "result"], registry=r,
+        )
+        self.argo_requests = Histogram(
+            "orchestrator_argo_request_duration_seconds", "Argo Server request latency.",
+            ["cluster", "operation"], buckets=REQUEST_BUCKETS, registry=r,
+        )
+        self.argo_errors = Counter(
+            "orchestrator_argo_request_errors_total", "Argo Server request errors.",
+            ["cluster", "operation", "reason"], registry=r,
+        )
+        self.cluster_up = Gauge(
+            "orchestrator_cluster_reachable", "1 when the last call to the cluster worked.",
+            ["cluster"], registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "orchestrator_reconcile_duration_seconds", "Duration of a reconcile pass.",
+            buckets=REQUEST_BUCKETS, registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "orchestrator_reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconcile pass that completed.", registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "orchestrator_reconcile_errors_total", "Onboarding reconciles that raised.",
+            ["cluster", "reason"], registry=r,
+        )
+        self.config_reload_errors = Counter(
+            "orchestrator_config_reload_errors_total", "Rejected desired-state reloads.",
+            registry=r,
+        )
+        self.config_last_success = Gauge(
+            "orchestrator_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last accepted desired-state load.", registry=r,
+        )
+        self.config_valid = Gauge(
+            "orchestrator_config_valid",
+            "1 when the files on disk are what is running, 0 when the last reload was rejected.",
+            registry=r,
+        )
+        self.cleanup_failed = Gauge(
+            "orchestrator_cleanup_failed",
+            "Onboardings parked in CleanupFailed, waiting for on-call.", ["cluster"], registry=r,
+        )
+        self.leader = Gauge(
+            "orchestrator_leader", "1 when this replica acts.", registry=r,
+        )
+
+    def count_states(self, counts: dict[tuple[State, str], int], clusters: set[str]) -> None:
+        """Set the per-state gauges, including zeros, so dashboards show all states."""
+        for cluster in clusters:
+            for state in State:
+                self.onboardings.labels(state=state.value, cluster=cluster).set(
+                    counts.get((state, cluster), 0)
+                )
+            self.cleanup_failed.labels(cluster=cluster).set(
+                counts.get((State.CLEANUP_FAILED, cluster), 0)
+            )
