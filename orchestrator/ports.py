@@ -91,3 +91,35 @@ class WorkflowEngine(Protocol):
     def ui_link(self, name: str) -> str: ...
 
     async def aclose(self) -> None: ...
+
+
+Action = Literal["reconcile", "retry", "suspend", "resume"]
+
+
+class Operations(Protocol):
+    """What the HTTP API and on-call can do; implemented by the daemon.
+
+    Errors: ``errors.NotFound`` (404), ``errors.Conflict`` (409: the action is
+    not allowed in this state, or the onboarding is declared in files),
+    ``errors.ConfigError`` (422: e.g. unknown cluster).
+    """
+
+    def list(self, *, state: State | None = None, cluster: str | None = None) -> list[Any]: ...
+
+    def get(self, name: str) -> Any: ...
+
+    def history(self, name: str) -> list[Any]: ...
+
+    async def upsert(self, document: Any) -> tuple[Any, bool, bool]:
+        """Returns (OnboardingView, created, changed)."""
+        ...
+
+    async def delete(self, name: str) -> Any: ...
+
+    async def wait(self, name: str, *, timeout: float) -> tuple[Any, bool]:
+        """Wait until Ready or Failed/CleanupFailed/Deleted; returns (view, done)."""
+        ...
+
+    async def act(self, name: str, action: Action) -> Any: ...
+
+    def readiness(self) -> tuple[bool, str]: ...

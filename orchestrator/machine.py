@@ -1,0 +1,247 @@
+"""The onboarding state machine: one literal transition table, no I/O.
+
+Triggers are fired by the planner (``planning.py``) or by on-call actions. The
+callbacks only change the record and emit what should happen next; the
+reconciler does the I/O. Every fired transition appends a ``TransitionRecord``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from transitions import Machine, MachineError
+
+from orchestrator.errors import Conflict
+from orchestrator.records import OnboardingRecord, State, TransitionRecord
+from orchestrator.steps import COMPENSATION_OF, FORWARD_STEPS, Step, compensations_for
+
+P = State.PENDING
+CS = State.CREATING_SUBACCOUNT
+RP = State.REGISTERING_PLATFORM
+IP = State.INSTALLING_PROXY
+RD = State.READY
+RB = State.ROLLING_BACK
+FD = State.FAILED
+CF = State.CLEANUP_FAILED
+OB = State.OFFBOARDING
+DL = State.DELETED
+SU = State.SUSPENDED
+
+FORWARD = [CS, RP, IP]
+#: states an onboarding can be suspended in, and resumed to
+SUSPENDABLE = [P, CS, RP, IP, RD, RB, FD, CF, OB]
+
+#: (trigger, source(s), dest, conditions). Rows are tried in order; the first
+#: whose conditions hold fires. Reflexive rows (source == dest) are retries
+#: or progress within a state, recorded in the history like any other.
+TRANSITIONS: list[dict[str, Any]] = [
+    # forward
+    {"trigger": "start", "source": P, "dest": CS},
+    {"trigger": "step_succeeded", "source": CS, "dest": RP},
+    {"trigger": "step_succeeded", "source": RP, "dest": IP},
+    {"trigger": "step_succeeded", "source": IP, "dest": RD},
+    {"trigger": "step_retried", "source": FORWARD, "dest": "="},
+    {"trigger": "step_failed", "source": FORWARD, "dest": RB},
+    # compensation, after a failure or for offboarding
+    {"trigger": "compensated", "source": RB, "dest": FD, "conditions": "all_compensated"},
+    {"trigger": "compensated", "source": RB, "dest": RB},
+    {"trigger": "compensated", "source": OB, "dest": DL, "conditions": "all_compensated"},
+    {"trigger": "compensated", "source": OB, "dest": OB},
+    {"trigger": "compensation_retried", "source": [RB, OB], "dest": "="},
+    {"trigger": "compensation_exhausted", "source": [RB, OB], "dest": CF},
+    # desired state changed
+    {"trigger": "spec_changed", "source": [RD, FD], "dest": P},
+    {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": DL,
+     "conditions": "nothing_to_compensate"},
+    {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": OB},
+    {"trigger": "forget", "source": SUSPENDABLE + [SU], "dest": DL},
+    {"trigger": "recreate", "source": DL, "dest": P},
+    # on-call
+    {"trigger": "retry", "source": FD, "dest": P},
+    {"trigger": "retry", "source": CF, "dest": OB, "conditions": "is_offboarding"},
+    {"trigger": "retry", "source": CF, "dest": RB},
+    {"trigger": "suspend", "source": SUSPENDABLE, "dest": SU},
+    {"trigger": "resume", "source": SU, "dest": P, "conditions": "resumes_to_pending"},
+    {"trigger": "resume", "source": SU, "dest": CS, "conditions": "resumes_to_creating_subaccount"},
+    {"trigger": "resume", "source": SU, "dest": RP, "conditions": "resumes_to_registering_platform"},
+    {"trigger": "resume", "source": SU, "dest": IP, "conditions": "resumes_to_installing_proxy"},
+    {"trigger": "resume", "source": SU, "dest": RD, "conditions": "resumes_to_ready"},
+    {"trigger": "resume", "source": SU, "dest": RB, "conditions": "resumes_to_rolling_back"},
+    {"trigger": "resume", "source": SU, "dest": FD, "conditions": "resumes_to_failed"},
+    {"trigger": "resume", "source": SU, "dest": CF, "conditions": "resumes_to_cleanup_failed"},
+    {"trigger": "resume", "source": SU, "dest": OB, "conditions": "resumes_to_offboarding"},
+]  # fmt: skip
+
+TRIGGERS = sorted({row["trigger"] for row in TRANSITIONS})
+
+STEP_OF_STATE: dict[State, Step] = dict(zip(FORWARD, FORWARD_STEPS, strict=True))
+
+
+@dataclass
+class _Model:
+    """What the ``transitions`` library drives: the record plus the pending log."""
+
+    record: OnboardingRecord
+    now: datetime
+    reason: str = ""
+    log: list[TransitionRecord] = field(default_factory=list)
+    state: State = State.PENDING
+
+    # --- conditions -------------------------------------------------------------
+    def all_compensated(self) -> bool:
+        return len(self.record.compensations) <= 1
+
+    def nothing_to_compensate(self) -> bool:
+        return not self.record.started_steps and not self.record.compensations
+
+    def is_offboarding(self) -> bool:
+        return self.record.offboarding
+
+    def _resumes_to(self, state: State) -> bool:
+        return (self.record.suspended_from or State.PENDING) == state
+
+    def resumes_to_pending(self) -> bool:
+        return self._resumes_to(P)
+
+    def resumes_to_creating_subaccount(self) -> bool:
+        return self._resumes_to(CS)
+
+    def resumes_to_registering_platform(self) -> bool:
+        return self._resumes_to(RP)
+
+    def resumes_to_installing_proxy(self) -> bool:
+        return self._resumes_to(IP)
+
+    def resumes_to_ready(self) -> bool:
+        return self._resumes_to(RD)
+
+    def resumes_to_rolling_back(self) -> bool:
+        return self._resumes_to(RB)
+
+    def resumes_to_failed(self) -> bool:
+        return self._resumes_to(FD)
+
+    def resumes_to_cleanup_failed(self) -> bool:
+        return self._resumes_to(CF)
+
+    def resumes_to_offboarding(self) -> bool:
+        return self._resumes_to(OB)
+
+
+class OnboardingMachine:
+    """Fires triggers on one record and keeps what they did.
+
+    ``fire`` returns the new state; ``log`` holds the transitions to store
+    together with the record.
+    """
+
+    def __init__(self, record: OnboardingRecord, *, now: datetime) -> None:
+        self.model = _Model(record=record, now=now, state=record.state)
+        self._machine = Machine(
+            model=self.model,
+            states=list(State),
+            transitions=TRANSITIONS,
+            initial=record.state,
+            auto_transitions=False,
+            after_state_change=self._record,
+        )
+
+    @property
+    def record(self) -> OnboardingRecord:
+        return self.model.record
+
+    @property
+    def log(self) -> list[TransitionRecord]:
+        return self.model.log
+
+    def can(self, trigger: str) -> bool:
+        return bool(getattr(self.model, f"may_{trigger}")())
+
+    def fire(self, trigger: str, reason: str, *, workflow: str | None = None) -> State:
+        """Fire ``trigger``; raises ``Conflict`` when the current state does not allow it."""
+        source = State(self.model.state)
+        self.model.reason = reason
+        self._workflow = workflow
+        self._trigger = trigger
+        self._source = source
+        self._apply_before(trigger, source)
+        try:
+            getattr(self.model, trigger)()
+        except MachineError as error:
+            raise Conflict(
+                f"onboarding {self.record.name}: cannot {trigger} while {source.value}"
+            ) from error
+        return State(self.model.state)
+
+    def _apply_before(self, trigger: str, source: State) -> None:
+        """Bookkeeping a trigger needs before its conditions are evaluated."""
+        if trigger == "offboard" and self.can("offboard"):
+            self.record.offboarding = True
+
+    def _record(self) -> None:
+        record = self.record
+        dest = State(self.model.state)
+        trigger = self._trigger
+        _effects(record, trigger=trigger, source=self._source, dest=dest)
+        record.state = dest
+        record.reason = self.model.reason
+        self.model.log.append(
+            TransitionRecord(
+                onboarding=record.name,
+                from_state=self._source,
+                to_state=dest,
+                trigger=trigger,
+                reason=self.model.reason,
+                at=self.model.now,
+                workflow=self._workflow,
+            )
+        )
+
+
+def _clear_step(record: OnboardingRecord) -> None:
+    record.step = None
+    record.attempt = 0
+    record.workflow = None
+    record.workflow_submitted = False
+    record.step_started_at = None
+    record.step_deadline = None
+
+
+def _effects(record: OnboardingRecord, *, trigger: str, source: State, dest: State) -> None:
+    """What a transition changes on the record besides its state.
+
+    Kept beside the table so a reader sees the whole behaviour in one file.
+    """
+    if trigger in ("step_retried", "compensation_retried"):
+        # the same step runs again as a new attempt, which the planner submits
+        record.workflow = None
+        record.workflow_submitted = False
+        return
+    if trigger in ("suspend", "resume"):
+        # an in-flight workflow is left alone and observed again on resume
+        record.suspended_from = source if trigger == "suspend" else None
+        return
+    record.error_count = 0
+    record.next_attempt_at = None
+    if trigger == "offboard" and source in (RB, CF):
+        return  # the compensations under way simply go on, now towards Deleted
+    _clear_step(record)
+    if dest == P:
+        record.started_steps = []
+        record.compensations = []
+        record.offboarding = False
+        record.last_error = None
+    elif trigger in ("step_failed", "offboard"):
+        record.compensations = [
+            c.value for c in compensations_for([Step(s) for s in record.started_steps])
+        ]
+    elif trigger == "compensated" and record.compensations:
+        done = Step(record.compensations.pop(0))
+        forward = next(f for f, c in COMPENSATION_OF.items() if c == done)
+        if forward.value in record.started_steps:
+            record.started_steps.remove(forward.value)
+    if dest == DL:
+        record.started_steps = []
+        record.compensations = []

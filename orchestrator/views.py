@@ -1,0 +1,81 @@
+"""What the HTTP API answers: read-only views of records, never a secret."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from orchestrator.records import OnboardingRecord, State, TransitionRecord
+
+
+class OnboardingView(BaseModel):
+    name: str
+    cluster: str
+    namespace: str
+    source: str = Field(description="file: declared in the config directory; api: upserted.")
+    state: State
+    reason: str | None = Field(default=None, description="Why it is in this state.")
+    step: str | None = Field(default=None, description="Step or compensation running now.")
+    attempt: int = 0
+    workflow: str | None = None
+    workflow_url: str | None = Field(default=None, description="Link to the Argo UI.")
+    last_error: str | None = None
+    suspended_from: State | None = None
+    offboarding: bool = False
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: OnboardingRecord, *, workflow_url: str | None = None) -> OnboardingView:
+        return cls(
+            name=record.name,
+            cluster=record.cluster,
+            namespace=record.namespace,
+            source=record.source.value,
+            state=record.state,
+            reason=record.reason,
+            step=record.step,
+            attempt=record.attempt,
+            workflow=record.workflow,
+            workflow_url=workflow_url,
+            last_error=record.last_error,
+            suspended_from=record.suspended_from,
+            offboarding=record.offboarding,
+            next_attempt_at=record.next_attempt_at,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            spec=record.spec,
+        )
+
+
+class TransitionView(BaseModel):
+    from_state: State
+    to_state: State
+    trigger: str
+    reason: str
+    at: datetime
+    workflow: str | None = None
+
+    @classmethod
+    def of(cls, transition: TransitionRecord) -> TransitionView:
+        return cls(
+            from_state=transition.from_state,
+            to_state=transition.to_state,
+            trigger=transition.trigger,
+            reason=transition.reason,
+            at=transition.at,
+            workflow=transition.workflow,
+        )
+
+
+class UpsertResult(BaseModel):
+    onboarding: OnboardingView
+    created: bool
+    changed: bool
+    done: bool | None = Field(
+        default=None, description="With wait: true when Ready or failed before the timeout."
+    )
