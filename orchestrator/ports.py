@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
+from orchestrator.configs import Onboarding
 from orchestrator.records import (
     OnboardingRecord,
     State,
@@ -16,6 +17,7 @@ from orchestrator.records import (
     WorkflowStatus,
     WorkflowSubmission,
 )
+from orchestrator.views import OnboardingView, TransitionView
 
 
 class Store(Protocol):
@@ -104,22 +106,24 @@ class Operations(Protocol):
     ``errors.ConfigError`` (422: e.g. unknown cluster).
     """
 
-    def list(self, *, state: State | None = None, cluster: str | None = None) -> list[Any]: ...
+    def list(
+        self, *, state: State | None = None, cluster: str | None = None
+    ) -> list[OnboardingView]: ...
 
-    def get(self, name: str) -> Any: ...
+    def get(self, name: str) -> OnboardingView: ...
 
-    def history(self, name: str) -> list[Any]: ...
+    def history(self, name: str) -> list[TransitionView]: ...
 
-    async def upsert(self, document: Any) -> tuple[Any, bool, bool]:
+    async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         """Returns (OnboardingView, created, changed)."""
         ...
 
-    async def delete(self, name: str) -> Any: ...
+    async def delete(self, name: str) -> OnboardingView: ...
 
-    async def wait(self, name: str, *, timeout: float) -> tuple[Any, bool]:
+    async def wait(self, name: str, *, timeout: float) -> tuple[OnboardingView, bool]:
         """Wait until Ready or Failed/CleanupFailed/Deleted; returns (view, done)."""
         ...
 
-    async def act(self, name: str, action: Action) -> Any: ...
+    async def act(self, name: str, action: Action) -> OnboardingView: ...
 
     def readiness(self) -> tuple[bool, str]: ...
