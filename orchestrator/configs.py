@@ -61,7 +61,9 @@ class Metadata(Strict):
 
 class Subaccount(Strict):
     display_name: str = Field(
-        alias="displayName", min_length=1, max_length=255,
+        alias="displayName",
+        min_length=1,
+        max_length=255,
         description="Display name of the BTP subaccount.",
     )
     subdomain: Subdomain = Field(
@@ -134,7 +136,8 @@ class Kubeconfig(Strict):
     path: str | None = Field(default=None, description="Path of a kubeconfig file.")
     context: str | None = Field(default=None, description="Context to use; default: current.")
     in_cluster: bool = Field(
-        default=False, alias="inCluster",
+        default=False,
+        alias="inCluster",
         description="Use the ServiceAccount of the pod the daemon runs in.",
     )
 
@@ -145,27 +148,33 @@ class ArgoAccess(Strict):
         default="argo", description="Namespace where WorkflowTemplates and Workflows live."
     )
     token_file: str | None = Field(
-        default=None, alias="tokenFile",
+        default=None,
+        alias="tokenFile",
         description="File holding the bearer token (re-read on change, so rotation works).",
     )
     token_env: str | None = Field(
-        default=None, alias="tokenEnv",
+        default=None,
+        alias="tokenEnv",
         description="Environment variable holding the bearer token.",
     )
     ca_file: str | None = Field(
-        default=None, alias="caFile",
+        default=None,
+        alias="caFile",
         description="CA bundle to verify the server's certificate; default: system CAs.",
     )
     insecure_skip_verify: bool = Field(
-        default=False, alias="insecureSkipVerify",
+        default=False,
+        alias="insecureSkipVerify",
         description="Do not verify TLS. Only for throw-away test clusters.",
     )
     ui_url: HttpUrl | None = Field(
-        default=None, alias="uiUrl",
+        default=None,
+        alias="uiUrl",
         description="Base URL of the Argo UI for links; default: the server URL.",
     )
     service_account: DNSLabel | None = Field(
-        default=None, alias="serviceAccount",
+        default=None,
+        alias="serviceAccount",
         description="ServiceAccount the step pods run as; default: the templates' own.",
     )
 
@@ -174,11 +183,17 @@ class ClusterSpec(Strict):
     kubeconfig: Kubeconfig | None = Field(default=None, description="How to reach the API.")
     argo: ArgoAccess
     max_concurrent: int = Field(
-        default=10, ge=1, le=1000, alias="maxConcurrent",
+        default=10,
+        ge=1,
+        le=1000,
+        alias="maxConcurrent",
         description="Most onboardings with a workflow in flight on this cluster at once.",
     )
     request_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300, alias="requestTimeoutSeconds",
+        default=10.0,
+        gt=0,
+        le=300,
+        alias="requestTimeoutSeconds",
         description="Timeout of one request to this cluster.",
     )
 

@@ -130,9 +130,7 @@ class ArgoUnavailable(ArgoError, TemporaryError):
         reason: str | None = None,
         delay: float | None = None,
     ) -> None:
-        ArgoError.__init__(
-            self, message, cluster=cluster, status=status, code=code, reason=reason
-        )
+        ArgoError.__init__(self, message, cluster=cluster, status=status, code=code, reason=reason)
         self.delay = delay
 
 

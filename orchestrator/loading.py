@@ -81,9 +81,11 @@ def _describe(index: int, document: Any) -> str:
     label = f"document {index}"
     if isinstance(document, dict):
         kind = document.get("kind")
-        name = (document.get("metadata") or {}).get("name") if isinstance(
-            document.get("metadata"), dict
-        ) else None
+        name = (
+            (document.get("metadata") or {}).get("name")
+            if isinstance(document.get("metadata"), dict)
+            else None
+        )
         if kind or name:
             label += f" ({kind or '?'} {name or '?'})"
     return label
@@ -166,13 +168,13 @@ def load_documents(
                 onboardings[model.metadata.name] = model
     for name, onboarding in onboardings.items():
         if onboarding.spec.cluster not in clusters:
-            file, _, index = sources[f"Onboarding/{name}"].rpartition("#")
+            file, _, position = sources[f"Onboarding/{name}"].rpartition("#")
             problems.append(
                 ConfigProblem(
                     file,
                     f"unknown cluster {onboarding.spec.cluster!r}"
                     + (f" (known: {', '.join(sorted(clusters))})" if clusters else ""),
-                    f"document {index} (Onboarding {name})",
+                    f"document {position} (Onboarding {name})",
                     "spec.cluster",
                 )
             )

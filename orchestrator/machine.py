@@ -56,7 +56,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": DL,
      "conditions": "nothing_to_compensate"},
     {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": OB},
-    {"trigger": "forget", "source": SUSPENDABLE + [SU], "dest": DL},
+    {"trigger": "forget", "source": [*SUSPENDABLE, SU], "dest": DL},
     {"trigger": "recreate", "source": DL, "dest": P},
     # on-call
     {"trigger": "retry", "source": FD, "dest": P},

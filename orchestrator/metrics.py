@@ -19,58 +19,81 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.onboardings = Gauge(
-            "orchestrator_onboardings", "Onboardings per state and cluster.",
-            ["state", "cluster"], registry=r,
+            "orchestrator_onboardings",
+            "Onboardings per state and cluster.",
+            ["state", "cluster"],
+            registry=r,
         )
         self.transitions = Counter(
-            "orchestrator_transitions_total", "State transitions.",
-            ["from_state", "to_state", "trigger"], registry=r,
+            "orchestrator_transitions_total",
+            "State transitions.",
+            ["from_state", "to_state", "trigger"],
+            registry=r,
         )
         self.step_duration = Histogram(
             "orchestrator_step_duration_seconds",
             "Time from a step attempt's submission to its outcome.",
-            ["step", "outcome"], buckets=DURATION_BUCKETS, registry=r,
+            ["step", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.step_outcomes = Counter(
-            "orchestrator_step_outcomes_total", "Step attempts by outcome.",
-            ["step", "cluster", "outcome"], registry=r,
+            "orchestrator_step_outcomes_total",
+            "Step attempts by outcome.",
+            ["step", "cluster", "outcome"],
+            registry=r,
         )
         self.workflow_submissions = Counter(
             "orchestrator_workflow_submissions_total",
             "Workflows submitted (result: created, adopted, error).",
-            ["cluster", "step", "result"], registry=r,
+            ["cluster", "step", "result"],
+            registry=r,
         )
         self.argo_requests = Histogram(
-            "orchestrator_argo_request_duration_seconds", "Argo Server request latency.",
-            ["cluster", "operation"], buckets=REQUEST_BUCKETS, registry=r,
+            "orchestrator_argo_request_duration_seconds",
+            "Argo Server request latency.",
+            ["cluster", "operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
         )
         self.argo_errors = Counter(
-            "orchestrator_argo_request_errors_total", "Argo Server request errors.",
-            ["cluster", "operation", "reason"], registry=r,
+            "orchestrator_argo_request_errors_total",
+            "Argo Server request errors.",
+            ["cluster", "operation", "reason"],
+            registry=r,
         )
         self.cluster_up = Gauge(
-            "orchestrator_cluster_reachable", "1 when the last call to the cluster worked.",
-            ["cluster"], registry=r,
+            "orchestrator_cluster_reachable",
+            "1 when the last call to the cluster worked.",
+            ["cluster"],
+            registry=r,
         )
         self.reconcile_duration = Histogram(
-            "orchestrator_reconcile_duration_seconds", "Duration of a reconcile pass.",
-            buckets=REQUEST_BUCKETS, registry=r,
+            "orchestrator_reconcile_duration_seconds",
+            "Duration of a reconcile pass.",
+            buckets=REQUEST_BUCKETS,
+            registry=r,
         )
         self.reconcile_last_success = Gauge(
             "orchestrator_reconcile_last_success_timestamp_seconds",
-            "Unix time of the last reconcile pass that completed.", registry=r,
+            "Unix time of the last reconcile pass that completed.",
+            registry=r,
         )
         self.reconcile_errors = Counter(
-            "orchestrator_reconcile_errors_total", "Onboarding reconciles that raised.",
-            ["cluster", "reason"], registry=r,
+            "orchestrator_reconcile_errors_total",
+            "Onboarding reconciles that raised.",
+            ["cluster", "reason"],
+            registry=r,
         )
         self.config_reload_errors = Counter(
-            "orchestrator_config_reload_errors_total", "Rejected desired-state reloads.",
+            "orchestrator_config_reload_errors_total",
+            "Rejected desired-state reloads.",
             registry=r,
         )
         self.config_last_success = Gauge(
             "orchestrator_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last accepted desired-state load.", registry=r,
+            "Unix time of the last accepted desired-state load.",
+            registry=r,
         )
         self.config_valid = Gauge(
             "orchestrator_config_valid",
@@ -79,10 +102,14 @@ class Metrics:
         )
         self.cleanup_failed = Gauge(
             "orchestrator_cleanup_failed",
-            "Onboardings parked in CleanupFailed, waiting for on-call.", ["cluster"], registry=r,
+            "Onboardings parked in CleanupFailed, waiting for on-call.",
+            ["cluster"],
+            registry=r,
         )
         self.leader = Gauge(
-            "orchestrator_leader", "1 when this replica acts.", registry=r,
+            "orchestrator_leader",
+            "1 when this replica acts.",
+            registry=r,
         )
 
     def count_states(self, counts: dict[tuple[State, str], int], clusters: set[str]) -> None:

@@ -6,6 +6,7 @@ checked by one contract test suite (``tests/store``, ``tests/argo``).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
@@ -49,7 +50,7 @@ class Store(Protocol):
         self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
     ) -> OnboardingRecord: ...
 
-    def history(self, name: str) -> list[TransitionRecord]: ...
+    def history(self, name: str) -> builtins.list[TransitionRecord]: ...
 
     def close(self) -> None: ...
 
@@ -112,7 +113,7 @@ class Operations(Protocol):
 
     def get(self, name: str) -> OnboardingView: ...
 
-    def history(self, name: str) -> list[TransitionView]: ...
+    def history(self, name: str) -> builtins.list[TransitionView]: ...
 
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         """Returns (OnboardingView, created, changed)."""

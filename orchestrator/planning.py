@@ -1,0 +1,229 @@
+"""Deciding what to do next for one onboarding: pure, no I/O.
+
+``decide`` looks at the stored record, the desired spec and what Argo says
+about the current workflow, and returns the commands to carry out in order.
+The reconciler executes them; the state machine records the transitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+from orchestrator.configs import DeletionPolicy, OnboardingSpec
+from orchestrator.machine import STEP_OF_STATE
+from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
+from orchestrator.steps import Step
+
+#: ``reason`` of an onboarding suspended because its spec says so (resumed when it no longer does)
+SUSPENDED_BY_SPEC = "spec.suspend is true"
+
+
+class Unknown(Enum):
+    """Argo could not be asked this time (the cluster is unreachable or erring)."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
+
+#: What Argo says about the current workflow: its status, None (no such workflow), or UNKNOWN.
+Observation = WorkflowStatus | None | Unknown
+
+
+@dataclass(frozen=True)
+class Fire:
+    trigger: str
+    reason: str
+    workflow: str | None = None
+    #: back-off before the next attempt, for retries
+    delay: float | None = None
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Submit ``step``; ``new_attempt`` False resubmits the recorded name (never confirmed)."""
+
+    step: Step
+    new_attempt: bool = True
+
+
+@dataclass(frozen=True)
+class Stop:
+    workflow: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do now; ``why`` is shown by ``plan``."""
+
+    why: str
+
+
+Command = Fire | Submit | Stop | Wait
+
+
+@dataclass(frozen=True)
+class Limits:
+    step_attempts: int = 3
+    compensation_attempts: int = 5
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 300.0
+
+
+@dataclass
+class Situation:
+    """Everything ``decide`` looks at for one onboarding."""
+
+    record: OnboardingRecord
+    #: the desired spec; None when the onboarding was removed from the desired state
+    desired: OnboardingSpec | None
+    observation: Observation
+    now: datetime
+    #: a free slot on the cluster, for Pending onboardings to start
+    slot_available: bool = True
+    limits: Limits = field(default_factory=Limits)
+    #: 0..1 random factor for jitter (injected so tests are deterministic)
+    jitter: Callable[[], float] = lambda: 0.5
+
+
+def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
+    """Exponential back-off with full jitter in its upper half: never zero, capped."""
+    growth = limits.backoff_base_seconds * 2 ** max(0, attempt - 1)
+    ceiling = min(limits.backoff_max_seconds, growth)
+    return float(ceiling / 2 + ceiling / 2 * jitter)
+
+
+FORWARD_STATES = frozenset(STEP_OF_STATE)
+COMPENSATING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
+
+
+def decide(s: Situation) -> list[Command]:
+    record = s.record
+    state = record.state
+    if state == State.DELETED:
+        if s.desired is not None:
+            return [Fire("recreate", "declared again")]
+        return [Wait("deleted")]
+    if s.desired is None:
+        return _removed(s)
+    if s.desired.suspend and state != State.SUSPENDED:
+        return [Fire("suspend", SUSPENDED_BY_SPEC)]
+    if state == State.SUSPENDED:
+        if not s.desired.suspend and record.reason == SUSPENDED_BY_SPEC:
+            return [Fire("resume", "spec.suspend is false")]
+        return [Wait("suspended")]
+    if s.desired.fingerprint() != record.spec_fingerprint and state in (State.READY, State.FAILED):
+        return [Fire("spec_changed", "the spec changed")]
+    if record.next_attempt_at is not None and s.now < record.next_attempt_at:
+        return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
+    if state == State.PENDING:
+        if not s.slot_available:
+            return [Wait("the cluster is at its concurrency limit")]
+        return [Fire("start", "starting")]
+    if state in FORWARD_STATES:
+        return _run_step(s, STEP_OF_STATE[state])
+    if state in COMPENSATING:
+        if not record.compensations:
+            return [Fire("compensated", "nothing left to compensate")]
+        return _run_step(s, Step(record.compensations[0]))
+    return [Wait(f"{state.value}: settled")]
+
+
+def _removed(s: Situation) -> list[Command]:
+    """The onboarding is no longer desired: offboard or forget, per its policy."""
+    record = s.record
+    policy = DeletionPolicy(record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value))
+    if policy == DeletionPolicy.ORPHAN:
+        return [Fire("forget", "removed with deletionPolicy Orphan: left as it is")]
+    if record.state == State.SUSPENDED:
+        return [Wait("removed, offboarding waits until it is resumed")]
+    if record.state in COMPENSATING and record.offboarding:
+        return decide_compensation(s)
+    if record.state == State.CLEANUP_FAILED and record.offboarding:
+        return [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]
+    commands: list[Command] = []
+    if record.state in FORWARD_STATES and record.workflow is not None:
+        observation = s.observation
+        if observation is UNKNOWN:
+            return [Wait("removed, waiting for the cluster to stop the running step")]
+        if isinstance(observation, WorkflowStatus) and not observation.phase.finished:
+            commands.append(Stop(record.workflow, "onboarding removed: offboarding"))
+    commands.append(Fire("offboard", "removed from the desired state"))
+    return commands
+
+
+def decide_compensation(s: Situation) -> list[Command]:
+    record = s.record
+    if record.next_attempt_at is not None and s.now < record.next_attempt_at:
+        return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
+    if not record.compensations:
+        return [Fire("compensated", "nothing left to compensate")]
+    return _run_step(s, Step(record.compensations[0]))
+
+
+def _run_step(s: Situation, step: Step) -> list[Command]:
+    record = s.record
+    if record.step != step.value or record.workflow is None:
+        return [Submit(step)]
+    observation = s.observation
+    workflow = record.workflow
+    if observation is UNKNOWN:
+        return [Wait("cannot reach the cluster")]
+    if observation is None:
+        if not record.workflow_submitted:
+            return [Submit(step, new_attempt=False)]
+        return _attempt_failed(s, step, f"workflow {workflow} disappeared")
+    assert isinstance(observation, WorkflowStatus)
+    if observation.phase == WorkflowPhase.SUCCEEDED:
+        trigger = "compensated" if step.is_compensation else "step_succeeded"
+        return [Fire(trigger, f"{step.value} succeeded", workflow)]
+    if observation.phase.finished:
+        message = observation.message or observation.phase.value
+        outcome = observation.phase.value.lower()
+        return _attempt_failed(s, step, f"{step.value} {outcome}: {message}")
+    if record.step_deadline is not None and s.now >= record.step_deadline:
+        return [
+            Stop(workflow, "step deadline exceeded"),
+            *_attempt_failed(s, step, f"{step.value} passed its deadline"),
+        ]
+    return [Wait(f"{step.value} is {observation.phase.value or 'submitted'}")]
+
+
+def _attempt_failed(s: Situation, step: Step, reason: str) -> list[Command]:
+    record = s.record
+    limit = s.limits.compensation_attempts if step.is_compensation else s.limits.step_attempts
+    if record.attempt < limit:
+        delay = backoff(record.attempt, limits=s.limits, jitter=s.jitter())
+        trigger = "compensation_retried" if step.is_compensation else "step_retried"
+        return [
+            Fire(trigger, f"{reason}; attempt {record.attempt} of {limit}", record.workflow, delay)
+        ]
+    if step.is_compensation:
+        return [
+            Fire(
+                "compensation_exhausted",
+                f"{reason}; gave up after {limit} attempts, waiting for on-call",
+                record.workflow,
+            )
+        ]
+    return [Fire("step_failed", f"{reason}; gave up after {limit} attempts", record.workflow)]
+
+
+def describe(commands: list[Command]) -> tuple[str, str]:
+    """(action, detail) for the ``plan`` command."""
+    first = commands[0]
+    if isinstance(first, Fire):
+        return first.trigger, first.reason
+    if isinstance(first, Submit):
+        return "submit", first.step.value + ("" if first.new_attempt else " (resubmit)")
+    if isinstance(first, Stop):
+        return "stop", f"{first.workflow}: {first.message}"
+    return "wait", first.why
+
+
+def retry_after(now: datetime, delay: float | None) -> datetime | None:
+    return None if delay is None else now + timedelta(seconds=delay)
