@@ -176,7 +176,7 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
     if observation is None:
         if not record.workflow_submitted:
             return [Submit(step, new_attempt=False)]
-        return _attempt_failed(s, step, f"workflow {workflow} disappeared")
+        return attempt_failed(s, step, f"workflow {workflow} disappeared")
     assert isinstance(observation, WorkflowStatus)
     if observation.phase == WorkflowPhase.SUCCEEDED:
         trigger = "compensated" if step.is_compensation else "step_succeeded"
@@ -184,16 +184,16 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
     if observation.phase.finished:
         message = observation.message or observation.phase.value
         outcome = observation.phase.value.lower()
-        return _attempt_failed(s, step, f"{step.value} {outcome}: {message}")
+        return attempt_failed(s, step, f"{step.value} {outcome}: {message}")
     if record.step_deadline is not None and s.now >= record.step_deadline:
         return [
             Stop(workflow, "step deadline exceeded"),
-            *_attempt_failed(s, step, f"{step.value} passed its deadline"),
+            *attempt_failed(s, step, f"{step.value} passed its deadline"),
         ]
     return [Wait(f"{step.value} is {observation.phase.value or 'submitted'}")]
 
 
-def _attempt_failed(s: Situation, step: Step, reason: str) -> list[Command]:
+def attempt_failed(s: Situation, step: Step, reason: str) -> list[Command]:
     record = s.record
     limit = s.limits.compensation_attempts if step.is_compensation else s.limits.step_attempts
     if record.attempt < limit:

@@ -1,0 +1,32 @@
+"""The parameters a step workflow gets: from the spec, never a secret."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.configs import OnboardingSpec
+from orchestrator.steps import Step
+
+
+def step_parameters(*, onboarding: str, spec: OnboardingSpec, step: Step) -> dict[str, str]:
+    """Every template accepts the full set, so each step sees the same inputs.
+
+    Credentials never travel here: the templates read them from Secrets.
+    """
+    subaccount = spec.subaccount
+    chart = spec.proxy_chart
+    return {
+        "onboarding": onboarding,
+        "step": step.value,
+        "namespace": spec.namespace,
+        "subaccount-display-name": subaccount.display_name,
+        "subdomain": subaccount.subdomain,
+        "region": subaccount.region,
+        "admins": json.dumps(subaccount.admins),
+        "subaccount-labels": json.dumps(subaccount.labels, sort_keys=True),
+        "platform-name": spec.platform.name,
+        "chart-repo": chart.repo,
+        "chart-name": chart.name,
+        "chart-version": chart.version,
+        "chart-values": json.dumps(chart.values, sort_keys=True),
+    }

@@ -1,0 +1,537 @@
+"""The reconcile pass of one cluster: an ordered list of small steps, with one
+place that records the outcome of each onboarding (store, history, metrics, logs).
+
+API cost per pass: one list call for the cluster when it has workflows in
+flight, plus the submissions and stops decided; settled onboardings cost none.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator.clusters import ClusterRegistry
+from orchestrator.configs import Onboarding, OnboardingSpec
+from orchestrator.desired import DesiredStateSource
+from orchestrator.errors import (
+    Conflict,
+    PermanentError,
+    TemporaryError,
+    WorkflowExists,
+)
+from orchestrator.machine import OnboardingMachine
+from orchestrator.metrics import Metrics
+from orchestrator.naming import in_flight_selector, workflow_labels, workflow_name
+from orchestrator.parameters import step_parameters
+from orchestrator.planning import (
+    COMPENSATING,
+    FORWARD_STATES,
+    UNKNOWN,
+    Command,
+    Fire,
+    Limits,
+    Observation,
+    Situation,
+    Stop,
+    Submit,
+    Wait,
+    attempt_failed,
+    backoff,
+    decide,
+)
+from orchestrator.ports import Store, WorkflowEngine
+from orchestrator.records import (
+    SETTLED,
+    OnboardingRecord,
+    Source,
+    State,
+    TransitionRecord,
+    WorkflowStatus,
+    WorkflowSubmission,
+)
+from orchestrator.steps import Step
+
+log = logging.getLogger(__name__)
+
+#: names per list call, so a label selector stays a sensible length
+SELECTOR_CHUNK = 50
+#: decisions per onboarding and pass (a success may lead straight to the next submission)
+MAX_DECISIONS = 6
+#: our deadline trails the workflow's own activeDeadlineSeconds by this much
+DEADLINE_GRACE = timedelta(seconds=60)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The reconciler's knobs (from ``settings.Settings``)."""
+
+    daemon_id: str = "orchestrator"
+    step_timeout_seconds: int = 1800
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class PassResult:
+    cluster: str
+    examined: int = 0
+    listed: bool = False
+    submitted: int = 0
+    errors: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        desired: DesiredStateSource,
+        clusters: ClusterRegistry,
+        templates: list[dict[str, Any]],
+        metrics: Metrics,
+        tuning: Tuning | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.desired = desired
+        self.clusters = clusters
+        self.templates = templates
+        self.metrics = metrics
+        self.tuning = tuning or Tuning()
+        self.clock = clock
+        self.jitter = jitter
+        #: clusters whose WorkflowTemplates are known to be current
+        self._templates_applied: set[str] = set()
+
+    # --- the pass ----------------------------------------------------------------
+
+    async def reconcile_cluster(self, cluster: str) -> PassResult:
+        """One pass over one cluster's onboardings."""
+        started = time.monotonic()
+        result = PassResult(cluster)
+        try:
+            now = self.clock()
+            records = self._records(cluster, now)
+            result.examined = len(records)
+            engine = self.clusters.engine(cluster)
+            observations = await self._observe(cluster, engine, records, result)
+            busy = sum(1 for r in records if r.state in FORWARD_STATES | COMPENSATING)
+            limit = self._limit(cluster)
+            for record in sorted(records, key=lambda r: (r.created_at, r.name)):
+                observation = observations.get(record.name, None)
+                started_here = await self._reconcile_one(
+                    record, engine, observation, slot_available=busy < limit, result=result
+                )
+                busy += started_here
+        finally:
+            self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        if result.errors == 0:
+            self.metrics.reconcile_last_success.set(time.time())
+        return result
+
+    def _limit(self, cluster: str) -> int:
+        entry = self.clusters.cluster(cluster)
+        return entry.spec.max_concurrent if entry else 0
+
+    def _records(self, cluster: str, now: datetime) -> list[OnboardingRecord]:
+        """The cluster's stored onboardings, creating those newly declared in files."""
+        stored = {r.name: r for r in self.store.list(cluster=cluster)}
+        for name, document in self.desired.state.onboardings.items():
+            if document.spec.cluster != cluster or name in stored:
+                continue
+            if (other := self.store.get(name)) is not None:
+                log.error(
+                    "onboarding cannot move to another cluster; offboard it first",
+                    extra={"onboarding": name, "cluster": other.cluster},
+                )
+                continue
+            stored[name] = self._create(document, now, source=Source.FILE)
+        return list(stored.values())
+
+    def _create(self, document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:
+        name = document.metadata.name
+        record = new_record(document, now, source=source)
+        where = self.desired.state.sources.get(f"Onboarding/{name}", "the API")
+        first = TransitionRecord(
+            onboarding=name,
+            from_state=State.PENDING,
+            to_state=State.PENDING,
+            trigger="declared",
+            reason=f"declared in {where}",
+            at=now,
+        )
+        created = self.store.create(record, [first])
+        log.info("onboarding declared", extra={"onboarding": name, "cluster": record.cluster})
+        return created
+
+    async def _observe(
+        self,
+        cluster: str,
+        engine: WorkflowEngine | None,
+        records: list[OnboardingRecord],
+        result: PassResult,
+    ) -> dict[str, Observation]:
+        """One list call for the workflows in flight; UNKNOWN for all if it fails."""
+        in_flight = [r for r in records if r.workflow is not None and r.state not in SETTLED]
+        if not in_flight:
+            return {}
+        if engine is None:
+            return dict.fromkeys((r.name for r in in_flight), UNKNOWN)
+        found: dict[str, WorkflowStatus] = {}
+        names = sorted({r.name for r in in_flight})
+        try:
+            for start in range(0, len(names), SELECTOR_CHUNK):
+                selector = in_flight_selector(
+                    daemon=self.tuning.daemon_id, onboardings=names[start : start + SELECTOR_CHUNK]
+                )
+                for status in await engine.list(selector):
+                    found[status.name] = status
+        except TemporaryError as error:
+            self.clusters.mark(cluster, reachable=False, reason=str(error), now=self.clock())
+            self.metrics.reconcile_errors.labels(cluster=cluster, reason=error.reason).inc()
+            result.errors += 1
+            for record in in_flight:
+                self._note_error(record, error)
+            return dict.fromkeys(names, UNKNOWN)
+        result.listed = True
+        self.clusters.mark(cluster, reachable=True, reason=None, now=self.clock())
+        return {r.name: found.get(r.workflow or "") for r in in_flight}
+
+    # --- one onboarding --------------------------------------------------------
+
+    async def _reconcile_one(
+        self,
+        record: OnboardingRecord,
+        engine: WorkflowEngine | None,
+        observation: Observation,
+        *,
+        slot_available: bool,
+        result: PassResult,
+    ) -> int:
+        """Decide and act for one onboarding; returns 1 if it took a cluster slot."""
+        desired = self._desired_spec(record)
+        if desired is not None and record.state not in (State.DELETED,):
+            problem = immutable_change(record, desired)
+            if problem:
+                if record.last_error != problem:
+                    record.last_error = problem
+                    self._save(record, [])
+                return 0
+            spec = desired.model_dump(mode="json", by_alias=True)
+            changed = spec != record.spec
+            record.spec = spec
+        else:
+            changed = False
+        took_slot = 0
+        machine = OnboardingMachine(record, now=self.clock())
+        try:
+            for _ in range(MAX_DECISIONS):
+                situation = Situation(
+                    record=record,
+                    desired=desired,
+                    observation=observation,
+                    now=self.clock(),
+                    slot_available=slot_available and not took_slot,
+                    limits=self.tuning.limits,
+                    jitter=self.jitter,
+                )
+                commands = decide(situation)
+                if isinstance(commands[0], Wait):
+                    break
+                changed = True
+                acted = await self._execute(machine, commands, engine, situation, result)
+                if any(isinstance(c, Fire) and c.trigger == "start" for c in commands):
+                    took_slot = 1
+                # after a transition the new state's first step has not been observed
+                observation = None
+                if acted:
+                    break
+            if changed:
+                if record.error_count and (record.next_attempt_at or self.clock()) <= self.clock():
+                    record.error_count = 0  # it went through again: forget the streak
+                self._save(record, machine.log)
+        except TemporaryError as error:
+            result.errors += 1
+            self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
+            self._note_error(record, error, machine.log)
+        except Conflict as error:
+            # changed meanwhile (an API action): the next pass starts from the stored record
+            log.info(
+                "skipped: changed meanwhile", extra={"onboarding": record.name, "error": str(error)}
+            )
+        except Exception as error:
+            result.errors += 1
+            self.metrics.reconcile_errors.labels(cluster=record.cluster, reason="Internal").inc()
+            log.exception("reconcile failed", extra={"onboarding": record.name})
+            self._note_error(
+                record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
+            )
+        return took_slot
+
+    def _desired_spec(self, record: OnboardingRecord) -> OnboardingSpec | None:
+        if record.source == Source.FILE:
+            document = self.desired.state.onboardings.get(record.name)
+            return document.spec if document else None
+        if record.state == State.DELETED or record.offboarding:
+            return None
+        return OnboardingSpec.model_validate(record.spec)
+
+    async def _execute(
+        self,
+        machine: OnboardingMachine,
+        commands: list[Command],
+        engine: WorkflowEngine | None,
+        situation: Situation,
+        result: PassResult,
+    ) -> bool:
+        """Carry out the commands in order; True when it talked to Argo (ends the turn)."""
+        record = machine.record
+        acted = False
+        for command in commands:
+            if isinstance(command, Fire):
+                self._fire(machine, command, situation)
+            elif isinstance(command, Stop):
+                await self._require(engine, record).stop(command.workflow, message=command.message)
+                log.info("workflow stopped", extra=_fields(record, workflow=command.workflow))
+                acted = True
+            elif isinstance(command, Submit):
+                await self._submit(machine, command, self._require(engine, record), situation)
+                result.submitted += 1
+                acted = True
+        return acted
+
+    def _require(self, engine: WorkflowEngine | None, record: OnboardingRecord) -> WorkflowEngine:
+        if engine is None:
+            raise TemporaryError(
+                f"cluster {record.cluster} is not declared; cannot act on it",
+                reason="UnknownCluster",
+            )
+        return engine
+
+    def _fire(self, machine: OnboardingMachine, command: Fire, situation: Situation) -> None:
+        record = machine.record
+        source = record.state
+        step = record.step
+        started_at = record.step_started_at
+        if command.trigger == "start" and situation.desired is not None:
+            record.spec_fingerprint = situation.desired.fingerprint()
+        if command.trigger == "recreate":
+            record.incarnation = new_incarnation()
+        new = machine.fire(command.trigger, command.reason, workflow=command.workflow)
+        if command.delay is not None:
+            record.next_attempt_at = self.clock() + timedelta(seconds=command.delay)
+        self.metrics.transitions.labels(
+            from_state=source.value, to_state=new.value, trigger=command.trigger
+        ).inc()
+        outcome = _OUTCOMES.get(command.trigger)
+        if outcome and step:
+            self.metrics.step_outcomes.labels(
+                step=step, cluster=record.cluster, outcome=outcome
+            ).inc()
+            if started_at is not None:
+                elapsed = (self.clock() - started_at).total_seconds()
+                self.metrics.step_duration.labels(step=step, outcome=outcome).observe(elapsed)
+        level = logging.WARNING if new in (State.FAILED, State.CLEANUP_FAILED) else logging.INFO
+        log.log(
+            level,
+            f"{source.value} -> {new.value}: {command.reason}",
+            extra=_fields(record, step=step, workflow=command.workflow, trigger=command.trigger),
+        )
+
+    async def _submit(
+        self,
+        machine: OnboardingMachine,
+        command: Submit,
+        engine: WorkflowEngine,
+        situation: Situation,
+    ) -> None:
+        record = machine.record
+        step = command.step
+        if command.new_attempt:
+            begin_attempt(record, step)
+            # the intent is stored before Argo hears of it: after a crash the
+            # same name is looked up, then resubmitted, never run twice
+            self._save(record, machine.log)
+        await self._apply_templates(record.cluster, engine)
+        assert record.workflow is not None
+        spec = OnboardingSpec.model_validate(record.spec)
+        counter = record.attempt_counters[step.value]
+        submission = WorkflowSubmission(
+            name=record.workflow,
+            template=step.template,
+            parameters=step_parameters(onboarding=record.name, spec=spec, step=step),
+            labels=workflow_labels(
+                onboarding=record.name,
+                incarnation=record.incarnation,
+                step=step,
+                attempt=counter,
+                daemon=self.tuning.daemon_id,
+            ),
+            active_deadline_seconds=self.tuning.step_timeout_seconds,
+        )
+        try:
+            await engine.submit(submission)
+            outcome = "created"
+        except WorkflowExists:
+            await engine.get(record.workflow)  # adopt it: it is ours by its name
+            outcome = "adopted"
+        except PermanentError as error:
+            self.metrics.workflow_submissions.labels(
+                cluster=record.cluster, step=step.value, result="rejected"
+            ).inc()
+            log.error("workflow rejected", extra=_fields(record, step=step.value, error=str(error)))
+            situation.record.last_error = str(error)
+            for failed in attempt_failed(situation, step, f"{step.value} rejected: {error}"):
+                if isinstance(failed, Fire):
+                    self._fire(machine, failed, situation)
+            return
+        now = self.clock()
+        record.workflow_submitted = True
+        record.step_started_at = now
+        record.step_deadline = (
+            now + timedelta(seconds=self.tuning.step_timeout_seconds) + DEADLINE_GRACE
+        )
+        self.metrics.workflow_submissions.labels(
+            cluster=record.cluster, step=step.value, result=outcome
+        ).inc()
+        log.info(
+            f"workflow {outcome}",
+            extra=_fields(
+                record, step=step.value, workflow=record.workflow, attempt=record.attempt
+            ),
+        )
+
+    async def _apply_templates(self, cluster: str, engine: WorkflowEngine) -> None:
+        if cluster in self._templates_applied:
+            return
+        for manifest in self.templates:
+            change = await engine.apply_template(manifest)
+            if change != "unchanged":
+                log.info(
+                    f"WorkflowTemplate {change}",
+                    extra={"cluster": cluster, "template": manifest["metadata"]["name"]},
+                )
+        self._templates_applied.add(cluster)
+
+    def forget_templates(self) -> None:
+        """Make the next pass re-check every cluster's WorkflowTemplates."""
+        self._templates_applied.clear()
+
+    # --- recording ------------------------------------------------------------------
+
+    def _save(self, record: OnboardingRecord, log_: list[TransitionRecord]) -> None:
+        record.updated_at = self.clock()
+        saved = self.store.save(record, list(log_))
+        record.version = saved.version
+        log_.clear()
+
+    def _note_error(
+        self,
+        record: OnboardingRecord,
+        error: TemporaryError,
+        pending: list[TransitionRecord] | None = None,
+    ) -> None:
+        """Back off this onboarding and remember why; its state does not change."""
+        record.error_count += 1
+        delay = backoff(record.error_count, limits=self.tuning.limits, jitter=self.jitter())
+        if error.delay is not None:
+            delay = max(delay, error.delay)
+        record.last_error = str(error)
+        record.next_attempt_at = self.clock() + timedelta(seconds=delay)
+        log.warning(
+            "will retry",
+            extra=_fields(record, error=str(error), reason=error.reason, retry_in=round(delay, 1)),
+        )
+        try:
+            self._save(record, pending if pending is not None else [])
+        except Conflict:
+            pass
+        except TemporaryError as store_error:
+            log.error("cannot record the error", extra={"error": str(store_error)})
+
+
+_OUTCOMES = {
+    "step_succeeded": "succeeded",
+    "compensated": "succeeded",
+    "step_retried": "failed",
+    "compensation_retried": "failed",
+    "step_failed": "failed",
+    "compensation_exhausted": "failed",
+}
+
+
+def _fields(record: OnboardingRecord, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"onboarding": record.name, "cluster": record.cluster}
+    fields.update({k: v for k, v in extra.items() if v is not None})
+    return fields
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(3)[:5]
+
+
+def new_record(document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:
+    spec = document.spec
+    return OnboardingRecord(
+        name=document.metadata.name,
+        cluster=spec.cluster,
+        namespace=spec.namespace,
+        source=source,
+        spec=spec.model_dump(mode="json", by_alias=True),
+        spec_fingerprint=spec.fingerprint(),
+        incarnation=new_incarnation(),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def begin_attempt(record: OnboardingRecord, step: Step) -> None:
+    """Record a new attempt of ``step`` and its deterministic workflow name."""
+    record.attempt = record.attempt + 1 if record.step == step.value else 1
+    record.step = step.value
+    counter = record.attempt_counters.get(step.value, 0) + 1
+    record.attempt_counters = {**record.attempt_counters, step.value: counter}
+    record.workflow = workflow_name(record.name, record.incarnation, step, counter)
+    record.workflow_submitted = False
+    record.step_started_at = None
+    record.step_deadline = None
+    if not step.is_compensation and step.value not in record.started_steps:
+        record.started_steps = [*record.started_steps, step.value]
+
+
+#: fields that name things already created; changing them would orphan those
+IMMUTABLE = {
+    "cluster": ("cluster",),
+    "namespace": ("namespace",),
+    "subaccount.subdomain": ("subaccount", "subdomain"),
+    "subaccount.region": ("subaccount", "region"),
+}
+
+
+def immutable_change(record: OnboardingRecord, desired: OnboardingSpec) -> str | None:
+    """A reason to refuse the new spec while things exist, or None."""
+    if not record.started_steps and record.state in (State.PENDING, State.FAILED, State.DELETED):
+        return None
+    new = desired.model_dump(mode="json", by_alias=True)
+    for label, path in IMMUTABLE.items():
+        old_value: Any = record.spec
+        new_value: Any = new
+        for key in path:
+            old_value = old_value.get(key) if isinstance(old_value, dict) else None
+            new_value = new_value.get(key) if isinstance(new_value, dict) else None
+        if old_value != new_value:
+            return (
+                f"spec.{label} cannot change from {old_value!r} to {new_value!r} while the"
+                " onboarding exists; offboard it first (the new spec is ignored)"
+            )
+    return None
