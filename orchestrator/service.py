@@ -1,0 +1,218 @@
+"""What on-call and upstream services can do, over the store and the reconciler.
+
+Implements ``ports.Operations`` for the HTTP API. Every change goes through
+the state machine and is stored with its history; the affected cluster is
+then woken so the change takes effect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable
+from datetime import datetime
+
+from orchestrator.clusters import ClusterRegistry
+from orchestrator.configs import DeletionPolicy, Onboarding
+from orchestrator.desired import DesiredStateSource
+from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
+from orchestrator.machine import OnboardingMachine
+from orchestrator.planning import SUSPENDED_BY_SPEC
+from orchestrator.ports import Action, Store
+from orchestrator.reconciling import new_incarnation, new_record, utcnow
+from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
+from orchestrator.views import OnboardingView, TransitionView
+
+#: states after which waiting for an upsert ends
+DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
+
+ON_CALL_REASONS: dict[Action, str] = {
+    "retry": "retried by on-call",
+    "suspend": "suspended by on-call",
+    "resume": "resumed by on-call",
+}
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        desired: DesiredStateSource,
+        clusters: ClusterRegistry,
+        wake: Callable[[str], None],
+        clock: Callable[[], datetime] = utcnow,
+        poll_seconds: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.desired = desired
+        self.clusters = clusters
+        self.wake = wake
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.started = False
+
+    # --- reading ------------------------------------------------------------------
+
+    def view(self, record: OnboardingRecord) -> OnboardingView:
+        engine = self.clusters.engine(record.cluster)
+        link = engine.ui_link(record.workflow) if engine and record.workflow else None
+        return OnboardingView.of(record, workflow_url=link)
+
+    def list(
+        self, *, state: State | None = None, cluster: str | None = None
+    ) -> builtins.list[OnboardingView]:
+        return [self.view(r) for r in self.store.list(state=state, cluster=cluster)]
+
+    def _record(self, name: str) -> OnboardingRecord:
+        record = self.store.get(name)
+        if record is None:
+            raise NotFound(f"no onboarding named {name!r}")
+        return record
+
+    def get(self, name: str) -> OnboardingView:
+        return self.view(self._record(name))
+
+    def history(self, name: str) -> builtins.list[TransitionView]:
+        self._record(name)
+        return [TransitionView.of(t) for t in self.store.history(name)]
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting"
+        try:
+            self.store.list(state=State.CLEANUP_FAILED)
+        except Exception as error:  # the store adapter's errors carry no secret
+            return False, f"database: {error}"
+        if self.desired.last_error is not None:
+            return True, "running the last valid config; the files on disk are invalid"
+        return True, "ok"
+
+    # --- changing -----------------------------------------------------------------
+
+    def _declared_in_file(self, name: str) -> str | None:
+        if name in self.desired.state.onboardings:
+            return self.desired.state.sources.get(f"Onboarding/{name}", "the config directory")
+        return None
+
+    async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
+        name = document.metadata.name
+        if (where := self._declared_in_file(name)) is not None:
+            raise Conflict(f"onboarding {name!r} is declared in {where}; change it there")
+        cluster = document.spec.cluster
+        if cluster not in self.desired.state.clusters:
+            known = ", ".join(sorted(self.desired.state.clusters)) or "none"
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        file="request body",
+                        document=f"Onboarding {name}",
+                        field="spec.cluster",
+                        message=f"unknown cluster {cluster!r} (known: {known})",
+                    )
+                ]
+            )
+        now = self.clock()
+        spec = document.spec.model_dump(mode="json", by_alias=True)
+        record = self.store.get(name)
+        if record is None:
+            first = _entry(name, State.PENDING, State.PENDING, "declared", "declared via the API", now)
+            created = self.store.create(new_record(document, now, source=Source.API), [first])
+            self.wake(cluster)
+            return self.view(created), True, True
+        if record.source == Source.FILE and record.state != State.DELETED:
+            raise Conflict(f"onboarding {name!r} is managed from files; change it there")
+        if record.cluster != cluster and record.state != State.DELETED:
+            raise Conflict(
+                f"onboarding {name!r} exists on cluster {record.cluster!r}; offboard it first"
+            )
+        alive = record.state != State.DELETED and not record.offboarding
+        if alive and record.spec == spec:
+            return self.view(record), False, False
+        machine = OnboardingMachine(record, now=now)
+        if not alive:
+            if record.state != State.DELETED:
+                raise Conflict(f"onboarding {name!r} is being offboarded; upsert it once Deleted")
+            record.incarnation = new_incarnation()
+            machine.fire("recreate", "declared again via the API")
+        record.source = Source.API
+        record.spec = spec
+        record.cluster = cluster
+        record.namespace = document.spec.namespace
+        record.updated_at = now
+        saved = self.store.save(record, machine.log)
+        self.wake(cluster)
+        return self.view(saved), False, True
+
+    async def delete(self, name: str) -> OnboardingView:
+        record = self._record(name)
+        if (where := self._declared_in_file(name)) is not None or record.source == Source.FILE:
+            raise Conflict(
+                f"onboarding {name!r} is declared in {where or 'files'}; remove it there"
+            )
+        if record.state == State.DELETED or record.offboarding:
+            return self.view(record)
+        machine = OnboardingMachine(record, now=self.clock())
+        policy = DeletionPolicy(record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value))
+        if policy == DeletionPolicy.ORPHAN:
+            machine.fire("forget", "deleted via the API with deletionPolicy Orphan")
+        elif record.state == State.SUSPENDED:
+            raise Conflict(f"onboarding {name!r} is suspended; resume it before deleting")
+        elif record.workflow is not None and record.state not in (
+            State.ROLLING_BACK,
+            State.CLEANUP_FAILED,
+        ):
+            # a step is running: mark the intent, the reconciler stops it and offboards
+            record.offboarding = True
+        else:
+            machine.fire("offboard", "deleted via the API")
+        record.updated_at = self.clock()
+        saved = self.store.save(record, machine.log)
+        self.wake(record.cluster)
+        return self.view(saved)
+
+    async def act(self, name: str, action: Action) -> OnboardingView:
+        record = self._record(name)
+        if action == "reconcile":
+            if record.next_attempt_at is not None:
+                record.next_attempt_at = None
+                record.updated_at = self.clock()
+                record = self.store.save(record)
+            self.wake(record.cluster)
+            return self.view(record)
+        if action == "resume" and record.reason == SUSPENDED_BY_SPEC:
+            raise Conflict(f"onboarding {name!r} is suspended by spec.suspend; set it false there")
+        machine = OnboardingMachine(record, now=self.clock())
+        if not machine.can(action):
+            raise Conflict(
+                f"onboarding {name!r} cannot be {_past(action)} while {record.state.value}"
+            )
+        machine.fire(action, ON_CALL_REASONS[action])
+        record.next_attempt_at = None
+        record.updated_at = self.clock()
+        saved = self.store.save(record, machine.log)
+        self.wake(record.cluster)
+        return self.view(saved)
+
+    async def wait(self, name: str, *, timeout: float) -> tuple[OnboardingView, bool]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            record = self._record(name)
+            if record.state in DONE:
+                return self.view(record), True
+            if loop.time() >= deadline:
+                return self.view(record), False
+            await asyncio.sleep(min(self.poll_seconds, max(0.0, deadline - loop.time())))
+
+
+def _past(action: str) -> str:
+    return {"retry": "retried", "suspend": "suspended", "resume": "resumed"}.get(action, action)
+
+
+def _entry(
+    name: str, source: State, dest: State, trigger: str, reason: str, at: datetime
+) -> TransitionRecord:
+    return TransitionRecord(
+        onboarding=name, from_state=source, to_state=dest, trigger=trigger, reason=reason, at=at
+    )
