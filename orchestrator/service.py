@@ -116,7 +116,7 @@ class Service:
         spec = document.spec.model_dump(mode="json", by_alias=True)
         record = self.store.get(name)
         if record is None:
-            first = _entry(name, State.PENDING, State.PENDING, "declared", "declared via the API", now)
+            first = _entry(name, State.PENDING, State.PENDING, "declared", "via the API", now)
             created = self.store.create(new_record(document, now, source=Source.API), [first])
             self.wake(cluster)
             return self.view(created), True, True
