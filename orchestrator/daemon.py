@@ -1,0 +1,268 @@
+"""Wires the parts together and runs them: the one module that knows them all.
+
+The scheduler (APScheduler on asyncio) runs one reconcile job per cluster, so
+a slow or unreachable cluster never delays another, plus a job that notices
+config changes. API actions and config changes wake the affected clusters at
+once; a wake that arrives during a pass makes that pass run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from orchestrator.api import create_app
+from orchestrator.argo import ArgoClient, load_templates
+from orchestrator.clusters import ClusterRegistry, EngineFactory
+from orchestrator.configs import Cluster
+from orchestrator.desired import DesiredStateSource
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.logs import configure, register_secret
+from orchestrator.metrics import Metrics
+from orchestrator.planning import Limits
+from orchestrator.ports import Store
+from orchestrator.reconciling import Reconciler, Tuning, utcnow
+from orchestrator.service import Service
+from orchestrator.settings import Settings
+from orchestrator.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def tuning_of(settings: Settings) -> Tuning:
+    return Tuning(
+        daemon_id=settings.daemon_id,
+        step_timeout_seconds=settings.step_timeout_seconds,
+        limits=Limits(
+            step_attempts=settings.step_attempts,
+            compensation_attempts=settings.compensation_attempts,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_max_seconds=settings.backoff_max_seconds,
+        ),
+    )
+
+
+@dataclass
+class Daemon:
+    """The running parts, built by ``build``; ``tick`` drives them in tests."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    desired: DesiredStateSource
+    clusters: ClusterRegistry
+    reconciler: Reconciler
+    service: Service
+    scheduler: AsyncIOScheduler | None = None
+    _dirty: set[str] = field(default_factory=set)
+    _running: set[str] = field(default_factory=set)
+
+    # --- jobs -----------------------------------------------------------------------
+
+    async def reconcile(self, cluster: str) -> None:
+        """One cluster's pass; repeated while wakes arrived during it."""
+        if cluster in self._running:
+            self._dirty.add(cluster)
+            return
+        self._running.add(cluster)
+        try:
+            while True:
+                self._dirty.discard(cluster)
+                try:
+                    await self.reconciler.reconcile_cluster(cluster)
+                except OrchestratorError as error:
+                    log.error(
+                        "reconcile pass failed", extra={"cluster": cluster, "error": str(error)}
+                    )
+                self._count_states()
+                if cluster not in self._dirty:
+                    break
+        finally:
+            self._running.discard(cluster)
+
+    def wake(self, cluster: str) -> None:
+        self._dirty.add(cluster)
+        if self.scheduler is not None and self.scheduler.get_job(_job(cluster)) is not None:
+            self.scheduler.modify_job(_job(cluster), next_run_time=datetime.now(UTC))
+
+    async def reload_config(self) -> None:
+        if not self.desired.reload_if_changed():
+            return
+        await self.apply_clusters()
+        self.reconciler.forget_templates()
+        for cluster in self.clusters.names():
+            self.wake(cluster)
+
+    async def apply_clusters(self) -> None:
+        """Engines and reconcile jobs for exactly the declared clusters."""
+        await self.clusters.update(self.desired.state.clusters)
+        if self.scheduler is None:
+            return
+        wanted = set(self.clusters.names())
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("cluster:") and job.id.removeprefix("cluster:") not in wanted:
+                job.remove()
+        for cluster in wanted:
+            if self.scheduler.get_job(_job(cluster)) is None:
+                self.scheduler.add_job(
+                    self.reconcile,
+                    "interval",
+                    args=[cluster],
+                    id=_job(cluster),
+                    seconds=self.settings.interval_seconds,
+                    jitter=self.settings.jitter_seconds,
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=datetime.now(UTC),
+                )
+
+    async def tick(self) -> None:
+        """One pass over every cluster, as the scheduler would run them (for tests)."""
+        await self.reload_config()
+        await asyncio.gather(*(self.reconcile(c) for c in self.clusters.names()))
+
+    def _count_states(self) -> None:
+        counts: dict[Any, int] = {}
+        clusters = set(self.clusters.names())
+        for record in self.store.list():
+            key = (record.state, record.cluster)
+            counts[key] = counts.get(key, 0) + 1
+            clusters.add(record.cluster)
+        self.metrics.count_states(counts, clusters)
+
+    async def aclose(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.clusters.aclose()
+        self.store.close()
+
+
+def _job(cluster: str) -> str:
+    return f"cluster:{cluster}"
+
+
+def default_engine_factory(metrics: Metrics) -> EngineFactory:
+    def factory(cluster: Cluster) -> ArgoClient:
+        return ArgoClient.for_cluster(cluster, metrics=metrics)
+
+    return factory
+
+
+async def build(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    clock: Callable[[], datetime] | None = None,
+    jitter: Callable[[], float] | None = None,
+) -> Daemon:
+    """Load the config, open the store and make every part; raises ConfigError."""
+    metrics = Metrics()
+    desired = DesiredStateSource(settings.config_dir, metrics=metrics)
+    templates = load_templates(settings.templates_dir)
+    store = open_store(settings.db_url)
+    clusters = ClusterRegistry(engine_factory or default_engine_factory(metrics), metrics=metrics)
+    extra: dict[str, Any] = {}
+    if clock is not None:
+        extra["clock"] = clock
+    if jitter is not None:
+        extra["jitter"] = jitter
+    reconciler = Reconciler(
+        store=store,
+        desired=desired,
+        clusters=clusters,
+        templates=templates,
+        metrics=metrics,
+        tuning=tuning_of(settings),
+        **extra,
+    )
+    daemon = Daemon(
+        settings=settings,
+        metrics=metrics,
+        store=store,
+        desired=desired,
+        clusters=clusters,
+        reconciler=reconciler,
+        service=Service(
+            store=store,
+            desired=desired,
+            clusters=clusters,
+            wake=lambda cluster: daemon.wake(cluster),
+            clock=clock or utcnow,
+        ),
+    )
+    await daemon.apply_clusters()
+    return daemon
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    token = settings.read_api_token()
+    register_secret(token)
+    daemon = await build(settings)
+    host, _, port = settings.listen.rpartition(":")
+    app = create_app(daemon.service, metrics=daemon.metrics, token=settings.read_api_token)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None)
+    )
+    daemon.scheduler = AsyncIOScheduler(timezone=UTC)
+    daemon.scheduler.add_job(
+        daemon.reload_config,
+        "interval",
+        id="config",
+        seconds=settings.config_poll_seconds,
+        max_instances=1,
+        coalesce=True,
+    )
+    await daemon.apply_clusters()
+    daemon.scheduler.start()
+    daemon.service.started = True
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    api = asyncio.create_task(server.serve())
+    log.info(
+        "daemon started",
+        extra={
+            "listen": settings.listen,
+            "config": str(settings.config_dir),
+            "clusters": daemon.clusters.names(),
+            "onboardings": len(daemon.desired.state.onboardings),
+        },
+    )
+    if token is None:
+        log.warning("no API token configured: mutating API calls are refused")
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({api, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await asyncio.gather(api, return_exceptions=True)
+    stopped.cancel()
+    await daemon.aclose()
+    log.info("daemon stopped")
+    if api in done and api.exception() is not None:
+        return 1
+    return 0
+
+
+def run(settings: Settings) -> int:
+    """Entry point of ``orchestrator run``."""
+    configure()
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as error:
+        log.error("refusing to start: invalid configuration")
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OrchestratorError as error:
+        log.error("refusing to start", extra={"error": str(error)})
+        return 1
