@@ -56,8 +56,8 @@ def plan(settings: Settings) -> list[PlanLine]:
     for name in sorted(records):
         record = records[name]
         if record.source == Source.FILE:
-            document = desired.onboardings.get(name)
-            spec = document.spec if document else None
+            declared = desired.onboardings.get(name)
+            spec = declared.spec if declared else None
         elif record.state == State.DELETED or record.offboarding:
             spec = None
         else:
