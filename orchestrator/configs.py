@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -43,6 +44,8 @@ def _btp_subdomain(value: str) -> str:
 
 
 DNSLabel = Annotated[str, AfterValidator(_dns1123_label)]
+#: a file path; ``~`` is expanded so examples can point into the home directory
+FilePath = Annotated[str, AfterValidator(os.path.expanduser)]
 Subdomain = Annotated[str, AfterValidator(_btp_subdomain)]
 
 
@@ -133,7 +136,7 @@ class Onboarding(Strict):
 
 
 class Kubeconfig(Strict):
-    path: str | None = Field(default=None, description="Path of a kubeconfig file.")
+    path: FilePath | None = Field(default=None, description="Path of a kubeconfig file.")
     context: str | None = Field(default=None, description="Context to use; default: current.")
     in_cluster: bool = Field(
         default=False,
