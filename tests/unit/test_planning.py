@@ -1,0 +1,180 @@
+"""What the planner decides, table-driven: record + desired spec + observation → commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator.configs import DeletionPolicy, OnboardingSpec
+from orchestrator.planning import (
+    SUSPENDED_BY_SPEC,
+    UNKNOWN,
+    Fire,
+    Limits,
+    Observation,
+    Situation,
+    Stop,
+    Submit,
+    Wait,
+    backoff,
+    decide,
+)
+from orchestrator.records import OnboardingRecord, Source, State, WorkflowPhase, WorkflowStatus
+from orchestrator.steps import Step
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+SPEC = OnboardingSpec.model_validate(
+    {
+        "cluster": "local-a",
+        "namespace": "team-a",
+        "subaccount": {"displayName": "A", "subdomain": "team-a", "region": "eu10"},
+        "platform": {"name": "team-a"},
+        "proxyChart": {"repo": "oci://r", "name": "proxy", "version": "1.0.0"},
+    }
+)
+ORPHAN = SPEC.model_copy(update={"deletion_policy": DeletionPolicy.ORPHAN})
+SUSPENDED = SPEC.model_copy(update={"suspend": True})
+CHANGED = OnboardingSpec.model_validate(
+    {**SPEC.model_dump(by_alias=True), "proxyChart": {"repo": "oci://r", "name": "proxy",
+                                                      "version": "2.0.0"}}
+)  # fmt: skip
+
+
+def record(state: State, *, spec: OnboardingSpec = SPEC, **fields: Any) -> OnboardingRecord:
+    return OnboardingRecord(
+        name="team-a",
+        cluster="local-a",
+        namespace="team-a",
+        source=Source.FILE,
+        spec=spec.model_dump(mode="json", by_alias=True),
+        spec_fingerprint=SPEC.fingerprint(),
+        incarnation="abcde",
+        created_at=NOW,
+        updated_at=NOW,
+        state=state,
+        **fields,
+    )
+
+
+def wf(phase: WorkflowPhase, message: str | None = None) -> WorkflowStatus:
+    return WorkflowStatus(name="wf", phase=phase, message=message)
+
+
+RUNNING_CS = {"step": "create-subaccount", "workflow": "wf", "attempt": 1,
+              "workflow_submitted": True, "step_deadline": NOW + timedelta(minutes=5)}  # fmt: skip
+LAST_CS = {**RUNNING_CS, "attempt": 3}
+COMPENSATING = {"compensations": ["unregister-platform", "delete-subaccount"],
+                "step": "unregister-platform", "workflow": "wf", "attempt": 1,
+                "workflow_submitted": True}  # fmt: skip
+
+CASES = [
+    # (id, record, desired, observation, slot, expected)
+    ("pending-starts", record(State.PENDING), SPEC, None, True, [Fire("start", "starting")]),
+    ("pending-waits-for-a-slot", record(State.PENDING), SPEC, None, False,
+     [Wait("the cluster is at its concurrency limit")]),
+    ("new-step-is-submitted", record(State.CREATING_SUBACCOUNT), SPEC, None, True,
+     [Submit(Step.CREATE_SUBACCOUNT)]),
+    ("running-step-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+     wf(WorkflowPhase.RUNNING), True, [Wait("create-subaccount is Running")]),
+    ("succeeded-step-advances", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+     wf(WorkflowPhase.SUCCEEDED), True,
+     [Fire("step_succeeded", "create-subaccount succeeded", "wf")]),
+    ("failed-step-retries-with-backoff", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+     wf(WorkflowPhase.FAILED, "exit 1"), True,
+     [Fire("step_retried", "create-subaccount failed: exit 1; attempt 1 of 3", "wf", 3.75)]),
+    ("last-attempt-fails-the-step", record(State.CREATING_SUBACCOUNT, **LAST_CS), SPEC,
+     wf(WorkflowPhase.ERROR, "pod deleted"), True,
+     [Fire("step_failed", "create-subaccount error: pod deleted; gave up after 3 attempts",
+           "wf")]),
+    ("deadline-stops-and-fails-the-attempt",
+     record(State.CREATING_SUBACCOUNT, **{**LAST_CS, "step_deadline": NOW}), SPEC,
+     wf(WorkflowPhase.RUNNING), True,
+     [Stop("wf", "step deadline exceeded"),
+      Fire("step_failed", "create-subaccount passed its deadline; gave up after 3 attempts",
+           "wf")]),
+    ("unconfirmed-submission-missing-is-resubmitted",
+     record(State.CREATING_SUBACCOUNT, **{**RUNNING_CS, "workflow_submitted": False}), SPEC,
+     None, True, [Submit(Step.CREATE_SUBACCOUNT, new_attempt=False)]),
+    ("confirmed-workflow-vanished-fails-the-attempt",
+     record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, None, True,
+     [Fire("step_retried", "workflow wf disappeared; attempt 1 of 3", "wf", 3.75)]),
+    ("cluster-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, UNKNOWN,
+     True, [Wait("cannot reach the cluster")]),
+    ("backing-off-waits",
+     record(State.CREATING_SUBACCOUNT, next_attempt_at=NOW + timedelta(seconds=1)), SPEC, None,
+     True, [Wait("backing off until 2026-01-01T12:00:01+00:00")]),
+    ("compensation-runs-head-first", record(State.ROLLING_BACK,
+     compensations=["unregister-platform", "delete-subaccount"]), SPEC, None, True,
+     [Submit(Step.UNREGISTER_PLATFORM)]),
+    ("compensation-succeeded", record(State.ROLLING_BACK, **COMPENSATING), SPEC,
+     wf(WorkflowPhase.SUCCEEDED), True,
+     [Fire("compensated", "unregister-platform succeeded", "wf")]),
+    ("compensation-exhausted", record(State.ROLLING_BACK, **{**COMPENSATING, "attempt": 5}),
+     SPEC, wf(WorkflowPhase.FAILED, "422"), True,
+     [Fire("compensation_exhausted", "unregister-platform failed: 422; gave up after 5"
+           " attempts, waiting for on-call", "wf")]),
+    ("ready-is-settled", record(State.READY), SPEC, None, True, [Wait("Ready: settled")]),
+    ("ready-with-a-new-spec-runs-again", record(State.READY), CHANGED, None, True,
+     [Fire("spec_changed", "the spec changed")]),
+    ("failed-with-a-new-spec-runs-again", record(State.FAILED), CHANGED, None, True,
+     [Fire("spec_changed", "the spec changed")]),
+    ("spec-suspend-suspends", record(State.READY), SUSPENDED, None, True,
+     [Fire("suspend", SUSPENDED_BY_SPEC)]),
+    ("spec-unsuspend-resumes", record(State.SUSPENDED, reason=SUSPENDED_BY_SPEC), SPEC, None,
+     True, [Fire("resume", "spec.suspend is false")]),
+    ("on-call-suspension-stays", record(State.SUSPENDED, reason="suspended by on-call"), SPEC,
+     None, True, [Wait("suspended")]),
+    ("removed-ready-offboards", record(State.READY), None, None, True,
+     [Fire("offboard", "removed from the desired state")]),
+    ("removed-mid-step-stops-then-offboards", record(State.CREATING_SUBACCOUNT, **RUNNING_CS),
+     None, wf(WorkflowPhase.RUNNING), True,
+     [Stop("wf", "onboarding removed: offboarding"),
+      Fire("offboard", "removed from the desired state")]),
+    ("removed-mid-step-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), None,
+     UNKNOWN, True, [Wait("removed, waiting for the cluster to stop the running step")]),
+    ("removed-orphan-is-forgotten", record(State.READY, spec=ORPHAN), None, None, True,
+     [Fire("forget", "removed with deletionPolicy Orphan: left as it is")]),
+    ("removed-suspended-waits", record(State.SUSPENDED), None, None, True,
+     [Wait("removed, offboarding waits until it is resumed")]),
+    ("offboarding-continues", record(State.OFFBOARDING, offboarding=True,
+     compensations=["delete-subaccount"]), None, None, True, [Submit(Step.DELETE_SUBACCOUNT)]),
+    ("offboarding-stalled-waits-for-on-call", record(State.CLEANUP_FAILED, offboarding=True),
+     None, None, True,
+     [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]),
+    ("deleted-and-declared-again", record(State.DELETED), SPEC, None, True,
+     [Fire("recreate", "declared again")]),
+    ("deleted-stays-deleted", record(State.DELETED), None, None, True, [Wait("deleted")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "observation", "slot", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+def test_decide(
+    current: OnboardingRecord,
+    desired: OnboardingSpec | None,
+    observation: Observation,
+    slot: bool,
+    expected: list[Any],
+) -> None:
+    situation = Situation(
+        record=current,
+        desired=desired,
+        observation=observation,
+        now=NOW,
+        slot_available=slot,
+        jitter=lambda: 0.5,
+    )
+
+    assert decide(situation) == expected
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [(1, 0.0, 2.5), (1, 1.0, 5.0), (2, 0.5, 7.5), (3, 0.0, 10.0), (10, 1.0, 300.0)],
+)
+def test_backoff_grows_is_jittered_and_capped(attempt: int, jitter: float, expected: float) -> None:
+    assert backoff(attempt, limits=Limits(), jitter=jitter) == expected
