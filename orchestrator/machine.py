@@ -186,7 +186,9 @@ class OnboardingMachine:
         trigger = self._trigger
         _effects(record, trigger=trigger, source=self._source, dest=dest)
         record.state = dest
-        record.reason = self.model.reason
+        if trigger not in ("compensated", "compensation_retried") or record.reason is None:
+            # while compensating, the reason stays the failure that started it
+            record.reason = self.model.reason
         self.model.log.append(
             TransitionRecord(
                 onboarding=record.name,

@@ -249,6 +249,10 @@ class Reconciler:
                 if isinstance(commands[0], Wait):
                     break
                 changed = True
+                if record.error_count:
+                    # it can act again: forget the error streak (a new error sets it anew)
+                    record.error_count = 0
+                    record.last_error = None
                 acted = await self._execute(machine, commands, engine, situation, result)
                 if any(isinstance(c, Fire) and c.trigger == "start" for c in commands):
                     took_slot = 1
@@ -257,8 +261,6 @@ class Reconciler:
                 if acted:
                     break
             if changed:
-                if record.error_count and (record.next_attempt_at or self.clock()) <= self.clock():
-                    record.error_count = 0  # it went through again: forget the streak
                 self._save(record, machine.log)
         except TemporaryError as error:
             result.errors += 1
