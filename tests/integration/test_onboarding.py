@@ -78,7 +78,8 @@ async def test_a_failing_step_compensates_exactly_the_started_steps_in_reverse(
     assert world.steps_run("local-a", "team-a") == [*started, failing, *compensations]
     record = world.record("team-a")
     assert "exit code 3" in (record.reason or "")
-    assert record.started_steps == [] and record.compensations == []
+    assert record.started_steps == []
+    assert record.compensations == []
     assert world.history("team-a")[-1] == ("RollingBack", "Failed", "compensated")
 
 
@@ -135,7 +136,8 @@ async def test_a_lost_submit_answer_is_adopted_not_submitted_twice(world: World)
 
     await world.step()
     record = world.record("team-a")
-    assert record.last_error is not None and "local-a" in record.last_error
+    assert record.last_error is not None
+    assert "local-a" in record.last_error
     assert not record.workflow_submitted
     await world.until(world.is_("team-a", State.READY))
 
@@ -154,7 +156,8 @@ async def test_argo_errors_back_off_and_leave_the_state_intact(world: World) -> 
     await world.step()  # the list call fails: state unchanged, error recorded
     record = world.record("team-a")
     assert record.state == State.CREATING_SUBACCOUNT
-    assert record.last_error is not None and "local-a" in record.last_error
+    assert record.last_error is not None
+    assert "local-a" in record.last_error
     assert record.next_attempt_at is not None
 
     await world.until(world.is_("team-a", State.READY), seconds=30)
@@ -162,7 +165,8 @@ async def test_argo_errors_back_off_and_leave_the_state_intact(world: World) -> 
     errors = daemon.metrics.registry.get_sample_value(
         "orchestrator_reconcile_errors_total", {"cluster": "local-a", "reason": "Unavailable"}
     )
-    assert errors and errors >= 1
+    assert errors
+    assert errors >= 1
     assert world.record("team-a").last_error is None
 
 
