@@ -43,7 +43,7 @@ test: lint typecheck ## Lint, type-check and run every test layer
 
 .PHONY: run
 run: install ## Run the daemon on SQLite with the example config
-	$(BIN)/python -m orchestrator.demo --config $(CONFIG) --db $(DB) --listen $(LISTEN)
+	$(BIN)/python -m tests.fakes.demo --config $(CONFIG) --db $(DB) --listen $(LISTEN)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches

@@ -71,5 +71,5 @@ def configure(*, level: str = "INFO", json_lines: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "transitions", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
