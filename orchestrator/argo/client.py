@@ -1,0 +1,410 @@
+"""``ArgoClient``: the ``WorkflowEngine`` port over the Argo Server REST API.
+
+One client per cluster. Every request goes through ``_request``, which adds the
+bearer token, times the call for ``argo_requests``, and turns any failure into an
+``orchestrator.errors.ArgoError`` (counted in ``argo_errors``) before it leaves
+this module. httpx exceptions are not chained onto ours: they hold the request,
+and with it the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from orchestrator.argo import errors as argo_errors
+from orchestrator.argo.credentials import TokenSource, tls_verification
+from orchestrator.configs import ArgoAccess, Cluster
+from orchestrator.errors import ArgoError, ArgoInvalid, ArgoUnavailable, WorkflowExists
+from orchestrator.metrics import Metrics
+from orchestrator.ports import TemplateChange
+from orchestrator.records import WorkflowPhase, WorkflowStatus, WorkflowSubmission
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "argoproj.io/v1alpha1"
+
+#: The fields of a workflow that ``WorkflowStatus`` needs; Argo drops the rest server-side.
+STATUS_FIELDS = (
+    "metadata.name",
+    "metadata.uid",
+    "metadata.labels",
+    "status.phase",
+    "status.message",
+    "status.startedAt",
+    "status.finishedAt",
+)
+GET_FIELDS = ",".join(STATUS_FIELDS)
+LIST_FIELDS = ",".join(f"items.{field}" for field in STATUS_FIELDS)
+
+#: Labels Argo itself puts on templates (creator, last actor); not ours to compare or drop.
+ARGO_LABEL_PREFIX = "workflows.argoproj.io/"
+
+
+class ArgoClient:
+    """Workflows and WorkflowTemplates of one cluster's Argo namespace."""
+
+    def __init__(
+        self,
+        cluster: str,
+        access: ArgoAccess,
+        *,
+        timeout: float = 10.0,
+        metrics: Metrics | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = access.namespace
+        self.server = str(access.server).rstrip("/")
+        self.ui_url = str(access.ui_url).rstrip("/") if access.ui_url else self.server
+        self.service_account = access.service_account
+        self._metrics = metrics
+        self._tokens = TokenSource(
+            cluster=cluster, token_file=access.token_file, token_env=access.token_env
+        )
+        # A bad CA file fails this cluster's requests, not the daemon's start-up.
+        self._setup_error: ArgoError | None = None
+        verify: Any = False
+        try:
+            if self.server.startswith("https:"):
+                verify = tls_verification(
+                    ca_file=access.ca_file, insecure_skip_verify=access.insecure_skip_verify
+                )
+        except (OSError, ValueError) as exc:
+            self._setup_error = ArgoUnavailable(
+                f"CA file {access.ca_file} cannot be loaded: {type(exc).__name__}",
+                cluster=cluster,
+                reason="TLSConfigInvalid",
+            )
+        self._http = httpx.AsyncClient(
+            base_url=self.server,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def for_cluster(cls, cluster: Cluster, *, metrics: Metrics | None = None) -> ArgoClient:
+        """The client for a ``Cluster`` document."""
+        return cls(
+            cluster.metadata.name,
+            cluster.spec.argo,
+            timeout=cluster.spec.request_timeout_seconds,
+            metrics=metrics,
+        )
+
+    # --- WorkflowEngine ---------------------------------------------------------
+
+    async def submit(self, submission: WorkflowSubmission) -> WorkflowStatus:
+        spec: dict[str, Any] = {
+            "workflowTemplateRef": {"name": submission.template},
+            "arguments": {
+                "parameters": [
+                    {"name": name, "value": value}
+                    for name, value in sorted(submission.parameters.items())
+                ]
+            },
+        }
+        if submission.active_deadline_seconds is not None:
+            spec["activeDeadlineSeconds"] = submission.active_deadline_seconds
+        service_account = submission.service_account or self.service_account
+        if service_account:
+            spec["serviceAccountName"] = service_account
+        body = {
+            "namespace": self.namespace,
+            "workflow": {
+                "apiVersion": API_VERSION,
+                "kind": "Workflow",
+                "metadata": {
+                    "name": submission.name,
+                    "namespace": self.namespace,
+                    "labels": dict(submission.labels),
+                },
+                "spec": spec,
+            },
+        }
+        data = await self._request(
+            "POST", self._workflows(), operation="submit", subject=submission.name, json=body
+        )
+        return workflow_status(data)
+
+    async def get(self, name: str) -> WorkflowStatus:
+        data = await self._request(
+            "GET",
+            self._workflows(name),
+            operation="get",
+            subject=name,
+            params={"fields": GET_FIELDS},
+        )
+        return workflow_status(data)
+
+    async def list(self, selector: str) -> list[WorkflowStatus]:
+        data = await self._request(
+            "GET",
+            self._workflows(),
+            operation="list",
+            subject=f"workflows ({selector})",
+            params={"listOptions.labelSelector": selector, "fields": LIST_FIELDS},
+        )
+        items = data.get("items") or []  # Argo answers "items": null for an empty list
+        return [workflow_status(item) for item in items if isinstance(item, dict)]
+
+    async def stop(self, name: str, *, message: str) -> None:
+        body = {"name": name, "namespace": self.namespace, "message": message}
+        await self._request(
+            "PUT",
+            self._workflows(name, "stop"),
+            operation="stop",
+            subject=name,
+            json=body,
+            accept=_stop_done,
+        )
+
+    async def delete(self, name: str) -> None:
+        await self._request(
+            "DELETE",
+            self._workflows(name),
+            operation="delete",
+            subject=name,
+            accept=lambda response: response.status_code == 404,
+        )
+
+    async def apply_template(self, manifest: dict[str, Any]) -> TemplateChange:
+        name = _template_name(manifest, cluster=self.cluster)
+        # One retry covers a concurrent create or update between our read and write.
+        for attempt in (1, 2):
+            try:
+                return await self._apply_template_once(name, manifest)
+            except WorkflowExists:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def lint_template(self, manifest: dict[str, Any]) -> None:
+        name = _template_name(manifest, cluster=self.cluster)
+        body = {"namespace": self.namespace, "template": self._template_body(manifest)}
+        await self._request(
+            "POST", self._templates("lint"), operation="lint_template", subject=name, json=body
+        )
+
+    def ui_link(self, name: str) -> str:
+        return f"{self.ui_url}/workflows/{self.namespace}/{name}"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- internals --------------------------------------------------------------
+
+    async def _apply_template_once(self, name: str, manifest: dict[str, Any]) -> TemplateChange:
+        wanted = self._template_body(manifest)
+        try:
+            current = await self._request(
+                "GET", self._templates(name), operation="get_template", subject=name
+            )
+        except ArgoError as exc:
+            if exc.status != 404:
+                raise
+            await self._request(
+                "POST",
+                self._templates(),
+                operation="create_template",
+                subject=name,
+                json={"namespace": self.namespace, "template": wanted},
+            )
+            return "created"
+        current_meta = current.get("metadata") or {}
+        current_labels: dict[str, str] = current_meta.get("labels") or {}
+        if _same(current.get("spec"), wanted.get("spec")) and _own(current_labels) == _own(
+            wanted["metadata"].get("labels") or {}
+        ):
+            return "unchanged"
+        wanted["metadata"]["resourceVersion"] = current_meta.get("resourceVersion", "")
+        wanted["metadata"]["labels"] = {
+            **{k: v for k, v in current_labels.items() if k.startswith(ARGO_LABEL_PREFIX)},
+            **_own(wanted["metadata"].get("labels") or {}),
+        }
+        await self._request(
+            "PUT",
+            self._templates(name),
+            operation="update_template",
+            subject=name,
+            json={"namespace": self.namespace, "template": wanted},
+        )
+        return "updated"
+
+    def _template_body(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(manifest)
+        body.setdefault("apiVersion", API_VERSION)
+        body.setdefault("kind", "WorkflowTemplate")
+        metadata = body.setdefault("metadata", {})
+        metadata["namespace"] = self.namespace
+        for server_owned in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            metadata.pop(server_owned, None)
+        body.pop("status", None)
+        return body
+
+    def _workflows(self, *parts: str) -> str:
+        return _path("/api/v1/workflows", self.namespace, *parts)
+
+    def _templates(self, *parts: str) -> str:
+        return _path("/api/v1/workflow-templates", self.namespace, *parts)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        subject: str,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        accept: Callable[[httpx.Response], bool] | None = None,
+    ) -> dict[str, Any]:
+        """One exchange; returns the JSON answer, ``{}`` for an accepted failure."""
+        started = time.monotonic()
+        try:
+            if self._setup_error is not None:
+                raise self._setup_error
+            headers: dict[str, str] = {}
+            token = self._tokens.token()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = await self._http.request(
+                    method, path, params=params, json=json, headers=headers
+                )
+            except httpx.TransportError as exc:
+                raise argo_errors.from_transport(
+                    exc,
+                    cluster=self.cluster,
+                    operation=operation,
+                    subject=subject,
+                    server=self.server,
+                    secrets=self._tokens.known_secrets(),
+                ) from None
+            finally:
+                self._observe(operation, time.monotonic() - started)
+            log.debug(
+                "argo %s %s %s -> %s",
+                self.cluster,
+                method,
+                path,
+                response.status_code,
+                extra={"cluster": self.cluster, "operation": operation},
+            )
+            if response.is_success:
+                return _json_object(response, cluster=self.cluster, operation=operation)
+            if accept is not None and accept(response):
+                return {}
+            raise argo_errors.from_response(
+                response,
+                cluster=self.cluster,
+                operation=operation,
+                subject=subject,
+                secrets=self._tokens.known_secrets(),
+            )
+        except ArgoError as exc:
+            if self._metrics is not None:
+                self._metrics.argo_errors.labels(
+                    cluster=self.cluster, operation=operation, reason=exc.reason
+                ).inc()
+            raise
+
+    def _observe(self, operation: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.argo_requests.labels(cluster=self.cluster, operation=operation).observe(
+                seconds
+            )
+
+
+# --- answers into records -------------------------------------------------------
+
+
+def workflow_status(data: dict[str, Any]) -> WorkflowStatus:
+    """A ``WorkflowStatus`` from a (possibly field-limited) Workflow object."""
+    metadata = data.get("metadata") or {}
+    status = data.get("status") or {}
+    try:
+        phase = WorkflowPhase(status.get("phase") or "")
+    except ValueError:
+        phase = WorkflowPhase.UNKNOWN
+    labels = metadata.get("labels") or {}
+    return WorkflowStatus(
+        name=str(metadata.get("name", "")),
+        phase=phase,
+        uid=str(metadata.get("uid") or ""),
+        message=status.get("message") or None,
+        started_at=parse_time(status.get("startedAt")),
+        finished_at=parse_time(status.get("finishedAt")),
+        labels={str(k): str(v) for k, v in labels.items()},
+    )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp as a timezone-aware datetime (naive ones are UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _json_object(response: httpx.Response, *, cluster: str, operation: str) -> dict[str, Any]:
+    if not response.content:
+        return {}
+    try:
+        data = response.json()
+    except ValueError:
+        raise ArgoUnavailable(
+            f"{operation}: answer is not JSON (HTTP {response.status_code})",
+            cluster=cluster,
+            status=response.status_code,
+            reason="BadAnswer",
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _stop_done(response: httpx.Response) -> bool:
+    return response.status_code == 404 or argo_errors.is_already_finished(response)
+
+
+def _template_name(manifest: dict[str, Any], *, cluster: str) -> str:
+    name = (manifest.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise ArgoInvalid("WorkflowTemplate manifest has no metadata.name", cluster=cluster)
+    return name
+
+
+def _path(*parts: str) -> str:
+    return "/".join(
+        quote(part, safe="/") if i == 0 else quote(part, safe="") for i, part in enumerate(parts)
+    )
+
+
+def _own(labels: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if not k.startswith(ARGO_LABEL_PREFIX)}
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    """Equal once the empty values a Go server drops (omitempty) are dropped on both sides."""
+    return bool(_pruned(current) == _pruned(wanted))
+
+
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, {}, [], False)}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value

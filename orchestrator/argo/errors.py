@@ -1,0 +1,199 @@
+"""Argo Server answers and transport failures, translated into the project's errors.
+
+Argo Server is a gRPC gateway: an error body is ``{"code": <gRPC code>, "message": ...}``
+next to an HTTP status. The status says most of what happens next; the gRPC code
+separates the two kinds of HTTP 500 that matter (a validation error that older
+servers answer as 500/Unknown, and "already finished" on stop).
+
+Nothing here ever sees a request's headers, so no token can end up in a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from orchestrator.errors import (
+    ArgoError,
+    ArgoInvalid,
+    ArgoRateLimited,
+    ArgoUnauthorized,
+    ArgoUnavailable,
+    WorkflowExists,
+    WorkflowNotFound,
+)
+
+# gRPC status codes that Argo Server puts into error bodies.
+GRPC_UNKNOWN = 2
+GRPC_INVALID_ARGUMENT = 3
+GRPC_NOT_FOUND = 5
+GRPC_ALREADY_EXISTS = 6
+GRPC_PERMISSION_DENIED = 7
+GRPC_RESOURCE_EXHAUSTED = 8
+GRPC_FAILED_PRECONDITION = 9
+GRPC_INTERNAL = 13
+GRPC_UNAVAILABLE = 14
+GRPC_UNAUTHENTICATED = 16
+
+#: Operations whose 500/Unknown or 500/InvalidArgument answer is a validation error.
+VALIDATING_OPERATIONS = frozenset({"submit", "create_template", "update_template", "lint_template"})
+
+_URL = re.compile(r"(?P<base>\bhttps?://[^\s?#\"']+)(?P<rest>[?#][^\s\"']*)?")
+_MAX_MESSAGE = 500
+
+
+def sanitize(text: str, *, secrets: tuple[str, ...] = ()) -> str:
+    """Strip URL query strings and fragments, blank out known secrets, cap the length."""
+    text = _URL.sub(lambda m: m.group("base"), text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > _MAX_MESSAGE:
+        text = text[:_MAX_MESSAGE] + "…"
+    return text
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def error_body(response: httpx.Response) -> tuple[int | None, str]:
+    """The gRPC code and message of an Argo error answer (best effort for non-Argo bodies)."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        code = data.get("code")
+        message = data.get("message") or data.get("error") or ""
+        return (code if isinstance(code, int) else None), str(message)
+    text = response.text.strip()
+    return None, text or (response.reason_phrase or f"HTTP {response.status_code}")
+
+
+def from_response(
+    response: httpx.Response,
+    *,
+    cluster: str,
+    operation: str,
+    subject: str,
+    secrets: tuple[str, ...] = (),
+) -> ArgoError:
+    """The error an unsuccessful Argo answer means, typed by what happens next."""
+    status = response.status_code
+    code, raw = error_body(response)
+    message = sanitize(raw, secrets=secrets)
+    where = f"{operation} {subject}: HTTP {status}"
+    if code is not None:
+        where += f" (gRPC {code})"
+    text = f"{where}: {message}" if message else where
+    kwargs: dict[str, Any] = {"cluster": cluster, "status": status, "code": code}
+
+    if status == 404:
+        if operation == "submit":
+            # Creating a workflow only answers 404 when its WorkflowTemplate (or the
+            # namespace) is missing: the daemon re-applies templates, so retry later.
+            return ArgoUnavailable(text, reason="TemplateNotFound", **kwargs)
+        return WorkflowNotFound(text, **kwargs)
+    if status == 409:
+        return WorkflowExists(text, **kwargs)
+    if status in (400, 422):
+        return ArgoInvalid(text, **kwargs)
+    if status in (401, 403):
+        return ArgoUnauthorized(text, **kwargs)
+    if status == 429:
+        delay = parse_retry_after(response.headers.get("Retry-After"))
+        return ArgoRateLimited(text, delay=delay, **kwargs)
+    if (
+        status == 500
+        and operation in VALIDATING_OPERATIONS
+        and code in (GRPC_UNKNOWN, GRPC_INVALID_ARGUMENT)
+    ):
+        return ArgoInvalid(text, **kwargs)
+    if status >= 500:
+        delay = parse_retry_after(response.headers.get("Retry-After"))
+        return ArgoUnavailable(text, delay=delay, **kwargs)
+    # Any other 4xx: the request itself is wrong; repeating it cannot help.
+    return ArgoInvalid(text, **kwargs)
+
+
+def is_already_finished(response: httpx.Response) -> bool:
+    """Whether a failed stop means "the workflow had already finished".
+
+    Argo answers stopping a completed workflow with 500/Internal and
+    ``cannot shutdown a completed workflow``; FailedPrecondition is accepted too.
+    Other 500s stay errors, so a real server fault is never taken for success.
+    """
+    code, message = error_body(response)
+    if code == GRPC_FAILED_PRECONDITION:
+        return True
+    return response.status_code == 500 and "completed workflow" in message.lower()
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or "certificate verify failed"
+        if isinstance(current, ssl.SSLError):
+            return current.reason or "TLS handshake failed"
+        current = current.__cause__ or current.__context__
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "certificate verify failed"
+    return None
+
+
+def from_transport(
+    exc: httpx.TransportError,
+    *,
+    cluster: str,
+    operation: str,
+    subject: str,
+    server: str,
+    secrets: tuple[str, ...] = (),
+) -> ArgoUnavailable:
+    """The error a failed exchange (no HTTP answer) means: the cluster may come back."""
+    detail = sanitize(str(exc) or type(exc).__name__, secrets=secrets)
+    where = f"{operation} {subject}: {sanitize(server, secrets=secrets)}"
+    if isinstance(exc, httpx.TimeoutException):
+        return ArgoUnavailable(
+            f"{where}: timed out ({type(exc).__name__})", cluster=cluster, reason="Timeout"
+        )
+    tls = _tls_failure(exc)
+    if tls is not None:
+        return ArgoUnavailable(
+            f"{where}: TLS verification failed: {sanitize(tls)}",
+            cluster=cluster,
+            reason="TLSVerificationFailed",
+        )
+    if isinstance(exc, httpx.NetworkError):
+        return ArgoUnavailable(
+            f"{where}: unreachable: {detail}", cluster=cluster, reason="Unreachable"
+        )
+    return ArgoUnavailable(f"{where}: {detail}", cluster=cluster, reason="Unavailable")

@@ -1,0 +1,1 @@
+"""Test doubles of the outside systems (an Argo Server, ...), usable from tests and standalone."""
