@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from orchestrator.argo import ArgoClient
 from orchestrator.configs import ArgoAccess
+from orchestrator.errors import ArgoError
 from orchestrator.metrics import Metrics
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, make_tls
 
@@ -116,3 +118,22 @@ async def client(
 def installed(fake: FakeArgoServer) -> FakeArgoServer:
     fake.install_template(template_manifest())
     return fake
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def raised_by(argo: ArgoClient, call: Callable[[ArgoClient], Awaitable[object]]) -> ArgoError:
+    """The ArgoError ``call`` raises; closes the client either way."""
+    try:
+        await call(argo)
+    except ArgoError as exc:
+        return exc
+    finally:
+        await argo.aclose()
+    raise AssertionError("no ArgoError raised")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,15 @@ from orchestrator.errors import (
 )
 from orchestrator.metrics import Metrics
 from orchestrator.records import WorkflowPhase, WorkflowSubmission
-from tests.argo.conftest import CLUSTER, TEMPLATE_NAME, TOKEN, access, template_manifest
+from tests.argo.conftest import (
+    CLUSTER,
+    TEMPLATE_NAME,
+    TOKEN,
+    access,
+    closed_port,
+    raised_by,
+    template_manifest,
+)
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles
 
 LABELS = {
@@ -431,20 +438,14 @@ async def test_a_down_server_is_unavailable(client: ArgoClient, installed: FakeA
 
 
 async def test_a_refused_connection_is_unreachable(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
-    argo = ArgoClient(
-        "dead", ArgoAccess.model_validate({"server": f"http://127.0.0.1:{port}"}), timeout=1
-    )
-    try:
-        with pytest.raises(ArgoUnavailable) as raised:
-            await argo.get("wf")
-    finally:
-        await argo.aclose()
+    server = f"http://127.0.0.1:{closed_port()}"
+    argo = ArgoClient("dead", ArgoAccess.model_validate({"server": server}), timeout=1)
 
-    assert raised.value.reason == "Unreachable"
-    assert "cluster dead:" in str(raised.value)
+    exc = await raised_by(argo, lambda c: c.get("wf"))
+
+    assert isinstance(exc, ArgoUnavailable)
+    assert exc.reason == "Unreachable"
+    assert "cluster dead:" in str(exc)
 
 
 async def test_a_slow_answer_times_out_and_the_create_may_still_have_happened(
@@ -510,12 +511,12 @@ async def test_a_missing_token_file_is_unauthorized(
     runner: ArgoServerRunner, tls: TLSFiles, tmp_path: Path, installed: FakeArgoServer
 ) -> None:
     argo = ArgoClient(CLUSTER, access(runner, tls, tmp_path / "absent"))
-    try:
-        with pytest.raises(ArgoUnauthorized, match="cannot be read") as raised:
-            await argo.get("wf")
-    finally:
-        await argo.aclose()
-    assert raised.value.reason == "TokenUnavailable"
+
+    exc = await raised_by(argo, lambda c: c.get("wf"))
+
+    assert isinstance(exc, ArgoUnauthorized)
+    assert exc.reason == "TokenUnavailable"
+    assert "cannot be read" in str(exc)
     assert installed.requests == []
 
 
@@ -535,14 +536,12 @@ async def test_a_server_signed_by_another_ca_is_refused(
             {"server": runner.url, "tokenFile": str(token_file), "caFile": str(other)}
         ),
     )
-    try:
-        with pytest.raises(ArgoUnavailable) as raised:
-            await argo.get("wf")
-    finally:
-        await argo.aclose()
 
-    assert raised.value.reason == "TLSVerificationFailed"
-    assert str(raised.value).startswith(f"cluster {CLUSTER}: get wf: ")
+    exc = await raised_by(argo, lambda c: c.get("wf"))
+
+    assert isinstance(exc, ArgoUnavailable)
+    assert exc.reason == "TLSVerificationFailed"
+    assert str(exc).startswith(f"cluster {CLUSTER}: get wf: ")
     assert installed.requests == []
 
 
@@ -568,12 +567,11 @@ async def test_an_unreadable_ca_file_fails_the_clusters_requests_only(tmp_path: 
             {"server": "https://127.0.0.1:9", "caFile": str(tmp_path / "missing.pem")}
         ),
     )
-    try:
-        with pytest.raises(ArgoUnavailable) as raised:
-            await argo.get("wf")
-    finally:
-        await argo.aclose()
-    assert raised.value.reason == "TLSConfigInvalid"
+
+    exc = await raised_by(argo, lambda c: c.get("wf"))
+
+    assert isinstance(exc, ArgoUnavailable)
+    assert exc.reason == "TLSConfigInvalid"
 
 
 # --- odds and ends ---------------------------------------------------------------------------

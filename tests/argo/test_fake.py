@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.argo.conftest import TEMPLATE_NAME, template_manifest
+from tests.argo.conftest import TEMPLATE_NAME, closed_port, template_manifest
 from tests.fakes.argo_server import FakeArgoServer, clean_fields, lint_problems, selector_matcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,11 +247,7 @@ def test_lint_finds_unresolved_parameters() -> None:
 
 
 def test_the_standalone_server_serves_https_with_its_token(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     token_file = tmp_path / "token"
     process = subprocess.Popen(
         [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,20 +14,10 @@ from orchestrator.argo.errors import sanitize
 from orchestrator.configs import ArgoAccess
 from orchestrator.errors import ArgoError
 from orchestrator.metrics import Metrics
-from tests.argo.conftest import CLUSTER, TOKEN, access
+from tests.argo.conftest import CLUSTER, TOKEN, access, closed_port, raised_by
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles
 
 Scenario = Callable[[FakeArgoServer, ArgoServerRunner, TLSFiles, Path], Awaitable[ArgoError]]
-
-
-async def _raised(argo: ArgoClient, call: Callable[[ArgoClient], Awaitable[object]]) -> ArgoError:
-    try:
-        await call(argo)
-    except ArgoError as exc:
-        return exc
-    finally:
-        await argo.aclose()
-    raise AssertionError("no error raised")
 
 
 async def echoed_in_error(
@@ -41,7 +30,7 @@ async def echoed_in_error(
         message=f"upstream rejected Bearer {TOKEN} at https://argo.example/api?token={TOKEN}",
     )
     argo = ArgoClient(CLUSTER, access(runner, tls, token_file), metrics=Metrics())
-    return await _raised(argo, lambda c: c.get("wf"))
+    return await raised_by(argo, lambda c: c.get("wf"))
 
 
 async def wrong_token(
@@ -49,7 +38,7 @@ async def wrong_token(
 ) -> ArgoError:
     fake.token = "something-else"
     argo = ArgoClient(CLUSTER, access(runner, tls, token_file))
-    return await _raised(argo, lambda c: c.list("a=b"))
+    return await raised_by(argo, lambda c: c.list("a=b"))
 
 
 async def timeout(
@@ -57,7 +46,7 @@ async def timeout(
 ) -> ArgoError:
     fake.delay_next(seconds=0.1)
     argo = ArgoClient(CLUSTER, access(runner, tls, token_file), timeout=0.02)
-    return await _raised(argo, lambda c: c.get("wf"))
+    return await raised_by(argo, lambda c: c.get("wf"))
 
 
 async def bad_ca(
@@ -67,22 +56,20 @@ async def bad_ca(
         CLUSTER,
         ArgoAccess.model_validate({"server": runner.url, "tokenFile": str(token_file)}),
     )
-    return await _raised(argo, lambda c: c.get("wf"))
+    return await raised_by(argo, lambda c: c.get("wf"))
 
 
 async def refused(
     fake: FakeArgoServer, runner: ArgoServerRunner, tls: TLSFiles, token_file: Path
 ) -> ArgoError:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     argo = ArgoClient(
         CLUSTER,
         ArgoAccess.model_validate(
             {"server": f"http://127.0.0.1:{port}/?token={TOKEN}", "tokenFile": str(token_file)}
         ),
     )
-    return await _raised(argo, lambda c: c.delete("wf"))
+    return await raised_by(argo, lambda c: c.delete("wf"))
 
 
 @pytest.mark.parametrize(
