@@ -1,0 +1,169 @@
+"""A small synchronous client of the daemon's HTTP API, for the CLI's on-call verbs.
+
+httpx stays inside this module: callers see ``ApiError`` (the daemon answered
+with an error) or ``Unreachable`` (it did not answer at all), and the views.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrator import __version__
+from orchestrator.ports import Action
+from orchestrator.records import State
+from orchestrator.views import OnboardingView, TransitionView
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "ORCHESTRATOR_API"
+TOKEN_ENV = "ORCHESTRATOR_API_TOKEN"
+TOKEN_FILE_ENV = "ORCHESTRATOR_API_TOKEN_FILE"
+
+T = TypeVar("T")
+
+_VIEW = TypeAdapter(OnboardingView)
+_VIEWS = TypeAdapter(list[OnboardingView])
+_HISTORY = TypeAdapter(list[TransitionView])
+
+
+class ClientError(Exception):
+    """Base of what this client raises; ``str()`` is fit to show a human."""
+
+
+class ApiError(ClientError):
+    """The daemon answered with an error."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+class Unreachable(ClientError):
+    """No answer from the daemon: refused, timed out, not HTTP."""
+
+
+def resolve_url(flag: str | None) -> str:
+    return (flag or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+
+
+def resolve_token(token_file: str | None) -> str | None:
+    """The token from ``--token-file``, else $ORCHESTRATOR_API_TOKEN(_FILE); may be None."""
+    path = token_file or os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip() or None
+        except OSError as error:
+            raise ClientError(f"cannot read the token file {path}: {error.strerror}") from None
+    return os.environ.get(TOKEN_ENV) or None
+
+
+class ApiClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"User-Agent": f"orchestrator-cli/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- verbs -------------------------------------------------------------------
+
+    def onboardings(
+        self, *, state: State | str | None = None, cluster: str | None = None
+    ) -> list[OnboardingView]:
+        params = {k: str(v) for k, v in (("state", state), ("cluster", cluster)) if v}
+        return self._parse(_VIEWS, self._request("GET", "/api/v1/onboardings", params=params))
+
+    def onboarding(self, name: str) -> OnboardingView:
+        return self._parse(_VIEW, self._request("GET", _path(name)))
+
+    def history(self, name: str) -> list[TransitionView]:
+        return self._parse(_HISTORY, self._request("GET", _path(name, "history")))
+
+    def act(self, name: str, action: Action) -> OnboardingView:
+        answer = self._request("POST", _path(name, action))
+        return self._parse(_VIEW, answer)
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, params=params)
+        except httpx.HTTPError as error:
+            raise Unreachable(
+                f"cannot reach the daemon at {self.base_url}: {_why(error)}"
+            ) from None
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                raise Unreachable(
+                    f"the answer from {self.base_url} is not JSON; is it the daemon?"
+                ) from None
+        raise _api_error(response)
+
+    def _parse(self, adapter: TypeAdapter[T], data: Any) -> T:
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as error:
+            raise ClientError(
+                f"unexpected answer from {self.base_url} (client and daemon versions differ?):"
+                f" {error.error_count()} problems"
+            ) from None
+
+
+def _path(name: str, *rest: str) -> str:
+    return "/".join(["/api/v1/onboardings", quote(name, safe=""), *rest])
+
+
+def _why(error: httpx.HTTPError) -> str:
+    if isinstance(error, httpx.ConnectError):
+        return f"connection failed ({error})"
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    error, message = response.reason_phrase or "Error", response.text.strip()[:500]
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = str(body.get("error") or error)
+        message = str(body.get("message") or message)
+        problems = body.get("problems")
+        if isinstance(problems, list) and len(problems) > 1:
+            message = "\n".join(["invalid request:", *(f"  {p}" for p in problems)])
+    return ApiError(response.status_code, error, message)

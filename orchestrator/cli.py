@@ -1,0 +1,351 @@
+"""The ``orchestrator`` command: run the daemon, check config, and the on-call verbs.
+
+Exit codes: 0 success; 1 the request or the config was refused (the reason
+goes to stderr); 2 the daemon could not be reached, or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator import __version__
+from orchestrator.apiclient import (
+    TOKEN_ENV,
+    URL_ENV,
+    ApiClient,
+    ApiError,
+    ClientError,
+    Unreachable,
+    resolve_token,
+    resolve_url,
+)
+from orchestrator.errors import ConfigError
+from orchestrator.ports import Action
+from orchestrator.records import State
+from orchestrator.settings import Settings
+from orchestrator.tables import age, fields, shorten, table
+from orchestrator.views import OnboardingView, TransitionView
+
+OK, REFUSED, UNREACHABLE = 0, 1, 2
+REASON_WIDTH = 60
+
+
+class Output:
+    """Where a command writes; tests pass their own streams."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def error(self, text: str) -> None:
+        print(text, file=self.err)
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, default=str), file=self.out)
+
+
+# --- daemon and config -----------------------------------------------------------
+
+
+class CommandError(Exception):
+    """The command cannot go on; the message says why."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """``Settings`` from ORCHESTRATOR_* env, with the flags given on top."""
+    flags = {
+        "config_dir": args.config,
+        "db_url": args.db,
+        "listen": getattr(args, "listen", None),
+        "templates_dir": getattr(args, "templates", None),
+        "api_token_file": getattr(args, "api_token_file", None),
+    }
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise CommandError(f"invalid settings: {problems}") from None
+
+
+def _late(module: str, attribute: str) -> Any:
+    """Import only when the command needs it, so the other commands stay quick."""
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise CommandError(f"{module}.{attribute} is not available: {error}") from None
+
+
+def cmd_run(args: argparse.Namespace, io: Output) -> int:
+    run: Callable[[Settings], int] = _late("orchestrator.daemon", "run")
+    return run(_settings(args))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def cmd_validate(args: argparse.Namespace, io: Output) -> int:
+    from orchestrator.loading import load_directory
+
+    try:
+        state = load_directory(Path(args.directory))
+    except ConfigError as error:
+        for problem in error.problems:
+            io.error(str(problem))
+        io.error(f"{args.directory}: invalid ({_count(len(error.problems), 'problem')})")
+        return REFUSED
+    onboardings = _count(len(state.onboardings), "onboarding")
+    clusters = _count(len(state.clusters), "cluster")
+    io.print(f"{onboardings}, {clusters} in {args.directory}: valid")
+    return OK
+
+
+def cmd_schema(args: argparse.Namespace, io: Output) -> int:
+    from orchestrator.configs import json_schema
+
+    io.json(json_schema())
+    return OK
+
+
+def cmd_plan(args: argparse.Namespace, io: Output) -> int:
+    plan: Callable[[Settings], list[Any]] = _late("orchestrator.planning_report", "plan")
+    try:
+        lines = plan(_settings(args))
+    except ConfigError as error:
+        for problem in error.problems:
+            io.error(str(problem))
+        return REFUSED
+    if args.output == "json":
+        io.json([dataclasses.asdict(line) for line in lines])
+        return OK
+    headers = ["ONBOARDING", "CLUSTER", "STATE", "ACTION", "DETAIL"]
+    rows = [[ln.onboarding, ln.cluster, ln.state, ln.action, ln.detail] for ln in lines]
+    io.print(table(headers, rows) if rows else "no onboardings")
+    return OK
+
+
+# --- on-call verbs over the API --------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(resolve_url(args.api), token=resolve_token(args.token_file))
+
+
+def _dump(model: BaseModel | Sequence[BaseModel]) -> Any:
+    if isinstance(model, BaseModel):
+        return model.model_dump(mode="json")
+    return [m.model_dump(mode="json") for m in model]
+
+
+def onboardings_table(views: Sequence[OnboardingView], *, now: datetime) -> str:
+    headers = ["NAME", "CLUSTER", "NAMESPACE", "STATE", "STEP", "ATTEMPT", "AGE", "REASON"]
+    rows = [
+        [
+            v.name,
+            v.cluster,
+            v.namespace,
+            v.state.value,
+            v.step,
+            v.attempt or None,
+            age(v.created_at, now=now),
+            shorten(v.reason, REASON_WIDTH),
+        ]
+        for v in views
+    ]
+    return table(headers, rows) if rows else "no onboardings"
+
+
+def describe(view: OnboardingView, *, now: datetime) -> str:
+    step = f"{view.step} (attempt {view.attempt})" if view.step else None
+    block = fields(
+        [
+            ("Name", view.name),
+            ("Cluster", view.cluster),
+            ("Namespace", view.namespace),
+            ("Source", view.source),
+            ("State", view.state.value),
+            ("Reason", view.reason),
+            ("Step", step),
+            ("Workflow", view.workflow),
+            ("Workflow URL", view.workflow_url),
+            ("Suspended from", view.suspended_from.value if view.suspended_from else None),
+            ("Offboarding", "yes" if view.offboarding else "no"),
+            ("Next attempt", age(view.next_attempt_at, now=now) if view.next_attempt_at else None),
+            ("Created", f"{age(view.created_at, now=now)} ago"),
+            ("Updated", f"{age(view.updated_at, now=now)} ago"),
+        ]
+    )
+    last_error = view.last_error.strip() if view.last_error else "-"
+    return f"{block}\nLast error:\n  " + last_error.replace("\n", "\n  ")
+
+
+def history_table(transitions: Sequence[TransitionView], *, now: datetime) -> str:
+    headers = ["FROM", "TO", "TRIGGER", "REASON", "AT", "WORKFLOW"]
+    rows = [
+        [
+            t.from_state.value,
+            t.to_state.value,
+            t.trigger,
+            shorten(t.reason, REASON_WIDTH),
+            age(t.at, now=now),
+            t.workflow,
+        ]
+        for t in transitions
+    ]
+    return table(headers, rows) if rows else "no transitions"
+
+
+def acted(action: Action) -> Callable[..., str]:
+    def render(view: OnboardingView, *, now: datetime) -> str:
+        return f"{view.name}: {action} accepted; state {view.state.value}"
+
+    return render
+
+
+def remote(
+    fetch: Callable[[ApiClient, argparse.Namespace], Any], render: Callable[..., str]
+) -> Callable[[argparse.Namespace, Output], int]:
+    """An on-call verb: ask the daemon, then print a table (``render``) or the JSON."""
+
+    def command(args: argparse.Namespace, io: Output) -> int:
+        with _client(args) as client:
+            answer = fetch(client, args)
+        if args.output == "json":
+            io.json(_dump(answer))
+        else:
+            io.print(render(answer, now=datetime.now(UTC)))
+        return OK
+
+    return command
+
+
+def _act(action: Action) -> Callable[[ApiClient, argparse.Namespace], OnboardingView]:
+    return lambda client, args: client.act(args.name, action)
+
+
+# --- the parser ------------------------------------------------------------------
+
+ACTION_HELP: dict[Action, str] = {
+    "reconcile": "reconcile an onboarding now",
+    "retry": "retry a Failed or CleanupFailed onboarding",
+    "suspend": "stop acting on an onboarding until resumed",
+    "resume": "resume a suspended onboarding",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Onboards tenant namespaces onto Kubernetes clusters and SAP BTP.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", metavar="DIR", help="desired-state directory")
+    run.add_argument("--db", metavar="URL", help="SQLite or PostgreSQL URL")
+    run.add_argument("--listen", metavar="ADDR", help="host:port of the HTTP API")
+    run.add_argument("--templates", metavar="DIR", help="WorkflowTemplates directory")
+    run.add_argument("--api-token-file", metavar="FILE", help="bearer token of the API")
+    run.set_defaults(func=cmd_run)
+
+    validate = commands.add_parser("validate", help="check a config directory, change nothing")
+    validate.add_argument("directory", metavar="DIR")
+    validate.set_defaults(func=cmd_validate)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config documents")
+    schema.set_defaults(func=cmd_schema)
+
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="default: table"
+    )
+
+    plan = commands.add_parser(
+        "plan", parents=[output], help="show what the daemon would do next, doing nothing"
+    )
+    plan.add_argument("--config", metavar="DIR", help="desired-state directory")
+    plan.add_argument("--db", metavar="URL", help="SQLite or PostgreSQL URL")
+    plan.set_defaults(func=cmd_plan)
+
+    api_options = argparse.ArgumentParser(add_help=False, parents=[output])
+    api_options.add_argument(
+        "--api", metavar="URL", help=f"daemon API; default ${URL_ENV} or local"
+    )
+    api_options.add_argument(
+        "--token-file", metavar="FILE", help=f"bearer token; default ${TOKEN_ENV}"
+    )
+
+    listing = commands.add_parser("list", parents=[api_options], help="list onboardings")
+    listing.add_argument("--state", choices=[s.value for s in State], help="only in this state")
+    listing.add_argument("--cluster", help="only on this cluster")
+    listing.set_defaults(
+        func=remote(
+            lambda client, args: client.onboardings(state=args.state, cluster=args.cluster),
+            onboardings_table,
+        )
+    )
+
+    verbs: list[tuple[str, str, Callable[[argparse.Namespace, Output], int]]] = [
+        ("get", "show one onboarding", remote(lambda c, a: c.onboarding(a.name), describe)),
+        (
+            "history",
+            "show the transitions of an onboarding",
+            remote(lambda c, a: c.history(a.name), history_table),
+        ),
+    ]
+    verbs += [(a, text, remote(_act(a), acted(a))) for a, text in ACTION_HELP.items()]
+    for name, help_text, command in verbs:
+        verb = commands.add_parser(name, parents=[api_options], help=help_text)
+        verb.add_argument("name", metavar="NAME")
+        verb.set_defaults(func=command)
+    return root
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    io = Output(out or sys.stdout, err or sys.stderr)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else (OK if stop.code is None else 2)
+    command = cast(Callable[[argparse.Namespace, Output], int], args.func)
+    try:
+        return command(args, io)
+    except Unreachable as error:
+        io.error(str(error))
+        return UNREACHABLE
+    except ApiError as error:
+        io.error(f"error: {error}")
+        if error.status == 401:
+            io.error(f"hint: pass --token-file FILE or set ${TOKEN_ENV}")
+        return REFUSED
+    except ClientError as error:
+        io.error(f"error: {error}")
+        return REFUSED
+    except ConfigError as error:
+        for problem in error.problems:
+            io.error(str(problem))
+        return REFUSED
+    except CommandError as error:
+        io.error(f"error: {error}")
+        return REFUSED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (| head); stay quiet about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return REFUSED

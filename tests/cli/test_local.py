@@ -1,0 +1,242 @@
+"""Commands that need no daemon: validate, schema, run and plan (wiring only), --version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+from orchestrator import __version__
+from orchestrator.cli import main
+from orchestrator.errors import ConfigError, ConfigProblem
+from orchestrator.planning_report import PlanLine
+from orchestrator.settings import Settings
+from orchestrator.tables import age
+
+from ..api.fakes import document
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cluster(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "orchestrator.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"argo": {"server": f"https://argo.{name}.example.test:2746"}},
+    }
+
+
+def write(path: Path, *documents: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump_all(documents))
+
+
+@pytest.fixture
+def valid_dir(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    write(config / "clusters.yaml", cluster("c1"), cluster("c2"))
+    write(config / "tenants" / "a.yaml", document("tenant-a"), document("tenant-b", cluster="c2"))
+    write(config / "tenants" / "c.yml", document("tenant-c"))
+    return config
+
+
+# --- validate ------------------------------------------------------------------
+
+
+def test_validate_a_valid_directory(capsys: pytest.CaptureFixture[str], valid_dir: Path) -> None:
+    assert main(["validate", str(valid_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"3 onboardings, 2 clusters in {valid_dir}: valid\n"
+    assert err == ""
+
+
+def test_validate_lists_every_problem(capsys: pytest.CaptureFixture[str], valid_dir: Path) -> None:
+    bad_subdomain = document("tenant-d")
+    bad_subdomain["spec"]["subaccount"]["subdomain"] = "Tenant_D"
+    typo = document("tenant-e")
+    typo["spec"]["namespce"] = typo["spec"].pop("namespace")
+    write(valid_dir / "bad.yaml", bad_subdomain, typo, document("tenant-f", cluster="c9"))
+    write(valid_dir / "zz-dup.yaml", document("tenant-a"))
+    (valid_dir / "broken.yaml").write_text("kind: Onboarding\nmetadata: [unclosed\n")
+
+    assert main(["validate", str(valid_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    bad, dup, broken = (str(valid_dir / f) for f in ("bad.yaml", "zz-dup.yaml", "broken.yaml"))
+    expected = [
+        f"{bad}: document 1 (Onboarding tenant-d): spec.subaccount.subdomain: subdomain"
+        " 'Tenant_D' may contain only a-z, 0-9 and '-'",
+        f"{bad}: document 2 (Onboarding tenant-e): spec.namespce: unknown field",
+        f"{bad}: document 2 (Onboarding tenant-e): spec.namespace: required field is missing",
+        f"{dup}: document 1 (Onboarding tenant-a): metadata.name: duplicate Onboarding"
+        " 'tenant-a', first defined in",
+        f"{broken}: not valid YAML at line",
+        f"{bad}: document 3 (Onboarding tenant-f): spec.cluster: unknown cluster 'c9'",
+    ]
+    lines = err.splitlines()
+    for message in expected:
+        assert any(line.startswith(message) for line in lines), (message, err)
+    assert lines[-1] == f"{valid_dir}: invalid (6 problems)"
+
+
+def test_validate_a_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["validate", str(tmp_path / "nope")]) == 1
+    assert "not a directory" in capsys.readouterr().err
+
+
+# --- schema --------------------------------------------------------------------
+
+
+def test_schema_is_a_json_schema_that_validates_documents(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    assert list(validator.iter_errors(document("tenant-a"))) == []
+    assert list(validator.iter_errors(cluster("c1"))) == []
+    wrong = document("tenant-a")
+    wrong["spec"]["deletionPolicy"] = "Shred"
+    assert list(validator.iter_errors(wrong))
+    del wrong["spec"]["deletionPolicy"], wrong["spec"]["platform"]
+    assert list(validator.iter_errors(wrong))
+
+
+# --- run and plan, wired to stand-ins ---------------------------------------------
+
+
+def stand_in(monkeypatch: pytest.MonkeyPatch, module: str, **attributes: Any) -> None:
+    fake = types.ModuleType(module)
+    for key, value in attributes.items():
+        setattr(fake, key, value)
+    monkeypatch.setitem(sys.modules, module, fake)
+
+
+def record(calls: list[Settings], settings: Settings, answer: Any) -> Any:
+    calls.append(settings)
+    return answer
+
+
+def test_run_builds_settings_with_flags_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[Settings] = []
+    stand_in(monkeypatch, "orchestrator.daemon", run=lambda s: record(seen, s, 7))
+    monkeypatch.setenv("ORCHESTRATOR_DB_URL", "sqlite:///from-env.db")
+    monkeypatch.setenv("ORCHESTRATOR_LISTEN", "0.0.0.0:9999")
+    monkeypatch.setenv("ORCHESTRATOR_STEP_ATTEMPTS", "5")
+    code = main(["run", "--config", str(tmp_path), "--db", "sqlite:///flag.db",
+                 "--templates", "tpl", "--api-token-file", "/run/token"])  # fmt: skip
+    assert code == 7
+    (settings,) = seen
+    assert settings.config_dir == tmp_path
+    assert settings.db_url == "sqlite:///flag.db"
+    assert settings.listen == "0.0.0.0:9999"
+    assert settings.templates_dir == Path("tpl")
+    assert settings.api_token_file == Path("/run/token")
+    assert settings.step_attempts == 5
+
+
+def test_run_with_invalid_settings_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stand_in(monkeypatch, "orchestrator.daemon", run=lambda s: 0)
+    monkeypatch.setenv("ORCHESTRATOR_STEP_ATTEMPTS", "zero")
+    assert main(["run"]) == 1
+    assert "invalid settings: step_attempts" in capsys.readouterr().err
+
+
+PLAN = [
+    PlanLine("tenant-a", "c1", "Pending", "submit", "create-subaccount, attempt 1"),
+    PlanLine("tenant-bb", "c2", "Ready", "none", "settled"),
+]
+
+
+def test_plan_prints_a_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    seen: list[Settings] = []
+    stand_in(monkeypatch, "orchestrator.planning_report", plan=lambda s: record(seen, s, PLAN))
+    assert main(["plan", "--config", str(tmp_path), "--db", "sqlite:///x.db"]) == 0
+    assert seen[0].config_dir == tmp_path
+    assert seen[0].db_url == "sqlite:///x.db"
+    assert capsys.readouterr().out.splitlines() == [
+        "ONBOARDING   CLUSTER   STATE     ACTION   DETAIL",
+        "tenant-a     c1        Pending   submit   create-subaccount, attempt 1",
+        "tenant-bb    c2        Ready     none     settled",
+    ]
+
+
+def test_plan_as_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    stand_in(monkeypatch, "orchestrator.planning_report", plan=lambda s: PLAN)
+    assert main(["plan", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[1] == {
+        "onboarding": "tenant-bb", "cluster": "c2", "state": "Ready", "action": "none",
+        "detail": "settled",
+    }  # fmt: skip
+
+
+def test_plan_on_an_invalid_config_lists_the_problems(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def invalid(settings: Settings) -> list[PlanLine]:
+        raise ConfigError([ConfigProblem("x.yaml", "unknown kind 'Nope'", "document 1", "kind")])
+
+    stand_in(monkeypatch, "orchestrator.planning_report", plan=invalid)
+    assert main(["plan"]) == 1
+    assert capsys.readouterr().err == "x.yaml: document 1: kind: unknown kind 'Nope'\n"
+
+
+# --- the command line itself -------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"orchestrator {__version__}\n"
+
+
+def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--state", "Sleeping"]) == 2
+    assert "invalid choice: 'Sleeping'" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--version"],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, f"orchestrator {__version__}\n")
+
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("when", "shown"),
+    [
+        (NOW, "0s"),
+        (NOW - timedelta(seconds=59), "59s"),
+        (NOW - timedelta(minutes=5, seconds=30), "5m"),
+        (NOW - timedelta(minutes=119), "119m"),
+        (NOW - timedelta(hours=2), "2h"),
+        (NOW - timedelta(hours=47), "47h"),
+        (NOW - timedelta(days=3, hours=5), "3d"),
+        (NOW + timedelta(seconds=30), "in 30s"),
+        (None, "-"),
+    ],
+)
+def test_ages(when: datetime | None, shown: str) -> None:
+    assert age(when, now=NOW) == shown

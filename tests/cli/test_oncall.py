@@ -1,0 +1,203 @@
+"""The on-call verbs against a real uvicorn server serving the fake operations."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.cli import main
+
+from ..api.fakes import document
+from .conftest import TOKEN, Daemon
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], *argv: str, daemon: Daemon | None = None
+) -> tuple[int, str, str]:
+    args = list(argv)
+    if daemon is not None:
+        args += ["--api", daemon.url, "--token-file", str(daemon.token_file)]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def tenants(daemon: Daemon) -> Daemon:
+    """Three onboardings in different states, created an hour ago."""
+    ops = daemon.operations
+    hour_ago = datetime.now(UTC) - timedelta(hours=1, minutes=5)
+    ops.now = lambda: hour_ago
+    ops.declare(document("tenant-a"), file="clusters/a.yaml")
+    ops.declare(document("tenant-b", cluster="c2"), file="clusters/b.yaml")
+    ops.declare(document("tenant-c"), file="clusters/c.yaml")
+    ops.fire("tenant-a", "start", reason="first step")
+    ops.fire("tenant-c", "start", "step_failed", "compensated", reason="subdomain taken")
+    ops.update(
+        "tenant-a",
+        attempt=2,
+        last_error="cluster c1: Argo answered 503\nretrying in 30s",
+        reason="waiting for " + "x" * 100,
+    )
+    ops.now = lambda: datetime.now(UTC)
+    return daemon
+
+
+def test_list_prints_an_aligned_table(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, err = run(capsys, "list", daemon=tenants)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "NAME", "CLUSTER", "NAMESPACE", "STATE", "STEP", "ATTEMPT", "AGE", "REASON"
+    ]  # fmt: skip
+    assert len(lines) == 4
+    a = lines[1].split()
+    assert a[:7] == ["tenant-a", "c1", "tenant-a-ns", "CreatingSubaccount", "create-subaccount",
+                     "2", "65m"]  # fmt: skip
+    assert lines[1].endswith("…")  # a long reason is cut
+    assert lines[2].split()[:7] == ["tenant-b", "c2", "tenant-b-ns", "Pending", "-", "-", "65m"]
+    assert lines[3].split()[3] == "Failed"
+    # every column starts at the same offset on every line
+    for header in ("CLUSTER", "STATE", "AGE", "REASON"):
+        offset = lines[0].index(header)
+        assert all(line[offset - 1] == " " and line[offset] != " " for line in lines), header
+
+
+def test_list_filters(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, _ = run(capsys, "list", "--state", "Failed", daemon=tenants)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["tenant-c"]
+    code, out, _ = run(capsys, "list", "--cluster", "c2", "-o", "json", daemon=tenants)
+    assert [o["name"] for o in json.loads(out)] == ["tenant-b"]
+
+
+def test_list_of_nothing_says_so(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:
+    assert run(capsys, "list", daemon=daemon)[:2] == (0, "no onboardings\n")
+
+
+def test_list_as_json_has_iso_times(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, _ = run(capsys, "list", "-o", "json", daemon=tenants)
+    assert code == 0
+    views = json.loads(out)
+    assert [v["name"] for v in views] == ["tenant-a", "tenant-b", "tenant-c"]
+    created = datetime.fromisoformat(views[0]["created_at"])
+    assert timedelta(minutes=64) < datetime.now(UTC) - created < timedelta(minutes=66)
+
+
+def test_get_shows_a_block_with_the_last_error_and_the_workflow_url(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon
+) -> None:
+    code, out, _ = run(capsys, "get", "tenant-a", daemon=tenants)
+    assert code == 0
+    block = out.split("Last error:")[0].splitlines()
+    assert all(line[15] == " " and line[16] != " " for line in block), out  # values aligned
+    assert "Name:           tenant-a\n" in out
+    assert "State:          CreatingSubaccount\n" in out
+    assert "Step:           create-subaccount (attempt 2)\n" in out
+    assert "Workflow URL:   https://argo.example.test/workflows/argo/tenant-a-start\n" in out
+    assert "Created:        65m ago\n" in out
+    assert "Suspended from: -\n" in out
+    assert out.endswith("Last error:\n  cluster c1: Argo answered 503\n  retrying in 30s\n")
+
+
+def test_get_as_json(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, _ = run(capsys, "get", "tenant-c", "-o", "json", daemon=tenants)
+    assert code == 0
+    assert json.loads(out)["state"] == "Failed"
+
+
+def test_history_table_and_json(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, _ = run(capsys, "history", "tenant-c", daemon=tenants)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["FROM", "TO", "TRIGGER", "REASON", "AT", "WORKFLOW"]
+    assert lines[2].split()[:3] == ["Pending", "CreatingSubaccount", "start"]
+    assert "65m" in lines[2]
+    assert lines[2].endswith("tenant-c-start")
+    assert lines[-1].split()[:3] == ["RollingBack", "Failed", "compensated"]
+    code, out, _ = run(capsys, "history", "tenant-c", "-o", "json", daemon=tenants)
+    assert [t["to_state"] for t in json.loads(out)] == [
+        "Pending", "CreatingSubaccount", "RollingBack", "Failed"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verb", "name", "state"),
+    [("retry", "tenant-c", "Pending"), ("suspend", "tenant-a", "Suspended"),
+     ("reconcile", "tenant-b", "Pending")],
+)  # fmt: skip
+def test_actions(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon, verb: str, name: str, state: str
+) -> None:
+    code, out, err = run(capsys, verb, name, daemon=tenants)
+    assert (code, out, err) == (0, f"{name}: {verb} accepted; state {state}\n", "")
+    assert tenants.operations.get(name).state == state
+
+
+def test_resume_as_json(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    tenants.operations.fire("tenant-a", "suspend")
+    code, out, _ = run(capsys, "resume", "tenant-a", "-o", "json", daemon=tenants)
+    assert code == 0
+    assert json.loads(out)["state"] == "CreatingSubaccount"
+
+
+def test_a_refused_action_exits_1_with_the_servers_message(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon
+) -> None:
+    code, out, err = run(capsys, "resume", "tenant-b", daemon=tenants)
+    assert (code, out) == (1, "")
+    assert err == "error: 409 Conflict: onboarding tenant-b: cannot resume while Pending\n"
+
+
+def test_an_unknown_onboarding_exits_1(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:
+    code, _, err = run(capsys, "get", "nobody", daemon=daemon)
+    assert code == 1
+    assert err == "error: 404 NotFound: no onboarding named 'nobody'\n"
+
+
+def test_without_a_token_an_action_exits_1_with_a_hint(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon
+) -> None:
+    code, _, err = run(capsys, "retry", "tenant-c", "--api", tenants.url)
+    assert code == 1
+    assert "401 Unauthorized" in err
+    assert "--token-file" in err
+    assert tenants.operations.get("tenant-c").state == "Failed"
+
+
+def test_url_and_token_come_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_API", tenants.url)
+    monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", TOKEN)
+    code, out, _ = run(capsys, "suspend", "tenant-b")
+    assert code == 0
+    assert "Suspended" in out
+
+
+def test_a_missing_token_file_exits_1(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:
+    code, _, err = run(capsys, "retry", "x", "--api", daemon.url, "--token-file", "/nonexistent")
+    assert code == 1
+    assert "cannot read the token file /nonexistent" in err
+
+
+def test_an_unreachable_daemon_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    code, out, err = run(capsys, "list", "--api", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"cannot reach the daemon at {url}: connection failed")
+    assert "Traceback" not in err
+
+
+def test_something_that_is_not_the_daemon_exits_2(
+    capsys: pytest.CaptureFixture[str], daemon: Daemon
+) -> None:
+    code, _, err = run(capsys, "list", "--api", daemon.url + "/metrics#")
+    assert code in (1, 2)
+    assert err
