@@ -34,7 +34,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.ports import Action
 from orchestrator.records import State
 from orchestrator.settings import Settings
-from orchestrator.tables import age, fields, shorten, table
+from orchestrator.tables import age, fields, relative, shorten, table
 from orchestrator.views import OnboardingView, TransitionView
 
 OK, REFUSED, UNREACHABLE = 0, 1, 2
@@ -183,9 +183,9 @@ def describe(view: OnboardingView, *, now: datetime) -> str:
             ("Workflow URL", view.workflow_url),
             ("Suspended from", view.suspended_from.value if view.suspended_from else None),
             ("Offboarding", "yes" if view.offboarding else "no"),
-            ("Next attempt", age(view.next_attempt_at, now=now) if view.next_attempt_at else None),
-            ("Created", f"{age(view.created_at, now=now)} ago"),
-            ("Updated", f"{age(view.updated_at, now=now)} ago"),
+            ("Next attempt", relative(view.next_attempt_at, now=now)),
+            ("Created", relative(view.created_at, now=now)),
+            ("Updated", relative(view.updated_at, now=now)),
         ]
     )
     last_error = view.last_error.strip() if view.last_error else "-"

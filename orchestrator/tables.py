@@ -49,6 +49,14 @@ def age(when: datetime | None, *, now: datetime) -> str:
     return duration(seconds) if seconds >= 0 else f"in {duration(-seconds)}"
 
 
+def relative(when: datetime | None, *, now: datetime) -> str | None:
+    """``5m ago`` or ``in 30s``; None stays None."""
+    if when is None:
+        return None
+    shown = age(when, now=now)
+    return shown if shown.startswith("in ") else f"{shown} ago"
+
+
 def shorten(text: str | None, width: int) -> str | None:
     """First line of ``text``, cut to ``width`` characters with an ellipsis."""
     if text is None:

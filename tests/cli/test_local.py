@@ -20,7 +20,7 @@ from orchestrator.cli import main
 from orchestrator.errors import ConfigError, ConfigProblem
 from orchestrator.planning_report import PlanLine
 from orchestrator.settings import Settings
-from orchestrator.tables import age
+from orchestrator.tables import age, relative
 
 from ..api.fakes import document
 
@@ -240,3 +240,5 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 )
 def test_ages(when: datetime | None, shown: str) -> None:
     assert age(when, now=NOW) == shown
+    if when is not None:
+        assert relative(when, now=NOW) == (shown if when > NOW else f"{shown} ago")
