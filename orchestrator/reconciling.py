@@ -20,6 +20,7 @@ from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import (
+    ArgoUnavailable,
     Conflict,
     PermanentError,
     TemporaryError,
@@ -87,6 +88,8 @@ class PassResult:
     listed: bool = False
     submitted: int = 0
     errors: int = 0
+    #: why the cluster stopped answering in this pass; the rest of the pass does not call it
+    down: str | None = None
 
 
 class Reconciler:
@@ -130,7 +133,11 @@ class Reconciler:
             for record in sorted(records, key=lambda r: (r.created_at, r.name)):
                 observation = observations.get(record.name, None)
                 started_here = await self._reconcile_one(
-                    record, engine, observation, slot_available=busy < limit, result=result
+                    record,
+                    engine if result.down is None else None,
+                    observation,
+                    slot_available=busy < limit,
+                    result=result,
                 )
                 busy += started_here
         finally:
@@ -197,15 +204,20 @@ class Reconciler:
                 for status in await engine.list(selector):
                     found[status.name] = status
         except TemporaryError as error:
-            self.clusters.mark(cluster, reachable=False, reason=str(error), now=self.clock())
+            self._health(cluster, str(error))
             self.metrics.reconcile_errors.labels(cluster=cluster, reason=error.reason).inc()
             result.errors += 1
+            result.down = str(error)
             for record in in_flight:
                 self._note_error(record, error)
             return dict.fromkeys(names, UNKNOWN)
         result.listed = True
-        self.clusters.mark(cluster, reachable=True, reason=None, now=self.clock())
+        self._health(cluster, None)
         return {r.name: found.get(r.workflow or "") for r in in_flight}
+
+    def _health(self, cluster: str, problem: str | None) -> None:
+        """Note whether the cluster answered; ``problem`` None means it did."""
+        self.clusters.mark(cluster, reachable=problem is None, reason=problem, now=self.clock())
 
     # --- one onboarding --------------------------------------------------------
 
@@ -254,6 +266,10 @@ class Reconciler:
                     record.error_count = 0
                     record.last_error = None
                 acted = await self._execute(machine, commands, engine, situation, result)
+                if acted and engine is not None:
+                    self.clusters.mark(
+                        record.cluster, reachable=True, reason=None, now=self.clock()
+                    )
                 if any(isinstance(c, Fire) and c.trigger == "start" for c in commands):
                     took_slot = 1
                 # after a transition the new state's first step has not been observed
@@ -265,6 +281,12 @@ class Reconciler:
         except TemporaryError as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
+            if isinstance(error, ArgoUnavailable) and result.down is None:
+                # stop calling this cluster for the rest of the pass: no pile of timeouts
+                result.down = str(error)
+                self.clusters.mark(
+                    record.cluster, reachable=False, reason=str(error), now=self.clock()
+                )
             self._note_error(record, error, machine.log)
         except Conflict as error:
             # changed meanwhile (an API action): the next pass starts from the stored record
@@ -303,22 +325,33 @@ class Reconciler:
             if isinstance(command, Fire):
                 self._fire(machine, command, situation)
             elif isinstance(command, Stop):
-                await self._require(engine, record).stop(command.workflow, message=command.message)
+                await self._require(engine, record, result).stop(
+                    command.workflow, message=command.message
+                )
                 log.info("workflow stopped", extra=_fields(record, workflow=command.workflow))
                 acted = True
             elif isinstance(command, Submit):
-                await self._submit(machine, command, self._require(engine, record), situation)
+                await self._submit(
+                    machine, command, self._require(engine, record, result), situation
+                )
                 result.submitted += 1
                 acted = True
         return acted
 
-    def _require(self, engine: WorkflowEngine | None, record: OnboardingRecord) -> WorkflowEngine:
-        if engine is None:
+    def _require(
+        self, engine: WorkflowEngine | None, record: OnboardingRecord, result: PassResult
+    ) -> WorkflowEngine:
+        if engine is not None:
+            return engine
+        if result.down is not None:
             raise TemporaryError(
-                f"cluster {record.cluster} is not declared; cannot act on it",
-                reason="UnknownCluster",
+                f"cluster {record.cluster} did not answer earlier in this pass: {result.down}",
+                reason="ClusterUnavailable",
             )
-        return engine
+        raise TemporaryError(
+            f"cluster {record.cluster} is not declared; cannot act on it",
+            reason="UnknownCluster",
+        )
 
     def _fire(self, machine: OnboardingMachine, command: Fire, situation: Situation) -> None:
         record = machine.record

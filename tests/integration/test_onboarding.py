@@ -302,3 +302,18 @@ async def test_the_concurrency_cap_holds_onboardings_back(world: World) -> None:
     assert len(running) == 3  # maxConcurrent: 3
 
     await world.until(lambda: all(s == "Ready" for s in world.states().values()))
+
+
+async def test_a_dead_cluster_is_asked_once_per_pass_not_once_per_onboarding(world: World) -> None:
+    fake = world.fakes["local-b"]
+    fake.down = True
+    for index in range(3):
+        world.declare(f"team-{index}", "local-b")
+    daemon = await world.start()
+
+    await world.step()
+
+    assert len(fake.requests) == 1
+    assert daemon.clusters.health["local-b"].reachable is False
+    reasons = {world.record(f"team-{i}").last_error for i in range(3)}
+    assert all(r is not None and "local-b" in r for r in reasons)
