@@ -26,6 +26,7 @@ from orchestrator.clusters import ClusterRegistry, EngineFactory
 from orchestrator.configs import Cluster
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.loading import directory_digest
 from orchestrator.logs import configure, register_secret
 from orchestrator.metrics import Metrics
 from orchestrator.planning import Limits
@@ -63,6 +64,7 @@ class Daemon:
     reconciler: Reconciler
     service: Service
     scheduler: AsyncIOScheduler | None = None
+    templates_digest: str = ""
     _dirty: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
 
@@ -95,12 +97,32 @@ class Daemon:
             self.scheduler.modify_job(_job(cluster), next_run_time=datetime.now(UTC))
 
     async def reload_config(self) -> None:
+        self._reload_templates()
         if not self.desired.reload_if_changed():
             return
         await self.apply_clusters()
         self.reconciler.forget_templates()
         for cluster in self.clusters.names():
             self.wake(cluster)
+
+    def _reload_templates(self) -> None:
+        """Pick up changed WorkflowTemplates; an invalid change keeps the current ones."""
+        digest = directory_digest(self.settings.templates_dir)
+        if digest == self.templates_digest:
+            return
+        self.templates_digest = digest
+        try:
+            templates = load_templates(self.settings.templates_dir)
+        except ConfigError as error:
+            self.metrics.config_reload_errors.inc()
+            log.error(
+                "WorkflowTemplates change rejected; the current ones stay",
+                extra={"problems": [str(p) for p in error.problems]},
+            )
+            return
+        self.reconciler.templates = templates
+        self.reconciler.forget_templates()
+        log.info("WorkflowTemplates reloaded", extra={"templates": len(templates)})
 
     async def apply_clusters(self) -> None:
         """Engines and reconcile jobs for exactly the declared clusters."""
@@ -199,6 +221,7 @@ async def build(
             clock=clock or utcnow,
         ),
     )
+    daemon.templates_digest = directory_digest(settings.templates_dir)
     await daemon.apply_clusters()
     return daemon
 

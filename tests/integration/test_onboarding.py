@@ -317,3 +317,25 @@ async def test_a_dead_cluster_is_asked_once_per_pass_not_once_per_onboarding(wor
     assert daemon.clusters.health["local-b"].reachable is False
     reasons = {world.record(f"team-{i}").last_error for i in range(3)}
     assert all(r is not None and "local-b" in r for r in reasons)
+
+
+async def test_changed_workflow_templates_are_applied_while_running(world: World) -> None:
+    import shutil
+
+    templates = world.tmp / "templates"
+    shutil.copytree(world.settings.templates_dir, templates)
+    world.settings = world.settings.model_copy(update={"templates_dir": templates})
+    world.declare("team-a", "local-a")
+    await world.start()
+    await world.until(world.is_("team-a", State.READY))
+    path = templates / "create-subaccount.yaml"
+    text = path.read_text()
+    assert "activeDeadlineSeconds: '900'" in text
+    path.write_text(text.replace("activeDeadlineSeconds: '900'", "activeDeadlineSeconds: '901'"))
+
+    world.declare("team-a", "local-a", version="2.0.0")  # gives the daemon something to submit
+    await world.until(world.is_("team-a", State.CREATING_SUBACCOUNT))
+    await world.step()
+
+    stored = world.fakes["local-a"].templates[("argo", "orchestrator-create-subaccount")]
+    assert "'901'" in str(stored["spec"])
