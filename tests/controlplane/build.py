@@ -74,7 +74,7 @@ def fetch_gomod(module: str, version: str) -> str:
     if proxy in ("direct", "off"):
         proxy = "https://proxy.golang.org"
     url = f"{proxy.rstrip('/')}/{module.lower()}/@v/{version}.mod"
-    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 - module proxy
+    with urllib.request.urlopen(url, timeout=120) as response:
         return response.read().decode()
 
 
@@ -148,7 +148,9 @@ def components(versions: dict[str, str]) -> list[Component]:
     ]
 
 
-def run_logged(cmd: list[str], *, cwd: Path, logfile: Path, label: str, env: dict[str, str]) -> None:
+def run_logged(
+    cmd: list[str], *, cwd: Path, logfile: Path, label: str, env: dict[str, str]
+) -> None:
     """Run a command with its output in a log, printing a heartbeat meanwhile."""
     start = time.monotonic()
     with logfile.open("a") as out:
@@ -168,7 +170,9 @@ def run_logged(cmd: list[str], *, cwd: Path, logfile: Path, label: str, env: dic
         done.set()
     if rc != 0:
         tail = logfile.read_text(errors="replace").splitlines()[-40:]
-        raise RuntimeError(f"{label} failed (exit {rc}); last lines of {logfile}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"{label} failed (exit {rc}); last lines of {logfile}:\n" + "\n".join(tail)
+        )
 
 
 def prepare(component: Component) -> None:
@@ -199,7 +203,9 @@ def prepare(component: Component) -> None:
     (work / "tools.go").write_text(tools)
     label = f"{component.name} {component.version}: resolving modules"
     log(label)
-    run_logged(["go", "mod", "tidy"], cwd=work, logfile=work / "build.log", label=label, env=go_env())
+    run_logged(
+        ["go", "mod", "tidy"], cwd=work, logfile=work / "build.log", label=label, env=go_env()
+    )
     marker.touch()
 
 
@@ -218,7 +224,11 @@ def compile_component(component: Component) -> float:
     if component.extra_files:
         moddir = subprocess.run(
             ["go", "list", "-m", "-f", "{{.Dir}}", component.module],
-            cwd=work, env=go_env(), check=True, capture_output=True, text=True,
+            cwd=work,
+            env=go_env(),
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         for dest, src in component.extra_files.items():
             shutil.copytree(Path(moddir) / src, tmp / dest)
@@ -234,7 +244,9 @@ def compile_component(component: Component) -> float:
 def check_etcd(versions: dict[str, str]) -> None:
     etcd = shutil.which("etcd") or "/usr/bin/etcd"
     if not Path(etcd).exists():
-        raise RuntimeError("etcd not found: install Debian's etcd-server (tests/controlplane/ci-setup.sh does)")
+        raise RuntimeError(
+            "etcd not found: install Debian's etcd-server (tests/controlplane/ci-setup.sh does)"
+        )
     text = subprocess.run([etcd, "--version"], capture_output=True, text=True).stdout
     found = re.search(r"etcd Version: (\S+)", text)
     have = found.group(1) if found else "unknown"

@@ -29,11 +29,9 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
 fi
 say "etcd: $(etcd --version | head -1)"
 
-# Python packages the harness imports (PyYAML, httpx); pytest for the e2e layer.
-if ! "$python" -c 'import yaml, httpx, pytest' >/dev/null 2>&1; then
-    say "installing Python packages: PyYAML httpx pytest"
-    "$python" -m pip install --quiet PyYAML httpx pytest
-fi
+# Building needs only Python's standard library; starting clusters and the
+# e2e tests import PyYAML and httpx, which the project's virtualenv has
+# (make install, a prerequisite of make cluster-up).
 
 command -v go >/dev/null 2>&1 || { say "go is not on PATH"; exit 1; }
 say "$(go version)"

@@ -19,6 +19,7 @@ whole process group and checks that nothing is left.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -70,6 +71,9 @@ class Ports:
     @classmethod
     def for_index(cls, index: int) -> Ports:
         base = int(os.environ.get("ORCHESTRATOR_PORT_BASE", "31000")) + 100 * index
+        # The Argo Servers sit next to Argo's usual 2746, where the example
+        # Cluster files in clusters/ expect them.
+        argo = int(os.environ.get("ORCHESTRATOR_ARGO_PORT_BASE", "2746")) + index
         return cls(
             etcd=base + 79,
             etcd_peer=base + 80,
@@ -77,7 +81,7 @@ class Ports:
             controller_manager=base + 57,
             scheduler=base + 59,
             kwok=base + 47,
-            argo_server=base + 46,
+            argo_server=argo,
             controller_metrics=base + 90,
         )
 
@@ -238,7 +242,11 @@ def start(cluster: Cluster, spec: Spec) -> int:
     started = time.monotonic()
     if not wait_healthy(spec, timeout=spec.timeout, proc=proc):
         code = proc.poll()
-        why = f"exited with code {code}" if code is not None else f"not healthy after {spec.timeout:.0f}s"
+        why = (
+            f"exited with code {code}"
+            if code is not None
+            else f"not healthy after {spec.timeout:.0f}s"
+        )
         raise StartError(
             f"{cluster.name}: {spec.name} {why}; last lines of {logfile}:\n{tail(logfile)}"
         )
@@ -246,8 +254,13 @@ def start(cluster: Cluster, spec: Spec) -> int:
     return proc.pid
 
 
-def wait_healthy(spec: Spec, *, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-                 pid: int | None = None) -> bool:
+def wait_healthy(
+    spec: Spec,
+    *,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    pid: int | None = None,
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -275,25 +288,25 @@ def stop(cluster: Cluster, component: str, timeout: float = 20) -> bool:
     except ProcessLookupError:
         pidfile.unlink(missing_ok=True)
         return False
-    if pgid != pid:  # not a group leader we made: end only the process itself
-        targets = [pid]
-        kill = lambda sig: os.kill(pid, sig)  # noqa: E731
-    else:
-        targets = group_pids(pgid)
-        kill = lambda sig: os.killpg(pgid, sig)  # noqa: E731
-    try:
-        kill(signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    # Each component leads a process group of its own (start_new_session);
+    # a pid that leads none is ended alone.
+    group = pgid == pid
+    targets = group_pids(pgid) if group else [pid]
+
+    def kill(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+
+    kill(signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and _alive(p) for p in targets):
+    while time.monotonic() < deadline and any(_alive(p) for p in targets):
         time.sleep(0.2)
     if any(_alive(p) for p in targets):
         log(f"{cluster.name}: {component} ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
-        try:
-            kill(signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill(signal.SIGKILL)
         time.sleep(0.5)
     left = [p for p in targets if _alive(p)]
     if left:
@@ -304,6 +317,10 @@ def stop(cluster: Cluster, component: str, timeout: float = 20) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    # Reap it if this very process started it (the e2e fixture does), so
+    # that it does not linger as a zombie until the test session ends.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -343,8 +360,11 @@ def controller_healthy(c: Cluster) -> bool:
 
 def argo_server_healthy(c: Cluster) -> bool:
     token = c.token_file.read_text().strip()
-    response = _get(f"{c.argo_url}/api/v1/version", verify=ssl_context(c.argo_ca),
-                    headers={"Authorization": f"Bearer {token}"})
+    response = _get(
+        f"{c.argo_url}/api/v1/version",
+        verify=ssl_context(c.argo_ca),
+        headers={"Authorization": f"Bearer {token}"},
+    )
     return response.status_code == 200
 
 
@@ -501,11 +521,24 @@ def write_kubeconfig(c: Cluster) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": c.name, "cluster": {
-            "server": c.apiserver_url, "certificate-authority-data": b64(c.pki / "ca.crt")}}],
-        "users": [{"name": f"{c.name}-admin", "user": {
-            "client-certificate-data": b64(c.pki / "admin.crt"),
-            "client-key-data": b64(c.pki / "admin.key")}}],
+        "clusters": [
+            {
+                "name": c.name,
+                "cluster": {
+                    "server": c.apiserver_url,
+                    "certificate-authority-data": b64(c.pki / "ca.crt"),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": f"{c.name}-admin",
+                "user": {
+                    "client-certificate-data": b64(c.pki / "admin.crt"),
+                    "client-key-data": b64(c.pki / "admin.key"),
+                },
+            }
+        ],
         "contexts": [{"name": c.name, "context": {"cluster": c.name, "user": f"{c.name}-admin"}}],
         "current-context": c.name,
     }
@@ -517,27 +550,39 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 
 def bootstrap(c: Cluster, kube: Kube) -> None:
-    crds = [d for f in sorted(c.bins.argo_crds.glob("argoproj.io_*.yaml")) for d in load_yaml_docs(f)]
+    crds = [
+        d for f in sorted(c.bins.argo_crds.glob("argoproj.io_*.yaml")) for d in load_yaml_docs(f)
+    ]
     for crd in crds:
         kube.apply(crd)
     kube.wait_established([crd["metadata"]["name"] for crd in crds])
     for obj in load_yaml_docs(HERE / "manifests" / "bootstrap.yaml"):
         kube.apply(obj)
     metrics = {"enabled": True, "port": c.ports.controller_metrics, "secure": False}
-    kube.apply({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "workflow-controller-configmap", "namespace": ARGO_NAMESPACE},
-        "data": {
-            "metricsConfig": yaml.safe_dump(metrics),
-            "telemetryConfig": yaml.safe_dump({"enabled": False}),
-        },
-    })
-    kube.apply({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": "argo-server-tls", "namespace": ARGO_NAMESPACE},
-        "data": {"tls.crt": b64(c.pki / "argo-server.crt"), "tls.key": b64(c.pki / "argo-server.key"),
-                 "ca.crt": b64(c.pki / "argo-ca.crt")},
-    })
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "workflow-controller-configmap", "namespace": ARGO_NAMESPACE},
+            "data": {
+                "metricsConfig": yaml.safe_dump(metrics),
+                "telemetryConfig": yaml.safe_dump({"enabled": False}),
+            },
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "argo-server-tls", "namespace": ARGO_NAMESPACE},
+            "data": {
+                "tls.crt": b64(c.pki / "argo-server.crt"),
+                "tls.key": b64(c.pki / "argo-server.key"),
+                "ca.crt": b64(c.pki / "argo-ca.crt"),
+            },
+        }
+    )
     log(f"{c.name}: Argo CRDs ({len(crds)}), namespace {ARGO_NAMESPACE}, RBAC, kwok node applied")
 
 
@@ -554,14 +599,23 @@ def ensure_token(c: Cluster, kube: Kube) -> None:
     if c.token_file.exists():
         token = c.token_file.read_text().strip()
         if _jwt_expiry(token) - time.time() > RENEW_TOKEN_BEFORE:
-            review = kube.http.post("/apis/authentication.k8s.io/v1/tokenreviews", json={
-                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+            review = kube.http.post(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                json={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "spec": {"token": token},
+                },
+            )
             if review.status_code < 300 and review.json().get("status", {}).get("authenticated"):
                 return
     kube.wait_for(f"/api/v1/namespaces/{ARGO_NAMESPACE}/serviceaccounts/orchestrator")
     token = kube.request_token(ARGO_NAMESPACE, "orchestrator", TOKEN_SECONDS)
     write_private(c.token_file, token + "\n")
-    log(f"{c.name}: issued a token for ServiceAccount {ARGO_NAMESPACE}/orchestrator into {c.token_file}")
+    log(
+        f"{c.name}: issued a token for ServiceAccount {ARGO_NAMESPACE}/orchestrator"
+        f" into {c.token_file}"
+    )
 
 
 def write_cluster_files(c: Cluster) -> None:
@@ -606,7 +660,9 @@ def install_templates(c: Cluster, kube: Kube) -> int:
 def up_one(c: Cluster) -> None:
     missing = c.bins.missing()
     if missing:
-        raise StartError("binaries missing (run `make cluster-build` first): " + ", ".join(map(str, missing)))
+        raise StartError(
+            "binaries missing (run `make cluster-build` first): " + ", ".join(map(str, missing))
+        )
     c.dir.mkdir(parents=True, exist_ok=True)
     pki_mod.ensure(c.pki)
     write_kubeconfig(c)
@@ -625,7 +681,10 @@ def up_one(c: Cluster) -> None:
         install_templates(c, kube)
     finally:
         kube.close()
-    log(f"{c.name}: ready: kubeconfig {c.kubeconfig}, Argo Server {c.argo_url}, cluster {c.cluster_yaml}")
+    log(
+        f"{c.name}: ready: kubeconfig {c.kubeconfig}, Argo Server {c.argo_url},"
+        f" cluster {c.cluster_yaml}"
+    )
 
 
 def resolve(names: list[str]) -> list[Cluster]:
@@ -657,7 +716,11 @@ def down(names: list[str]) -> int:
             except RuntimeError as exc:
                 print(f"[cluster] ERROR: {exc}", file=sys.stderr)
                 failed = True
-        log(f"{c.name}: {'stopped ' + str(stopped) + ' components' if stopped else 'nothing was running'}")
+        log(
+            f"{c.name}: stopped {stopped} components"
+            if stopped
+            else f"{c.name}: nothing was running"
+        )
     return 1 if failed else 0
 
 
@@ -690,7 +753,10 @@ def status(names: list[str]) -> int:
             state = "healthy" if r["healthy"] else ("UNHEALTHY" if r["pid"] else "stopped")
             all_healthy &= r["healthy"]
             pid = r["pid"] or "-"
-            print(f"  {r['component']:<24} {state:<10} pid {pid!s:<8} rss {r['rss_kib'] / 1024:7.1f} MiB")
+            print(
+                f"  {r['component']:<24} {state:<10} pid {pid!s:<8}"
+                f" rss {r['rss_kib'] / 1024:7.1f} MiB"
+            )
         print(f"  {'total':<24} {'':<10} {'':<12} rss {cluster_rss / 1024:7.1f} MiB")
     print(f"all clusters: rss {total / 1024:.1f} MiB")
     return 0 if all_healthy else 3

@@ -32,6 +32,7 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("argoproj.io/v1alpha1", "WorkflowTemplate"): ("workflowtemplates", True),
     ("argoproj.io/v1alpha1", "ClusterWorkflowTemplate"): ("clusterworkflowtemplates", False),
     ("argoproj.io/v1alpha1", "CronWorkflow"): ("cronworkflows", True),
+    ("argoproj.io/v1alpha1", "WorkflowTaskResult"): ("workflowtaskresults", True),
 }
 
 
@@ -57,7 +58,9 @@ class Kube:
         try:
             plural, namespaced = KINDS[(api_version, kind)]
         except KeyError:
-            raise ValueError(f"kind {api_version}/{kind} is not known to the bootstrap client") from None
+            raise ValueError(
+                f"kind {api_version}/{kind} is not known to the bootstrap client"
+            ) from None
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         name = obj["metadata"]["name"]
         if namespaced:
@@ -76,7 +79,8 @@ class Kube:
         )
         if response.status_code >= 300:
             raise RuntimeError(
-                f"apply {obj['kind']}/{obj['metadata']['name']} failed: {response.status_code} {response.text}"
+                f"apply {obj['kind']}/{obj['metadata']['name']} failed:"
+                f" {response.status_code} {response.text}"
             )
         return response.json()
 
@@ -92,7 +96,10 @@ class Kube:
         pending = set(crd_names)
         while pending and time.monotonic() < deadline:
             for name in list(pending):
-                crd = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") or {}
+                crd = (
+                    self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                    or {}
+                )
                 conditions = crd.get("status", {}).get("conditions", [])
                 if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                     pending.discard(name)
@@ -114,9 +121,14 @@ class Kube:
     def request_token(self, namespace: str, service_account: str, seconds: int) -> str:
         response = self.http.post(
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
-            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                  "spec": {"expirationSeconds": seconds}},
+            json={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
         )
         if response.status_code >= 300:
-            raise RuntimeError(f"TokenRequest for {namespace}/{service_account} failed: {response.text}")
+            raise RuntimeError(
+                f"TokenRequest for {namespace}/{service_account} failed: {response.text}"
+            )
         return response.json()["status"]["token"]

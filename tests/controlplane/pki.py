@@ -30,29 +30,61 @@ def _ca(pki: Path, name: str, subject: str) -> None:
         return
     _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
     _openssl(
-        "req", "-x509", "-new", "-nodes", "-key", f"{name}.key", "-sha256", "-days", DAYS,
-        "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-out", f"{name}.crt",
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-key",
+        f"{name}.key",
+        "-sha256",
+        "-days",
+        DAYS,
+        "-subj",
+        subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out",
+        f"{name}.crt",
         cwd=pki,
     )
 
 
-def _signed(pki: Path, name: str, ca: str, subject: str, *, sans: list[str] | None, client: bool) -> None:
+def _signed(
+    pki: Path, name: str, ca: str, subject: str, *, sans: list[str] | None, client: bool
+) -> None:
     if (pki / f"{name}.crt").exists():
         return
     _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
     # Key identifiers too: strict verifiers (Python 3.13's default) want them.
-    ext = ["keyUsage=critical,digitalSignature,keyEncipherment",
-           "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid,issuer"]
+    ext = [
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "subjectKeyIdentifier=hash",
+        "authorityKeyIdentifier=keyid,issuer",
+    ]
     ext.append("extendedKeyUsage=clientAuth" if client else "extendedKeyUsage=serverAuth")
     if sans:
         ext.append("subjectAltName=" + ",".join(sans))
     (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
     _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", DAYS, "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        DAYS,
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
         cwd=pki,
     )
     (pki / f"{name}.csr").unlink()
@@ -60,7 +92,8 @@ def _signed(pki: Path, name: str, ca: str, subject: str, *, sans: list[str] | No
 
 
 LOCAL_SANS = ["IP:127.0.0.1", "DNS:localhost"]
-APISERVER_SANS = LOCAL_SANS + [
+APISERVER_SANS = [
+    *LOCAL_SANS,
     "IP:10.0.0.1",
     "DNS:kubernetes",
     "DNS:kubernetes.default",

@@ -28,8 +28,10 @@ class ArgoError(RuntimeError):
             body = {"message": response.text}
         self.code = body.get("code")
         self.message = body.get("message", "")
-        super().__init__(f"{response.request.method} {response.request.url.path}: "
-                         f"{response.status_code} code={self.code} {self.message}")
+        super().__init__(
+            f"{response.request.method} {response.request.url.path}: "
+            f"{response.status_code} code={self.code} {self.message}"
+        )
 
 
 class ArgoAPI:
@@ -46,9 +48,12 @@ class ArgoAPI:
     def from_cluster_file(cls, path: Path, *, token: str | None = None) -> ArgoAPI:
         doc = yaml.safe_load(path.read_text())
         argo = doc["spec"]["argo"]
-        return cls(argo["server"], argo["namespace"],
-                   token if token is not None else Path(argo["tokenFile"]).read_text().strip(),
-                   Path(argo["caFile"]))
+        return cls(
+            argo["server"],
+            argo["namespace"],
+            token if token is not None else Path(argo["tokenFile"]).read_text().strip(),
+            Path(argo["caFile"]),
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -63,12 +68,18 @@ class ArgoAPI:
         return self._call("GET", "/api/v1/version")
 
     def create_template(self, template: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/api/v1/workflow-templates/{self.namespace}",
-                          json={"namespace": self.namespace, "template": template})
+        return self._call(
+            "POST",
+            f"/api/v1/workflow-templates/{self.namespace}",
+            json={"namespace": self.namespace, "template": template},
+        )
 
     def lint_template(self, template: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/api/v1/workflow-templates/{self.namespace}/lint",
-                          json={"namespace": self.namespace, "template": template})
+        return self._call(
+            "POST",
+            f"/api/v1/workflow-templates/{self.namespace}/lint",
+            json={"namespace": self.namespace, "template": template},
+        )
 
     def delete_template(self, name: str) -> None:
         try:
@@ -77,8 +88,14 @@ class ArgoAPI:
             if exc.status_code != 404:
                 raise
 
-    def submit(self, template_name: str, *, name: str | None = None,
-               labels: dict[str, str] | None = None, parameters: list[str] | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        template_name: str,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        parameters: list[str] | None = None,
+    ) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if name:
             options["name"] = name
@@ -86,9 +103,16 @@ class ArgoAPI:
             options["labels"] = ",".join(f"{k}={v}" for k, v in labels.items())
         if parameters:
             options["parameters"] = parameters
-        return self._call("POST", f"/api/v1/workflows/{self.namespace}/submit", json={
-            "namespace": self.namespace, "resourceKind": "WorkflowTemplate",
-            "resourceName": template_name, "submitOptions": options})
+        return self._call(
+            "POST",
+            f"/api/v1/workflows/{self.namespace}/submit",
+            json={
+                "namespace": self.namespace,
+                "resourceKind": "WorkflowTemplate",
+                "resourceName": template_name,
+                "submitOptions": options,
+            },
+        )
 
     def get_workflow(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/workflows/{self.namespace}/{name}")
@@ -107,6 +131,7 @@ class ArgoAPI:
             if workflow.get("status", {}).get("phase") in FINISHED:
                 return workflow
             if time.monotonic() > deadline:
-                raise TimeoutError(f"workflow {name} not finished after {timeout}s: "
-                                   f"{workflow.get('status', {})}")
+                raise TimeoutError(
+                    f"workflow {name} not finished after {timeout}s: {workflow.get('status', {})}"
+                )
             time.sleep(0.5)

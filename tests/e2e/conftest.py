@@ -47,12 +47,18 @@ def _required() -> bool:
 def local_clusters() -> Iterator[dict[str, controlplane.Cluster]]:
     missing = binaries().missing()
     if missing:
-        message = "local control plane not built (make cluster-build); missing: " + ", ".join(map(str, missing))
+        message = "local control plane not built (make cluster-build); missing: " + ", ".join(
+            map(str, missing)
+        )
         if _required():
             pytest.fail(message)
         pytest.skip(message)
     clusters = controlplane.resolve(list(controlplane.CLUSTERS))
-    before = {(c.name, comp): controlplane.running_pid(c, comp) for c in clusters for comp in controlplane.START_ORDER}
+    before = {
+        (c.name, comp): controlplane.running_pid(c, comp)
+        for c in clusters
+        for comp in controlplane.START_ORDER
+    }
     if controlplane.up([c.name for c in clusters]) != 0:
         pytest.fail("cluster-up failed (see its output above)")
     yield {c.name: c for c in clusters}
@@ -65,12 +71,13 @@ def local_clusters() -> Iterator[dict[str, controlplane.Cluster]]:
 
 
 @pytest.fixture(scope="session", params=list(controlplane.CLUSTERS))
-def local_cluster(request: pytest.FixtureRequest,
-                  local_clusters: dict[str, controlplane.Cluster]) -> controlplane.Cluster:
+def local_cluster(
+    request: pytest.FixtureRequest, local_clusters: dict[str, controlplane.Cluster]
+) -> controlplane.Cluster:
     return local_clusters[request.param]
 
 
-@pytest.fixture()
+@pytest.fixture
 def argo(local_cluster: controlplane.Cluster) -> Iterator[ArgoAPI]:
     api = ArgoAPI.from_cluster_file(local_cluster.cluster_yaml)
     try:

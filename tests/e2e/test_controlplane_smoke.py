@@ -17,13 +17,16 @@ import httpx
 import pytest
 
 from tests.controlplane import cluster as controlplane
+from tests.controlplane.kube import Kube
+from tests.controlplane.outputs import report_outputs, wait_step_pod
 from tests.e2e.argo_api import ArgoAPI, ArgoError
 
 pytestmark = pytest.mark.e2e
 
 
-def template(name: str, *, labels: dict[str, str] | None = None,
-             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def template(
+    name: str, *, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A one-step WorkflowTemplate; labels/annotations go on the step's pod."""
     step: dict[str, Any] = {
         "name": "main",
@@ -41,12 +44,12 @@ def template(name: str, *, labels: dict[str, str] | None = None,
     }
 
 
-@pytest.fixture()
+@pytest.fixture
 def unique() -> str:
     return "smoke-" + uuid.uuid4().hex[:8]
 
 
-@pytest.fixture()
+@pytest.fixture
 def cleanup(argo: ArgoAPI) -> Iterator[list[tuple[str, str]]]:
     created: list[tuple[str, str]] = []
     yield created
@@ -60,7 +63,9 @@ def cleanup(argo: ArgoAPI) -> Iterator[list[tuple[str, str]]]:
 def run(argo: ArgoAPI, cleanup: list[tuple[str, str]], tmpl: dict[str, Any]) -> str:
     argo.create_template(tmpl)
     cleanup.append(("template", tmpl["metadata"]["name"]))
-    workflow = argo.submit(tmpl["metadata"]["name"], labels={"e2e.orchestrator.dev/suite": "controlplane-smoke"})
+    workflow = argo.submit(
+        tmpl["metadata"]["name"], labels={"e2e.orchestrator.dev/suite": "controlplane-smoke"}
+    )
     name = workflow["metadata"]["name"]
     cleanup.append(("workflow", name))
     return name
@@ -74,7 +79,9 @@ def test_argo_server_answers_with_token_and_ca(argo: ArgoAPI) -> None:
     assert argo.version()["version"].startswith("v3.6")
 
 
-def test_workflow_from_template_succeeds(argo: ArgoAPI, unique: str, cleanup: list[tuple[str, str]]) -> None:
+def test_workflow_from_template_succeeds(
+    argo: ArgoAPI, unique: str, cleanup: list[tuple[str, str]]
+) -> None:
     name = run(argo, cleanup, template(unique))
 
     workflow = argo.wait_finished(name, timeout=60)
@@ -89,7 +96,10 @@ def test_fail_label_fails_the_step_with_exit_code_and_reason(
     tmpl = template(
         unique,
         labels={"kwok.orchestrator.dev/fail": "true"},
-        annotations={"kwok.orchestrator.dev/exit-code": "3", "kwok.orchestrator.dev/reason": "QuotaExceeded"},
+        annotations={
+            "kwok.orchestrator.dev/exit-code": "3",
+            "kwok.orchestrator.dev/reason": "QuotaExceeded",
+        },
     )
     name = run(argo, cleanup, tmpl)
 
@@ -101,7 +111,9 @@ def test_fail_label_fails_the_step_with_exit_code_and_reason(
     assert "QuotaExceeded (exit code 3)" in node["message"], node
 
 
-def test_delay_label_keeps_the_step_running(argo: ArgoAPI, unique: str, cleanup: list[tuple[str, str]]) -> None:
+def test_delay_label_keeps_the_step_running(
+    argo: ArgoAPI, unique: str, cleanup: list[tuple[str, str]]
+) -> None:
     delay = 8
     name = run(argo, cleanup, template(unique, labels={"kwok.orchestrator.dev/delay": f"{delay}s"}))
     started = time.monotonic()
@@ -112,6 +124,32 @@ def test_delay_label_keeps_the_step_running(argo: ArgoAPI, unique: str, cleanup:
 
     assert workflow["status"]["phase"] == "Succeeded", workflow["status"]
     assert time.monotonic() - started >= delay
+
+
+def test_outputs_wait_for_a_task_result_that_the_harness_can_write(
+    argo: ArgoAPI, local_cluster: controlplane.Cluster, unique: str, cleanup: list[tuple[str, str]]
+) -> None:
+    # kwok runs no executor: a step declaring outputs stays Running until a
+    # WorkflowTaskResult reports them; the harness writes it in its place.
+    tmpl = template(unique)
+    tmpl["spec"]["templates"][0]["outputs"] = {
+        "parameters": [{"name": "subaccount-id", "valueFrom": {"path": "/tmp/id"}}]
+    }
+    name = run(argo, cleanup, tmpl)
+    kube = Kube(local_cluster.apiserver_url, local_cluster.pki)
+    try:
+        pod = wait_step_pod(kube, argo.namespace, name)
+        time.sleep(3)  # kwok has completed the pod by now
+        assert argo.get_workflow(name)["status"].get("phase") == "Running"
+
+        report_outputs(kube, argo.namespace, name, pod, {"subaccount-id": "sa-123"})
+        workflow = argo.wait_finished(name, timeout=60)
+    finally:
+        kube.close()
+
+    assert workflow["status"]["phase"] == "Succeeded", workflow["status"]
+    [node] = pod_nodes(workflow)
+    assert node["outputs"]["parameters"][0]["value"] == "sa-123"
 
 
 def test_wrong_token_is_refused(local_cluster: controlplane.Cluster) -> None:
@@ -141,7 +179,9 @@ def test_lint_endpoint_validates_templates(argo: ArgoAPI, unique: str) -> None:
     assert "no-such-template" in rejected.value.message
 
 
-def test_memory_of_both_clusters_is_reported(local_clusters: dict[str, controlplane.Cluster]) -> None:
+def test_memory_of_both_clusters_is_reported(
+    local_clusters: dict[str, controlplane.Cluster],
+) -> None:
     total_kib = 0
     for c in local_clusters.values():
         rows = controlplane.component_status(c)
