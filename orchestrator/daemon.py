@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import sys
 from collections.abc import Callable
@@ -192,11 +193,7 @@ async def build(
     templates = load_templates(settings.templates_dir)
     store = open_store(settings.db_url)
     clusters = ClusterRegistry(engine_factory or default_engine_factory(metrics), metrics=metrics)
-    extra: dict[str, Any] = {}
-    if clock is not None:
-        extra["clock"] = clock
-    if jitter is not None:
-        extra["jitter"] = jitter
+    clock = clock or utcnow
     reconciler = Reconciler(
         store=store,
         desired=desired,
@@ -204,7 +201,8 @@ async def build(
         templates=templates,
         metrics=metrics,
         tuning=tuning_of(settings),
-        **extra,
+        clock=clock,
+        jitter=jitter or random.random,
     )
     daemon = Daemon(
         settings=settings,
@@ -218,7 +216,7 @@ async def build(
             desired=desired,
             clusters=clusters,
             wake=lambda cluster: daemon.wake(cluster),
-            clock=clock or utcnow,
+            clock=clock,
         ),
     )
     daemon.templates_digest = directory_digest(settings.templates_dir)
