@@ -1,0 +1,156 @@
+"""``ports.Store`` on SQLAlchemy Core, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator.errors import Conflict, PermanentError
+from orchestrator.records import OnboardingRecord, State, TransitionRecord
+from orchestrator.store import engines, failures, migrating, rows, urls
+from orchestrator.store.tables import onboardings, transitions
+
+log = logging.getLogger(__name__)
+
+
+def open_store(url: str) -> SqlStore:
+    """The store at ``url``, its schema migrated to the newest revision first.
+
+    ``url`` is ``sqlite:////absolute/path.db`` (the directory is created),
+    ``sqlite://`` for a private in-memory database (tests; one thread at a time), or
+    ``postgresql://user:password@host:port/database`` (also spelt
+    ``postgres://`` or ``postgresql+psycopg://``).
+
+    Raises ``TemporaryError`` (reason ``DatabaseUnavailable``) when the
+    database cannot be reached, ``PermanentError`` for a URL it cannot use or
+    a schema newer than this code knows. No message contains the password.
+    """
+    parsed = urls.parse(url)
+    engine = engines.make_engine(parsed)
+    try:
+        with failures.translated(parsed):
+            _migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    log.info("store opened at %s", urls.redact(parsed))
+    return SqlStore(engine)
+
+
+def _migrate(engine: Engine) -> None:
+    try:
+        migrating.upgrade(engine)
+    except CommandError as e:
+        # Typically a revision this code does not ship: a newer release migrated the database.
+        raise PermanentError(
+            f"database {urls.redact(engine.url)}: cannot migrate to {migrating.head()}: "
+            f"{failures.describe(e, engine.url)}",
+            reason="DatabaseSchemaUnknown",
+        ) from e
+
+
+class SqlStore:
+    """Onboardings and their history in two tables; see ``ports.Store`` for the contract.
+
+    Safe to share between threads: each call takes its own connection.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __repr__(self) -> str:
+        return f"SqlStore({urls.redact(self._engine.url)!r})"
+
+    def create(
+        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+    ) -> OnboardingRecord:
+        values = rows.onboarding_values(record) | {"version": 1}
+        history = _history_values(record, transitions)
+        with failures.translated(self._engine.url), self._engine.begin() as connection:
+            try:
+                connection.execute(insert(onboardings).values(values))
+            except IntegrityError as e:
+                if failures.is_duplicate_key(e):
+                    raise Conflict(f"onboarding {record.name!r} exists already") from e
+                raise
+            _append(connection, history)
+        return replace(record, version=1)
+
+    def get(self, name: str) -> OnboardingRecord | None:
+        query = select(onboardings).where(onboardings.c.name == name)
+        with failures.translated(self._engine.url), self._engine.connect() as connection:
+            row = connection.execute(query).one_or_none()
+        return rows.onboarding_from_row(row) if row is not None else None
+
+    def list(
+        self, *, state: State | None = None, cluster: str | None = None
+    ) -> builtins.list[OnboardingRecord]:  # the method shadows the builtin here
+        query = select(onboardings).order_by(onboardings.c.name)
+        if state is not None:
+            query = query.where(onboardings.c.state == State(state).value)
+        if cluster is not None:
+            query = query.where(onboardings.c.cluster == cluster)
+        with failures.translated(self._engine.url), self._engine.connect() as connection:
+            return [rows.onboarding_from_row(row) for row in connection.execute(query)]
+
+    def save(
+        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+    ) -> OnboardingRecord:
+        saved = replace(record, version=record.version + 1)
+        history = _history_values(record, transitions)
+        # Compare-and-set: the row changes only if nobody saved it since it was read.
+        statement = (
+            update(onboardings)
+            .where(onboardings.c.name == record.name, onboardings.c.version == record.version)
+            .values(rows.onboarding_values(record) | {"version": saved.version})
+        )
+        with failures.translated(self._engine.url), self._engine.begin() as connection:
+            if connection.execute(statement).rowcount != 1:
+                raise Conflict(_why_not_saved(connection, record))
+            _append(connection, history)
+        return saved
+
+    def history(self, name: str) -> builtins.list[TransitionRecord]:
+        query = (
+            select(transitions)
+            .where(transitions.c.onboarding == name)
+            .order_by(transitions.c.at, transitions.c.id)
+        )
+        with failures.translated(self._engine.url), self._engine.connect() as connection:
+            return [rows.transition_from_row(row) for row in connection.execute(query)]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _history_values(
+    record: OnboardingRecord, history: Sequence[TransitionRecord]
+) -> list[dict[str, object]]:
+    strangers = sorted({t.onboarding for t in history if t.onboarding != record.name})
+    if strangers:
+        # A transition filed under another onboarding would corrupt that one's history.
+        raise ValueError(f"transitions of {strangers} cannot be saved with {record.name!r}")
+    return [rows.transition_values(t) for t in history]
+
+
+def _append(connection: Connection, history: list[dict[str, object]]) -> None:
+    if history:
+        connection.execute(insert(transitions), history)
+
+
+def _why_not_saved(connection: Connection, record: OnboardingRecord) -> str:
+    stored = connection.execute(
+        select(onboardings.c.version).where(onboardings.c.name == record.name)
+    ).scalar_one_or_none()
+    if stored is None:
+        return f"onboarding {record.name!r} does not exist"
+    return (
+        f"onboarding {record.name!r} was changed meanwhile: "
+        f"stored version {stored}, this one read version {record.version}"
+    )

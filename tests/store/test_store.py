@@ -1,0 +1,450 @@
+"""The contract of ``ports.Store``, run against every backend of ``SqlStore``.
+
+Each case runs twice: ``[sqlite]`` on a file in a temporary directory and
+``[postgres]`` (marker ``postgres``) on a fresh database of its own. The
+PostgreSQL server is, in order of preference:
+
+- the one named by ``ORCHESTRATOR_TEST_POSTGRES_URL``, e.g.
+  ``postgresql://postgres:postgres@127.0.0.1:5432/postgres``; its login must
+  be allowed to ``CREATE DATABASE`` and ``DROP DATABASE``;
+- a throw-away server the session starts from ``/usr/lib/postgresql/*/bin``
+  (as the ``postgres`` user when run as root) and stops at the end.
+
+Without either the ``[postgres]`` cases are skipped, or fail when ``CI=true``.
+``pytest -m "not postgres" tests/store`` runs the SQLite cases alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from orchestrator.errors import Conflict, PermanentError
+from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
+from orchestrator.store import SqlStore, migrating, open_store, urls
+from orchestrator.store.tables import metadata
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+CEST = timezone(timedelta(hours=2))
+OPENERS = 3
+#: Two are enough to race, and each costs a Python start-up.
+REPLICAS = 2
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def onboarding(name: str = "team-a", **changes: Any) -> OnboardingRecord:
+    record = OnboardingRecord(
+        name=name,
+        cluster="eu-1",
+        namespace=name,
+        source=Source.FILE,
+        spec={"subdomain": name, "proxy": {"chart": "proxy", "version": "1.2.3"}},
+        spec_fingerprint="sha256:0f",
+        incarnation="inc-1",
+        created_at=T0,
+        updated_at=T0,
+    )
+    return replace(record, **changes)
+
+
+def transition(
+    name: str = "team-a",
+    *,
+    to: State = State.CREATING_SUBACCOUNT,
+    at: datetime = T0,
+    trigger: str = "start",
+    reason: str = "started",
+) -> TransitionRecord:
+    return TransitionRecord(
+        onboarding=name,
+        from_state=State.PENDING,
+        to_state=to,
+        trigger=trigger,
+        reason=reason,
+        at=at,
+    )
+
+
+def every_field_set(name: str = "team-a") -> OnboardingRecord:
+    """A record in which no field has its default, to catch a column that is not stored."""
+    return onboarding(
+        name,
+        source=Source.API,
+        state=State.ROLLING_BACK,
+        suspended_from=State.INSTALLING_PROXY,
+        offboarding=True,
+        started_steps=["create-subaccount", "register-platform"],
+        compensations=["unregister-platform", "delete-subaccount"],
+        step="unregister-platform",
+        attempt=2,
+        workflow="team-a-unregister-platform-2",
+        workflow_submitted=True,
+        step_started_at=T0 + timedelta(minutes=1),
+        step_deadline=T0 + timedelta(minutes=31),
+        attempt_counters={"create-subaccount": 1, "unregister-platform": 2},
+        next_attempt_at=T0 + timedelta(seconds=90),
+        error_count=3,
+        last_error="cluster eu-1: 503 from Argo Server",
+        reason="InstallFailed",
+    )
+
+
+# --- create and get ------------------------------------------------------------------
+
+
+def test_create_stores_every_field_at_version_1(store: SqlStore) -> None:
+    record = every_field_set()
+
+    created = store.create(record)
+
+    assert created == replace(record, version=1)
+    assert store.get("team-a") == created
+
+
+def test_get_of_an_unknown_name_is_none(store: SqlStore) -> None:
+    assert store.get("nobody") is None
+
+
+def test_create_of_an_existing_name_conflicts_and_keeps_the_first(store: SqlStore) -> None:
+    first = store.create(onboarding(), [transition(reason="first")])
+
+    with pytest.raises(Conflict, match="team-a"):
+        store.create(onboarding(cluster="us-1"), [transition(reason="second")])
+
+    assert store.get("team-a") == first
+    assert [t.reason for t in store.history("team-a")] == ["first"]
+
+
+def test_create_writes_the_first_transitions(store: SqlStore) -> None:
+    first = [transition(to=State.PENDING, trigger="declared"), transition(at=T0)]
+
+    store.create(onboarding(), first)
+
+    assert store.history("team-a") == first
+
+
+def test_create_writes_nothing_when_a_transition_cannot_be_stored(store: SqlStore) -> None:
+    broken = replace(transition(), reason=None)  # type: ignore[arg-type]  # NOT NULL in the table
+
+    with pytest.raises(PermanentError) as caught:
+        store.create(onboarding(), [broken])
+
+    assert caught.value.reason == "DatabaseError"
+    assert store.get("team-a") is None
+    assert store.history("team-a") == []
+
+
+# --- list ----------------------------------------------------------------------------
+
+
+def test_list_is_ordered_by_name_by_code_point(store: SqlStore) -> None:
+    # PostgreSQL's default collations would put "a-c" after "ab"; the store must not.
+    names = ["b", "ab", "a-c", "a.b", "a0", "a"]
+    for name in names:
+        store.create(onboarding(name))
+
+    assert [r.name for r in store.list()] == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        pytest.param({}, ["a", "b", "c", "d"], id="all"),
+        pytest.param({"state": State.READY}, ["a", "c"], id="state"),
+        pytest.param({"cluster": "eu-1"}, ["a", "b"], id="cluster"),
+        pytest.param({"state": State.READY, "cluster": "eu-1"}, ["a"], id="state-and-cluster"),
+        pytest.param({"state": State.FAILED}, [], id="no-match"),
+    ],
+)
+def test_list_filters_by_state_and_cluster(
+    store: SqlStore, filters: dict[str, Any], expected: list[str]
+) -> None:
+    store.create(onboarding("a", cluster="eu-1", state=State.READY))
+    store.create(onboarding("b", cluster="eu-1", state=State.PENDING))
+    store.create(onboarding("c", cluster="us-1", state=State.READY))
+    store.create(onboarding("d", cluster="us-1", state=State.SUSPENDED))
+
+    assert [r.name for r in store.list(**filters)] == expected
+
+
+# --- save ----------------------------------------------------------------------------
+
+
+def test_save_writes_the_record_and_increments_the_version(store: SqlStore) -> None:
+    created = store.create(onboarding())
+    changed = replace(every_field_set(), version=created.version)
+
+    saved = store.save(changed, [transition(to=State.ROLLING_BACK, reason="step failed")])
+
+    assert saved == replace(changed, version=2)
+    assert store.get("team-a") == saved
+    assert [t.to_state for t in store.history("team-a")] == [State.ROLLING_BACK]
+
+
+def test_save_of_a_stale_version_conflicts_and_writes_nothing(store: SqlStore) -> None:
+    read_by_a = store.create(onboarding())
+    read_by_b = replace(read_by_a)
+    saved_by_a = store.save(replace(read_by_a, state=State.CREATING_SUBACCOUNT), [transition()])
+
+    with pytest.raises(Conflict, match="changed meanwhile"):
+        store.save(
+            replace(read_by_b, state=State.SUSPENDED),
+            [transition(to=State.SUSPENDED, trigger="suspend")],
+        )
+
+    assert store.get("team-a") == saved_by_a
+    assert [t.trigger for t in store.history("team-a")] == ["start"]
+
+
+def test_save_of_an_unknown_name_conflicts(store: SqlStore) -> None:
+    with pytest.raises(Conflict, match="does not exist"):
+        store.save(onboarding(version=1), [transition()])
+
+    assert store.get("team-a") is None
+    assert store.history("team-a") == []
+
+
+def test_save_writes_nothing_when_a_transition_cannot_be_stored(store: SqlStore) -> None:
+    created = store.create(onboarding())
+    broken = replace(transition(), reason=None)  # type: ignore[arg-type]  # NOT NULL in the table
+
+    with pytest.raises(PermanentError):
+        store.save(replace(created, state=State.FAILED), [transition(), broken])
+
+    assert store.get("team-a") == created
+    assert store.history("team-a") == []
+    assert store.save(created).version == 2, "the failed save must not have taken the version"
+
+
+def test_transitions_of_another_onboarding_are_refused(store: SqlStore) -> None:
+    created = store.create(onboarding())
+    store.create(onboarding("team-b"))
+
+    with pytest.raises(ValueError, match="team-b"):
+        store.save(replace(created, state=State.READY), [transition("team-b")])
+
+    assert store.get("team-a") == created
+    assert store.history("team-b") == []
+
+
+def test_two_stores_on_one_database_share_records_and_versions(database_url: str) -> None:
+    """The API thread and the reconciler each hold a store; compare-and-set spans both."""
+    api, reconciler = open_store(database_url), open_store(database_url)
+    try:
+        created = api.create(onboarding())
+        read = reconciler.get("team-a")
+        assert read == created
+
+        api.save(replace(created, state=State.SUSPENDED))
+        with pytest.raises(Conflict):
+            reconciler.save(replace(created, state=State.CREATING_SUBACCOUNT))
+
+        assert reconciler.get("team-a") == replace(created, state=State.SUSPENDED, version=2)
+    finally:
+        api.close()
+        reconciler.close()
+
+
+# --- history -------------------------------------------------------------------------
+
+
+def test_history_is_oldest_first_then_in_insertion_order(store: SqlStore) -> None:
+    later, same_time_first, same_time_second, earliest = (
+        transition(at=T0 + timedelta(seconds=5), reason="later"),
+        transition(at=T0, reason="same time, first"),
+        transition(at=T0, reason="same time, second"),
+        transition(at=T0 - timedelta(seconds=5), reason="earliest"),
+    )
+    created = store.create(onboarding(), [later, same_time_first])
+    store.save(created, [same_time_second, earliest])
+
+    assert [t.reason for t in store.history("team-a")] == [
+        "earliest",
+        "same time, first",
+        "same time, second",
+        "later",
+    ]
+
+
+def test_history_is_kept_per_onboarding(store: SqlStore) -> None:
+    store.create(onboarding("team-a"), [transition("team-a")])
+    store.create(onboarding("team-b"), [transition("team-b", reason="b")])
+
+    assert [t.onboarding for t in store.history("team-a")] == ["team-a"]
+    assert [t.reason for t in store.history("team-b")] == ["b"]
+    assert store.history("nobody") == []
+
+
+def test_history_keeps_the_workflow(store: SqlStore) -> None:
+    step = replace(transition(), workflow="team-a-create-subaccount-1")
+
+    store.create(onboarding(), [step])
+
+    assert store.history("team-a")[0].workflow == "team-a-create-subaccount-1"
+
+
+# --- values round trip ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({}, id="empty"),
+        pytest.param({"a": {"b": [1, 2.5, True, None, "x"]}}, id="nested"),
+        pytest.param({"name": "Zürich ☃ 東京", "quote": 'it\'s "quoted"\n'}, id="unicode"),
+        pytest.param({"big": 2**62, "negative": -1, "zero": 0.0}, id="numbers"),
+        pytest.param({"z": 1, "a": 2, "m": 3}, id="key-order"),
+    ],
+)
+def test_json_columns_round_trip(store: SqlStore, spec: dict[str, Any]) -> None:
+    store.create(onboarding(spec=spec, started_steps=["b", "a"], attempt_counters={"z": 2, "a": 1}))
+
+    stored = store.get("team-a")
+
+    assert stored is not None
+    assert stored.spec == spec
+    assert list(stored.spec) == list(spec), "key order is kept"
+    assert stored.started_steps == ["b", "a"]
+    assert stored.attempt_counters == {"z": 2, "a": 1}
+
+
+def test_datetimes_come_back_aware_in_utc(store: SqlStore) -> None:
+    local = datetime(2026, 3, 1, 14, 0, 0, 654321, tzinfo=CEST)
+    store.create(onboarding(created_at=local, next_attempt_at=local), [transition(at=local)])
+
+    stored = store.get("team-a")
+    (step,) = store.history("team-a")
+
+    assert stored is not None
+    for value in (stored.created_at, stored.next_attempt_at, step.at):
+        assert value is not None
+        assert value.tzinfo == UTC
+        assert value == local, "the same instant, to the microsecond"
+    assert stored.step_deadline is None
+
+
+@pytest.mark.parametrize("field", ["created_at", "step_deadline"])
+def test_naive_datetimes_are_refused(store: SqlStore, field: str) -> None:
+    record = onboarding()
+    setattr(record, field, datetime(2026, 3, 1, 12, 0))
+
+    with pytest.raises(ValueError, match=field):
+        store.create(record)
+
+    assert store.get("team-a") is None
+
+
+# --- schema and migrations -----------------------------------------------------------
+
+
+def test_opening_twice_migrates_once_and_keeps_the_data(database_url: str) -> None:
+    first = open_store(database_url)
+    created = first.create(onboarding(), [transition()])
+    first.close()
+
+    again = open_store(database_url)
+    try:
+        assert again.get("team-a") == created
+        assert again.history("team-a") == [transition()]
+        assert _revision(database_url) == migrating.head()
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("start", ["base", "head"], ids=["downgraded-to-base", "at-head"])
+def test_open_brings_an_existing_database_to_head(database_url: str, start: str) -> None:
+    open_store(database_url).close()
+    engine = create_engine(urls.parse(database_url))
+    try:
+        if start != "head":
+            migrating.downgrade(engine, start)
+    finally:
+        engine.dispose()
+
+    store = open_store(database_url)
+    try:
+        assert _revision(database_url) == migrating.head()
+        assert store.list() == []
+    finally:
+        store.close()
+
+
+def test_threads_opening_together_all_end_at_head(database_url: str) -> None:
+    # Whatever the interleaving, the outcome is the same: the locks make them take turns.
+    start = threading.Barrier(OPENERS)
+
+    def opener() -> None:
+        start.wait(timeout=30)
+        open_store(database_url).close()
+
+    with ThreadPoolExecutor(OPENERS) as pool:
+        for opened in [pool.submit(opener) for _ in range(OPENERS)]:
+            opened.result(timeout=60)
+
+    assert _revision(database_url) == migrating.head()
+
+
+def test_replicas_starting_together_all_end_at_head(database_url: str) -> None:
+    """Separate processes, as replicas are: only the database's own lock keeps them apart."""
+    program = (
+        "import sys; from orchestrator.store import open_store; open_store(sys.argv[1]).close()"
+    )
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", program, database_url],
+            cwd=REPOSITORY,
+            env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(REPLICAS)
+    ]
+    outcomes = [(replica.wait(timeout=60), replica.stderr) for replica in replicas]
+
+    assert [(code, err.read() if err else "") for code, err in outcomes] == [(0, "")] * REPLICAS
+    assert _revision(database_url) == migrating.head()
+
+
+def test_the_migrated_schema_is_the_one_in_tables(store: SqlStore, database_url: str) -> None:
+    engine = create_engine(urls.parse(database_url))
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    finally:
+        engine.dispose()
+
+    assert differences == []
+
+
+def test_a_schema_newer_than_the_code_is_refused(store: SqlStore, database_url: str) -> None:
+    engine = create_engine(urls.parse(database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    finally:
+        engine.dispose()
+
+    with pytest.raises(PermanentError, match="f00d") as caught:
+        open_store(database_url)
+
+    assert caught.value.reason == "DatabaseSchemaUnknown"
+
+
+def _revision(database_url: str) -> str | None:
+    engine = create_engine(urls.parse(database_url))
+    try:
+        return migrating.current(engine)
+    finally:
+        engine.dispose()
