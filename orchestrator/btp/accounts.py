@@ -1,0 +1,109 @@
+"""The Accounts Service subset the steps need: subaccounts by GUID and by subdomain.
+
+Shapes follow the Accounts Service REST API (``/accounts/v1/subaccounts``):
+a subaccount is ``{"guid", "subdomain", "region", "displayName", "state",
+"stateMessage", "labels": {key: [values]}, ...}``; a list answers
+``{"value": [...]}``. Creating and deleting are asynchronous: the subaccount
+goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``), and
+``DELETING`` until a ``GET`` answers 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from orchestrator.btp.errors import BtpNotFound, BtpUnavailable
+from orchestrator.btp.transport import BtpTransport
+
+SERVICE = "accounts"
+PATH = "/accounts/v1/subaccounts"
+
+OK = "OK"
+CREATION_FAILED = "CREATION_FAILED"
+DELETING = "DELETING"
+DELETION_FAILED = "DELETION_FAILED"
+#: states in which the subaccount is still on its way to OK
+CREATING_STATES = frozenset({"STARTED", "CREATING", "PROCESSING", "UPDATING"})
+
+Subaccount = dict[str, Any]
+
+
+class AccountsService:
+    """Subaccounts of the global account the OAuth client belongs to."""
+
+    def __init__(self, transport: BtpTransport, *, url: str) -> None:
+        self._transport = transport
+        self._base = url.rstrip("/") + PATH
+
+    def create(
+        self,
+        *,
+        display_name: str,
+        subdomain: str,
+        region: str,
+        admins: list[str],
+        labels: dict[str, list[str]],
+        parent_guid: str | None = None,
+    ) -> Subaccount:
+        """``POST``; not idempotent: after an ambiguous failure, look up by subdomain first."""
+        body: dict[str, Any] = {
+            "displayName": display_name,
+            "subdomain": subdomain,
+            "region": region,
+            "subaccountAdmins": admins,
+            "labels": labels,
+        }
+        if parent_guid:
+            body["parentGUID"] = parent_guid
+        response = self._transport.call(
+            "POST", self._base, service=SERVICE, json=body, idempotent=False, ok=(200, 201, 202)
+        )
+        return _subaccount(response.json())
+
+    def get(self, guid: str) -> Subaccount | None:
+        """The subaccount, or ``None`` once it is gone."""
+        try:
+            response = self._transport.call(
+                "GET", f"{self._base}/{quote(guid, safe='')}", service=SERVICE, ok=(200,)
+            )
+        except BtpNotFound:
+            return None
+        return _subaccount(response.json())
+
+    def find_by_subdomain(self, subdomain: str, *, region: str) -> Subaccount | None:
+        """The subaccount with this subdomain in this region, if the global account has one.
+
+        The list has no subdomain filter (it takes ``directoryGUID`` and
+        ``labelSelector``), so the whole list is read and filtered here.
+        """
+        response = self._transport.call("GET", self._base, service=SERVICE, ok=(200,))
+        try:
+            items = response.json().get("value") or []
+        except (ValueError, AttributeError):
+            raise BtpUnavailable(f"{SERVICE}: GET {PATH}: unreadable answer") from None
+        for item in items:
+            if item.get("subdomain") == subdomain and item.get("region", region) == region:
+                return _subaccount(item)
+        return None
+
+    def delete(self, guid: str) -> Subaccount | None:
+        """``DELETE``; ``None`` when it was already gone. Deleting is asynchronous."""
+        try:
+            response = self._transport.call(
+                "DELETE",
+                f"{self._base}/{quote(guid, safe='')}",
+                service=SERVICE,
+                ok=(200, 202, 204),
+            )
+        except BtpNotFound:
+            return None
+        if response.status_code == 204 or not response.content:
+            return {"guid": guid, "state": DELETING}
+        return _subaccount(response.json())
+
+
+def _subaccount(body: Any) -> Subaccount:
+    if not isinstance(body, dict) or not body.get("guid"):
+        raise BtpUnavailable(f"{SERVICE}: answer without a subaccount guid")
+    return body

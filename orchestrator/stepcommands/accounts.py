@@ -1,0 +1,180 @@
+"""create-subaccount and delete-subaccount.
+
+Both are idempotent and converge on an end state from wherever a previous run
+stopped: the subaccount is found by its subdomain (unique per region) before
+anything is created, so a create whose answer was lost is adopted rather than
+repeated, and only a subaccount carrying this onboarding's label is ever
+adopted or deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.btp.accounts import (
+    CREATING_STATES,
+    CREATION_FAILED,
+    DELETING,
+    OK,
+    AccountsService,
+    Subaccount,
+)
+from orchestrator.btp.errors import BtpConflict, BtpUnavailable
+from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.stepcommands.context import ONBOARDING_LABEL, StepContext
+from orchestrator.stepcommands.outputs import write_outputs
+
+
+@dataclass(frozen=True)
+class SubaccountSpec:
+    display_name: str
+    subdomain: str
+    region: str
+    admins: list[str]
+    labels: dict[str, list[str]]
+    parent_guid: str | None = None
+
+
+def _foreign(ctx: StepContext, sub: Subaccount) -> PermanentError:
+    owner = (sub.get("labels") or {}).get(ONBOARDING_LABEL)
+    whose = f"onboarding {owner[0]!r}" if owner else "no onboarding (no orchestrator label)"
+    return PermanentError(
+        f"subdomain {sub.get('subdomain')!r} is already taken by subaccount {sub['guid']} of "
+        f"{whose}; it is not adopted. Choose another subdomain, or label that subaccount "
+        f"{ONBOARDING_LABEL}: [{ctx.onboarding}] to hand it to this onboarding",
+        reason="SubdomainTaken",
+    )
+
+
+def create_subaccount(ctx: StepContext, spec: SubaccountSpec) -> None:
+    accounts = ctx.accounts()
+    sub = _find_or_create(ctx, accounts, spec)
+    guid = str(sub["guid"])
+    if sub.get("state") != OK:
+        sub = ctx.wait_for(
+            f"subaccount {guid} to become {OK}", lambda: _settled(ctx, accounts, guid)
+        )
+    write_outputs(ctx.outputs_dir, {"subaccount-guid": guid, "subdomain": spec.subdomain})
+    ctx.log(
+        "subaccount is ready",
+        action="subaccount-ready",
+        subaccount_guid=guid,
+        subdomain=spec.subdomain,
+        region=spec.region,
+    )
+
+
+def _find_or_create(
+    ctx: StepContext, accounts: AccountsService, spec: SubaccountSpec
+) -> Subaccount:
+    """Our subaccount with this subdomain: the existing one, else a new one, never two."""
+    attempt = 0
+    while True:
+        attempt += 1
+        existing = accounts.find_by_subdomain(spec.subdomain, region=spec.region)
+        if existing is not None:
+            if not ctx.ours(existing.get("labels")):
+                raise _foreign(ctx, existing)
+            ctx.log(
+                "subaccount exists already; adopting it",
+                action="subaccount-adopt",
+                subaccount_guid=existing["guid"],
+                state=existing.get("state"),
+            )
+            return existing
+        labels = {**spec.labels, **ctx.our_labels()}
+        try:
+            created = accounts.create(
+                display_name=spec.display_name,
+                subdomain=spec.subdomain,
+                region=spec.region,
+                admins=spec.admins,
+                labels=labels,
+                parent_guid=spec.parent_guid,
+            )
+        except BtpUnavailable as exc:
+            if not exc.ambiguous or attempt >= ctx.transport().policy.attempts:
+                raise
+            # The create may have been carried out: look (by subdomain) before trying again.
+            delay = ctx.transport().policy.delay(attempt, retry_after=exc.delay)
+            ctx.log(
+                "create answer lost; looking up the subdomain before creating again",
+                action="subaccount-create-unanswered",
+                status=exc.status,
+                delay_seconds=round(delay, 3),
+            )
+            ctx.sleep(delay)
+            continue
+        except BtpConflict:
+            again = accounts.find_by_subdomain(spec.subdomain, region=spec.region)
+            if again is None:
+                raise PermanentError(
+                    f"subdomain {spec.subdomain!r} is taken in region {spec.region} outside this "
+                    "global account (or by a subaccount being deleted); choose another subdomain",
+                    reason="SubdomainTaken",
+                ) from None
+            continue
+        ctx.log(
+            "subaccount creation started",
+            action="subaccount-create",
+            subaccount_guid=created["guid"],
+            subdomain=spec.subdomain,
+            region=spec.region,
+        )
+        return created
+
+
+def _settled(ctx: StepContext, accounts: AccountsService, guid: str) -> Subaccount | None:
+    sub = accounts.get(guid)
+    if sub is None:
+        raise TemporaryError(f"subaccount {guid} disappeared while being created", reason="Gone")
+    state = sub.get("state")
+    if state == OK:
+        return sub
+    if state == CREATION_FAILED:
+        raise PermanentError(
+            f"subaccount {guid} creation failed: {sub.get('stateMessage') or 'no message'}",
+            reason="CreationFailed",
+        )
+    if state == DELETING:
+        raise TemporaryError(f"subaccount {guid} is being deleted", reason="Deleting")
+    if state not in CREATING_STATES:
+        raise PermanentError(
+            f"subaccount {guid} is in state {state}: {sub.get('stateMessage') or ''}".rstrip(),
+            reason="UnexpectedState",
+        )
+    return None
+
+
+def delete_subaccount(ctx: StepContext, *, subdomain: str, region: str) -> None:
+    accounts = ctx.accounts()
+    sub = accounts.find_by_subdomain(subdomain, region=region)
+    if sub is None:
+        ctx.log("no subaccount with this subdomain; nothing to delete", action="subaccount-absent")
+        write_outputs(ctx.outputs_dir, {"subaccount-deleted": "absent"})
+        return
+    guid = str(sub["guid"])
+    if not ctx.ours(sub.get("labels")):
+        raise PermanentError(
+            f"subaccount {guid} with subdomain {subdomain!r} is not this onboarding's "
+            f"(no {ONBOARDING_LABEL}: [{ctx.onboarding}]); it is left alone",
+            reason="NotOurs",
+        )
+    if sub.get("state") != DELETING:
+        accounts.delete(guid)
+        ctx.log("subaccount deletion started", action="subaccount-delete", subaccount_guid=guid)
+
+    def gone() -> bool | None:
+        current = accounts.get(guid)
+        if current is None:
+            return True
+        if current.get("state") == "DELETION_FAILED":
+            raise PermanentError(
+                f"subaccount {guid} deletion failed: {current.get('stateMessage') or ''}".rstrip(),
+                reason="DeletionFailed",
+            )
+        return None
+
+    ctx.wait_for(f"subaccount {guid} to be deleted", gone)
+    write_outputs(ctx.outputs_dir, {"subaccount-deleted": guid})
+    ctx.log("subaccount is gone", action="subaccount-deleted", subaccount_guid=guid)

@@ -1,0 +1,147 @@
+"""What every step command shares: who it runs for, its deadline, its settings, its log.
+
+Settings come from flags, else from the environment the template gives the
+pod (``ORCHESTRATOR_STEP_*``), else from the defaults below; BTP credentials
+only from the environment (``secretKeyRef`` in the templates), never flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from orchestrator.btp import (
+    AccountsService,
+    BtpTransport,
+    ClientCredentials,
+    Deadline,
+    RetryPolicy,
+    ServiceManager,
+)
+from orchestrator.errors import PermanentError, TemporaryError
+
+log = logging.getLogger("orchestrator.stepcommands")
+
+#: the label that marks a BTP subaccount or platform as this onboarding's
+ONBOARDING_LABEL = "orchestrator.dev/onboarding"
+MANAGED_BY_LABEL = "orchestrator.dev/managed-by"
+MANAGED_BY = "orchestrator"
+
+ENV_PREFIX = "ORCHESTRATOR_STEP_"
+DEFAULTS: dict[str, float] = {
+    "DEADLINE_SECONDS": 840.0,  # inside the templates' activeDeadlineSeconds (900)
+    "POLL_SECONDS": 5.0,
+    "RETRY_ATTEMPTS": 6,
+    "RETRY_BASE_SECONDS": 1.0,
+    "RETRY_MAX_SECONDS": 30.0,
+    "HTTP_TIMEOUT_SECONDS": 30.0,
+}
+DEFAULT_OUTPUTS_DIR = "/tmp/outputs"
+
+T = TypeVar("T")
+
+
+def setting(name: str, flag: float | None = None) -> float:
+    """A numeric setting: the flag, else ``ORCHESTRATOR_STEP_<name>``, else the default."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return DEFAULTS[name]
+    try:
+        return float(raw)
+    except ValueError:
+        raise PermanentError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise PermanentError(f"environment variable {name} is not set", reason="MissingSetting")
+    return value
+
+
+@dataclass
+class StepContext:
+    """One run of one step command."""
+
+    step: str
+    onboarding: str
+    deadline: Deadline
+    poll_seconds: float
+    outputs_dir: str
+    sleep: Callable[[float], None] = time.sleep
+    _transport: BtpTransport | None = field(default=None, repr=False)
+
+    # --- logging ---------------------------------------------------------------------
+
+    def log(self, message: str, *, action: str, level: int = logging.INFO, **fields: Any) -> None:
+        """One structured line per action; ``fields`` must never hold a secret."""
+        log.log(
+            level,
+            message,
+            extra={"step": self.step, "onboarding": self.onboarding, "action": action, **fields},
+        )
+
+    # --- BTP -------------------------------------------------------------------------
+
+    def transport(self) -> BtpTransport:
+        if self._transport is None:
+            credentials = ClientCredentials(
+                token_url=required_env("BTP_TOKEN_URL"),
+                client_id=required_env("BTP_CLIENT_ID"),
+                client_secret=required_env("BTP_CLIENT_SECRET"),
+            )
+            policy = RetryPolicy(
+                attempts=int(setting("RETRY_ATTEMPTS")),
+                base_delay=setting("RETRY_BASE_SECONDS"),
+                max_delay=setting("RETRY_MAX_SECONDS"),
+            )
+            self._transport = BtpTransport(
+                credentials,
+                policy=policy,
+                deadline=self.deadline,
+                timeout=setting("HTTP_TIMEOUT_SECONDS"),
+                sleep=self.sleep,
+            )
+        return self._transport
+
+    def accounts(self) -> AccountsService:
+        return AccountsService(self.transport(), url=required_env("BTP_ACCOUNTS_URL"))
+
+    def service_manager(self) -> ServiceManager:
+        return ServiceManager(self.transport(), url=required_env("BTP_SM_URL"))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- waiting ---------------------------------------------------------------------
+
+    def wait_for(self, what: str, poll: Callable[[], T | None]) -> T:
+        """Call ``poll`` until it returns something, every ``poll_seconds``, within the deadline.
+
+        Past the deadline the step fails as transient: running it again picks
+        up where this run stopped.
+        """
+        while True:
+            result = poll()
+            if result is not None:
+                return result
+            if self.deadline.remaining() <= self.poll_seconds:
+                raise TemporaryError(
+                    f"{what}: not done within the step's deadline of {self.deadline.seconds:g}s",
+                    reason="DeadlineExceeded",
+                )
+            self.sleep(self.poll_seconds)
+
+    def ours(self, labels: Any) -> bool:
+        """Whether BTP labels (``{key: [values]}``) mark the thing as this onboarding's."""
+        return isinstance(labels, dict) and labels.get(ONBOARDING_LABEL) == [self.onboarding]
+
+    def our_labels(self) -> dict[str, list[str]]:
+        return {ONBOARDING_LABEL: [self.onboarding], MANAGED_BY_LABEL: [MANAGED_BY]}

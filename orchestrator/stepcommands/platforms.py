@@ -1,0 +1,216 @@
+"""register-platform and unregister-platform.
+
+Service Manager hands out a platform's credentials once (on create, or on
+``regenerateCredentials``). They go from that answer straight into a Secret in
+the target namespace and nowhere else: not a log line, not an output file,
+not an error message. If the Secret is lost while the platform exists, the
+credentials are regenerated rather than the step failing; a platform of
+another onboarding under the same name is never taken over.
+"""
+
+from __future__ import annotations
+
+from orchestrator.btp.errors import BtpConflict, BtpUnavailable, BtpUnprocessable
+from orchestrator.btp.servicemanager import Platform, PlatformCredentials, ServiceManager
+from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.stepcommands import secrets
+from orchestrator.stepcommands.context import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ONBOARDING_LABEL,
+    StepContext,
+    required_env,
+)
+from orchestrator.stepcommands.outputs import write_outputs
+
+
+def _k8s_labels(ctx: StepContext) -> dict[str, str]:
+    return {ONBOARDING_LABEL: ctx.onboarding, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def _not_ours(ctx: StepContext, platform: Platform) -> PermanentError:
+    owner = (platform.get("labels") or {}).get(ONBOARDING_LABEL)
+    whose = f"onboarding {owner[0]!r}" if owner else "no onboarding (no orchestrator label)"
+    return PermanentError(
+        f"platform {platform.get('name')!r} ({platform['id']}) belongs to {whose}; "
+        "it is not taken over. Choose another platform name",
+        reason="PlatformNameTaken",
+    )
+
+
+def register_platform(
+    ctx: StepContext,
+    *,
+    namespace: str,
+    platform_name: str,
+    secret_name: str,
+    subdomain: str,
+    region: str,
+) -> None:
+    sm = ctx.service_manager()
+    sm_url = required_env("BTP_SM_URL")
+    # The subaccount must be there: the platform is registered for it.
+    subaccount = ctx.accounts().find_by_subdomain(subdomain, region=region)
+    if subaccount is None or not ctx.ours(subaccount.get("labels")):
+        raise PermanentError(
+            f"no subaccount of this onboarding with subdomain {subdomain!r} in {region}; "
+            "create-subaccount must succeed first",
+            reason="NoSubaccount",
+        )
+    guid = str(subaccount["guid"])
+    secrets.ensure_namespace(namespace, labels=_k8s_labels(ctx))
+    stored = secrets.read_secret(namespace, secret_name)
+    platform, credentials = _find_or_create(ctx, sm, platform_name, subaccount_guid=guid)
+    platform_id = str(platform["id"])
+    if credentials is None:
+        if stored and stored.get("platform-id") == platform_id and stored.get("password"):
+            outcome = "kept"
+        else:
+            credentials = sm.regenerate_credentials(platform_id)
+            ctx.log(
+                "platform credentials regenerated (the Secret was missing or stale)",
+                action="platform-regenerate-credentials",
+                platform_id=platform_id,
+            )
+            outcome = "regenerated"
+    else:
+        outcome = "created"
+    if credentials is not None:
+        written = secrets.write_secret(
+            namespace,
+            secret_name,
+            {
+                "username": credentials.username,
+                "password": credentials.password,
+                "sm-url": sm_url,
+                "platform-id": platform_id,
+            },
+            labels=_k8s_labels(ctx),
+        )
+        ctx.log(
+            f"platform credentials written to the Secret ({written})",
+            action="platform-secret-write",
+            namespace=namespace,
+            secret=secret_name,
+            platform_id=platform_id,
+        )
+    write_outputs(
+        ctx.outputs_dir,
+        {
+            "platform-id": platform_id,
+            "secret-name": secret_name,
+            "subaccount-guid": guid,
+            "credentials": outcome,
+        },
+    )
+    ctx.log(
+        "platform is registered",
+        action="platform-ready",
+        platform_id=platform_id,
+        platform=platform_name,
+        credentials=outcome,
+    )
+
+
+def _find_or_create(
+    ctx: StepContext, sm: ServiceManager, name: str, *, subaccount_guid: str
+) -> tuple[Platform, PlatformCredentials | None]:
+    """The platform, with credentials only when this call created it."""
+    attempt = 0
+    while True:
+        attempt += 1
+        existing = sm.find_platform(name)
+        if existing is not None:
+            if not ctx.ours(existing.get("labels")):
+                raise _not_ours(ctx, existing)
+            ctx.log(
+                "platform exists already; adopting it",
+                action="platform-adopt",
+                platform_id=existing["id"],
+            )
+            return existing, None
+        labels = {**ctx.our_labels(), "subaccount_id": [subaccount_guid]}
+        try:
+            platform, credentials = sm.create_platform(
+                name=name,
+                description=f"Kubernetes namespace of onboarding {ctx.onboarding}",
+                labels=labels,
+            )
+        except BtpUnavailable as exc:
+            if not exc.ambiguous or attempt >= ctx.transport().policy.attempts:
+                raise
+            delay = ctx.transport().policy.delay(attempt, retry_after=exc.delay)
+            ctx.log(
+                "create answer lost; looking the platform up before creating again",
+                action="platform-create-unanswered",
+                status=exc.status,
+                delay_seconds=round(delay, 3),
+            )
+            ctx.sleep(delay)
+            continue
+        except BtpConflict:
+            if attempt >= ctx.transport().policy.attempts:
+                raise
+            continue  # created meanwhile (or by a lost answer): look it up
+        ctx.log("platform registered", action="platform-create", platform_id=platform["id"])
+        return platform, credentials
+
+
+def unregister_platform(
+    ctx: StepContext, *, platform_name: str, namespace: str | None, secret_name: str
+) -> None:
+    sm = ctx.service_manager()
+    platform = sm.find_platform(platform_name)
+    if platform is None:
+        ctx.log("no platform with this name; nothing to delete", action="platform-absent")
+        outcome = "absent"
+    elif not ctx.ours(platform.get("labels")):
+        raise _not_ours(ctx, platform)
+    else:
+        platform_id = str(platform["id"])
+
+        def deleted() -> bool | None:
+            try:
+                operation = sm.delete_platform(platform_id)
+            except BtpUnprocessable:
+                ctx.log(
+                    "platform still active (its proxy is connected); trying again",
+                    action="platform-delete-refused",
+                    platform_id=platform_id,
+                )
+                return None
+            if operation is not None:
+                ctx.log("platform deletion started", action="platform-delete", operation=operation)
+                ctx.wait_for(f"platform {platform_id} deletion", lambda: _finished(sm, operation))
+            return True
+
+        ctx.wait_for(f"platform {platform_id} to be deletable", deleted)
+        if sm.get_platform(platform_id) is not None:
+            raise TemporaryError(f"platform {platform_id} still exists after its deletion")
+        ctx.log("platform is gone", action="platform-deleted", platform_id=platform_id)
+        outcome = platform_id
+    if namespace:
+        removed = secrets.delete_secret(namespace, secret_name)
+        ctx.log(
+            "credentials Secret deleted" if removed else "no credentials Secret to delete",
+            action="platform-secret-delete",
+            namespace=namespace,
+            secret=secret_name,
+        )
+    write_outputs(ctx.outputs_dir, {"platform-deleted": outcome})
+
+
+def _finished(sm: ServiceManager, operation: str) -> bool | None:
+    state = sm.get_operation(operation)
+    if state is None:  # forgotten once done
+        return True
+    if state.get("state") == "succeeded":
+        return True
+    if state.get("state") == "failed":
+        errors = "; ".join(
+            str(e.get("description") or e.get("error")) for e in state.get("errors") or []
+        )
+        raise TemporaryError(
+            f"platform deletion failed: {errors or 'no reason given'}", reason="DeleteFailed"
+        )
+    return None

@@ -1,0 +1,219 @@
+"""install-proxy and uninstall-proxy: the proxy chart through helm.
+
+``helm upgrade --install`` is idempotent by itself: a second run with the same
+inputs yields the same release (one more revision, no duplicate). The platform
+credentials go to helm in a values file inside a private temporary directory
+(0700, file 0600) that is removed afterwards; they never appear on a command
+line (visible in ``ps``), in a log line or in an output. Helm's own output is
+not logged, since a chart's notes may echo values.
+
+The credentials reach the chart as ``sm.user``, ``sm.password`` and
+``config.sm.url`` (the value names of Service Manager's
+service-broker-proxy-k8s chart); the onboarding's non-secret values come first,
+so they cannot override the credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.stepcommands import secrets
+from orchestrator.stepcommands.context import StepContext
+from orchestrator.stepcommands.outputs import write_outputs
+
+#: helm failures that running again cannot fix
+PERMANENT = re.compile(
+    r"not found in .* repository|no chart version found|chart .* not found|"
+    r"failed to download|path .* not found|parse error|yaml: |invalid|"
+    r"unable to build kubernetes objects|is forbidden|Unauthorized|no matches for kind",
+    re.IGNORECASE,
+)
+ABSENT = re.compile(r"release: not found|not found", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Chart:
+    repo: str
+    name: str
+    version: str
+    values: dict[str, Any]
+
+    def reference(self) -> list[str]:
+        """Helm arguments naming the chart: oci://, an https repository, or a local path."""
+        repo = self.repo.rstrip("/")
+        if repo.startswith("oci://"):
+            return [f"{repo}/{self.name}", "--version", self.version]
+        if repo.startswith(("https://", "http://")):
+            return [self.name, "--repo", repo, "--version", self.version]
+        local = Path(repo) / self.name
+        return [str(local if local.is_dir() else Path(repo))]
+
+
+def helm_binary() -> str:
+    configured = os.environ.get("HELM")
+    found = configured or shutil.which("helm")
+    if not found or not os.access(found, os.X_OK):
+        raise PermanentError(
+            f"helm not found ({'HELM=' + configured if configured else 'not on PATH'})",
+            reason="NoHelm",
+        )
+    return found
+
+
+@contextmanager
+def private_dir() -> Iterator[Path]:
+    """A directory only this user can read, removed with everything in it afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="orchestrator-step-"))
+    try:
+        path.chmod(0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_private(path: Path, content: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(content, handle)
+
+
+def _helm(ctx: StepContext, args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [helm_binary(), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=os.environ.copy(),
+        )
+    except subprocess.TimeoutExpired:
+        raise TemporaryError(f"helm {args[0]}: no result after {timeout:g}s") from None
+    except OSError as exc:
+        raise PermanentError(f"helm cannot be run: {exc.strerror}", reason="NoHelm") from None
+
+
+def _failure(action: str, result: subprocess.CompletedProcess[str]) -> Exception:
+    # stderr's last line is helm's error; the credentials were registered for masking.
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    text = (lines[-1] if lines else f"exit code {result.returncode}")[:400]
+    if PERMANENT.search(text):
+        return PermanentError(f"helm {action}: {text}", reason="HelmFailed")
+    return TemporaryError(f"helm {action}: {text}", reason="HelmFailed")
+
+
+def _helm_timeout(ctx: StepContext, wanted: float) -> float:
+    left = ctx.deadline.remaining() - 15
+    if left < 10:
+        raise TemporaryError("too little of the step's deadline left to run helm")
+    return min(wanted, left)
+
+
+def install_proxy(
+    ctx: StepContext,
+    *,
+    namespace: str,
+    release: str,
+    chart: Chart,
+    secret_name: str,
+    timeout_seconds: float,
+) -> None:
+    stored = secrets.read_secret(namespace, secret_name)
+    if not stored or not stored.get("username") or not stored.get("password"):
+        raise PermanentError(
+            f"no platform credentials in Secret {namespace}/{secret_name}; "
+            "register-platform must succeed first",
+            reason="NoCredentials",
+        )
+    timeout = _helm_timeout(ctx, timeout_seconds)
+    with private_dir() as tmp:
+        values, credentials = tmp / "values.json", tmp / "credentials.json"
+        _write_private(values, chart.values)
+        _write_private(
+            credentials,
+            {
+                "sm": {"user": stored["username"], "password": stored["password"]},
+                "config": {"sm": {"url": stored.get("sm-url", "")}},
+            },
+        )
+        args = [
+            "upgrade",
+            "--install",
+            release,
+            *chart.reference(),
+            "--namespace",
+            namespace,
+            "--values",
+            str(values),
+            "--values",
+            str(credentials),
+            "--wait",
+            "--timeout",
+            f"{int(timeout)}s",
+            "--history-max",
+            "5",
+            "--output",
+            "json",
+        ]
+        ctx.log(
+            "installing the proxy chart",
+            action="proxy-install",
+            namespace=namespace,
+            release=release,
+            chart=chart.name,
+            version=chart.version,
+        )
+        result = _helm(ctx, args, timeout=timeout + 30)
+    if result.returncode != 0:
+        raise _failure("upgrade --install", result)
+    try:
+        answer = json.loads(result.stdout)
+        revision = str(answer.get("version", ""))
+        status = str((answer.get("info") or {}).get("status", ""))
+    except (ValueError, AttributeError):
+        revision, status = "", "deployed"
+    write_outputs(ctx.outputs_dir, {"release": release, "revision": revision})
+    ctx.log(
+        "proxy chart installed",
+        action="proxy-ready",
+        namespace=namespace,
+        release=release,
+        revision=revision,
+        status=status,
+    )
+
+
+def uninstall_proxy(
+    ctx: StepContext, *, namespace: str, release: str, timeout_seconds: float
+) -> None:
+    timeout = _helm_timeout(ctx, timeout_seconds)
+    result = _helm(
+        ctx,
+        ["uninstall", release, "--namespace", namespace, "--wait", "--timeout", f"{int(timeout)}s"],
+        timeout=timeout + 30,
+    )
+    if result.returncode == 0:
+        outcome = "uninstalled"
+    elif ABSENT.search(result.stderr):
+        outcome = "absent"
+    else:
+        raise _failure("uninstall", result)
+    write_outputs(ctx.outputs_dir, {"proxy-uninstalled": outcome})
+    ctx.log(
+        "proxy release uninstalled" if outcome == "uninstalled" else "no proxy release to remove",
+        action="proxy-uninstall",
+        namespace=namespace,
+        release=release,
+        outcome=outcome,
+    )
