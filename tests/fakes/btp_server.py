@@ -203,6 +203,15 @@ class FakeBtp:
             sub["state"] = "OK"
             return dict(sub)
 
+    def add_platform(self, name: str, *, labels: dict[str, list[str]] | None = None) -> str:
+        """A platform that exists already (its credentials were handed out); its id."""
+        with self._lock:
+            answer = self._create_platform({"name": name, "type": "kubernetes", "labels": labels})
+            self.platform_creates[name] -= 1
+            platform = self._platform_named(name)
+            assert platform is not None, answer
+            return str(platform["id"])
+
     def subaccounts_with(self, subdomain: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(s) for s in self.subaccounts.values() if s["subdomain"] == subdomain]

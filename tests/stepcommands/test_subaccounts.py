@@ -1,0 +1,268 @@
+"""create-subaccount and delete-subaccount as real processes against the BTP test server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
+from tests.fakes.btp_server import FakeBtp
+from tests.stepcommands.conftest import Steps
+
+OURS = {"orchestrator.dev/onboarding": ["team-a"], "orchestrator.dev/managed-by": ["orchestrator"]}
+
+
+def test_create_makes_one_subaccount_labelled_as_ours_and_writes_its_guid(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    [sub] = btp.subaccounts_with("team-a")
+    assert sub["state"] == "OK"
+    assert sub["displayName"] == "Team A"
+    assert sub["labels"] == {"cost-center": ["4711"], **OURS}
+    assert run.outputs == {"subaccount-guid": sub["guid"], "subdomain": "team-a"}
+    assert (run.outputs_dir / "subaccount-guid").read_text() == sub["guid"]
+    assert run.stdout == ""
+    assert all(line["action"] for line in run.lines)
+    assert run.actions == ["start", "subaccount-create", "subaccount-ready", "finish"]
+
+
+def test_create_twice_gives_the_same_subaccount(steps: Steps, btp: FakeBtp) -> None:
+    first = steps.run("create-subaccount")
+    second = steps.run("create-subaccount")
+
+    assert (first.code, second.code) == (EXIT_OK, EXIT_OK)
+    assert len(btp.subaccounts_with("team-a")) == 1
+    assert btp.creates["team-a"] == 1
+    assert second.outputs["subaccount-guid"] == first.outputs["subaccount-guid"]
+    assert "subaccount-adopt" in second.actions
+
+
+@pytest.mark.parametrize("status", [500, 502, 504], ids=lambda s: f"answered-{s}")
+def test_a_create_that_succeeds_but_answers_5xx_leaves_exactly_one_subaccount(
+    steps: Steps, btp: FakeBtp, status: int
+) -> None:
+    btp.inject("POST", r"^/accounts/v1/subaccounts$", status, process=True)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert len(btp.subaccounts_with("team-a")) == 1
+    assert btp.creates["team-a"] == 1
+    assert "subaccount-create-unanswered" in run.actions
+    assert "subaccount-adopt" in run.actions
+
+
+def test_a_create_refused_with_5xx_is_tried_again_after_looking(steps: Steps, btp: FakeBtp) -> None:
+    btp.inject("POST", r"^/accounts/v1/subaccounts$", 503, times=2)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.creates["team-a"] == 1
+    # every try was preceded by a look-up by subdomain
+    assert btp.count("GET", r"^/accounts/v1/subaccounts$") >= 3
+
+
+def test_an_existing_subaccount_with_our_label_is_adopted(steps: Steps, btp: FakeBtp) -> None:
+    existing = btp.add_subaccount(subdomain="team-a", labels=OURS)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs["subaccount-guid"] == existing["guid"]
+    assert btp.creates["team-a"] == 0
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{}, {"orchestrator.dev/onboarding": ["team-b"]}, {"cost-center": ["4711"]}],
+    ids=["unlabelled", "another-onboarding", "other-labels"],
+)
+def test_an_existing_subaccount_without_our_label_is_refused_for_good(
+    steps: Steps, btp: FakeBtp, labels: dict[str, list[str]]
+) -> None:
+    existing = btp.add_subaccount(subdomain="team-a", labels=labels)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_PERMANENT
+    assert "already taken" in run.last_message
+    assert existing["guid"] in run.last_message
+    assert run.lines[-1]["reason"] == "SubdomainTaken"
+    assert btp.creates["team-a"] == 0
+    assert btp.subaccounts_with("team-a")[0]["labels"] == labels
+
+
+def test_a_subdomain_taken_outside_the_global_account_is_a_permanent_error(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.foreign.add(("team-a", "eu10"))
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_PERMANENT
+    assert "outside this global account" in run.last_message
+
+
+def test_creation_failed_is_a_permanent_error_with_btps_message(steps: Steps, btp: FakeBtp) -> None:
+    btp.fail_creation["team-a"] = "Quota for subaccounts exceeded"
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_PERMANENT
+    assert "Quota for subaccounts exceeded" in run.last_message
+    assert run.lines[-1]["reason"] == "CreationFailed"
+
+
+def test_a_rate_limit_burst_is_waited_out_honouring_retry_after(steps: Steps, btp: FakeBtp) -> None:
+    btp.inject("GET", r"^/accounts/v1/subaccounts", 429, times=3, retry_after="0")
+    btp.inject("POST", r"^/accounts/v1/subaccounts$", 429, retry_after="1")
+
+    started = time.monotonic()
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert time.monotonic() - started >= 1.0  # the 1 s Retry-After was waited for
+    assert btp.creates["team-a"] == 1
+    retries = [line for line in run.lines if line["action"] == "retry"]
+    assert [r["status"] for r in retries] == [429, 429, 429, 429]
+    assert retries[-1]["delay_seconds"] >= 1.0
+
+
+def test_a_5xx_burst_on_reads_and_on_the_token_endpoint_is_retried(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.inject("POST", r"^/oauth/token$", 503, times=2)
+    btp.inject("GET", r"^/accounts/v1/subaccounts", 500, times=3)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert len(btp.subaccounts_with("team-a")) == 1
+
+
+def test_5xx_that_outlasts_the_retries_is_a_transient_failure(steps: Steps, btp: FakeBtp) -> None:
+    btp.inject("GET", r"^/accounts/v1/subaccounts", 503, times=100)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_TRANSIENT
+    assert btp.creates["team-a"] == 0
+
+
+def test_bad_client_credentials_are_a_permanent_failure(steps: Steps, btp: FakeBtp) -> None:
+    run = steps.run("create-subaccount", env={"BTP_CLIENT_SECRET": "wrong-secret-123"})
+
+    assert run.code == EXIT_PERMANENT
+    assert "401" in run.last_message
+    assert "wrong-secret-123" not in run.stderr
+
+
+def test_a_missing_btp_setting_is_a_permanent_failure(steps: Steps) -> None:
+    run = steps.run("create-subaccount", env={"BTP_ACCOUNTS_URL": ""})
+
+    assert run.code == EXIT_PERMANENT
+    assert "BTP_ACCOUNTS_URL" in run.last_message
+
+
+def test_an_unreachable_btp_is_a_transient_failure(steps: Steps) -> None:
+    run = steps.run(
+        "create-subaccount",
+        env={
+            "BTP_TOKEN_URL": "http://127.0.0.1:9/oauth/token",
+            "BTP_ACCOUNTS_URL": "http://127.0.0.1:9",
+        },
+    )
+
+    assert run.code == EXIT_TRANSIENT
+    assert "cannot connect" in run.last_message
+
+
+def test_slow_state_changes_are_waited_for(steps: Steps, btp: FakeBtp) -> None:
+    btp.step_seconds = 0.3
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.subaccounts_with("team-a")[0]["state"] == "OK"
+
+
+def test_a_creation_slower_than_the_deadline_fails_transiently_and_the_next_run_finishes(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.step_seconds = None  # states move only on advance()
+
+    first = steps.run("create-subaccount", deadline_seconds="1")
+    btp.advance()
+    btp.advance()
+    second = steps.run("create-subaccount")
+
+    assert first.code == EXIT_TRANSIENT
+    assert "deadline" in first.last_message
+    assert second.code == EXIT_OK, second.stderr
+    assert btp.creates["team-a"] == 1
+
+
+def test_invalid_json_input_is_a_permanent_failure(steps: Steps) -> None:
+    run = steps.run("create-subaccount", admins="not json")
+
+    assert run.code == EXIT_PERMANENT
+    assert "--admins" in run.last_message
+
+
+def test_delete_waits_until_the_subaccount_is_gone(steps: Steps, btp: FakeBtp) -> None:
+    btp.add_subaccount(subdomain="team-a", labels=OURS)
+    btp.step_seconds = 0.2
+
+    run = steps.run("delete-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.subaccounts_with("team-a") == []
+    assert run.actions == ["start", "subaccount-delete", "subaccount-deleted", "finish"]
+
+
+def test_delete_twice_and_delete_of_what_never_existed_succeed(steps: Steps, btp: FakeBtp) -> None:
+    never = steps.run("delete-subaccount")
+    btp.add_subaccount(subdomain="team-a", labels=OURS)
+    first = steps.run("delete-subaccount")
+    second = steps.run("delete-subaccount")
+
+    assert (never.code, first.code, second.code) == (EXIT_OK, EXIT_OK, EXIT_OK)
+    assert never.outputs == {"subaccount-deleted": "absent"}
+    assert second.outputs == {"subaccount-deleted": "absent"}
+    assert btp.count("DELETE", r"^/accounts/v1/subaccounts/") == 1
+
+
+def test_delete_picks_up_a_deletion_already_under_way(steps: Steps, btp: FakeBtp) -> None:
+    sub = btp.add_subaccount(subdomain="team-a", labels=OURS)
+    btp.subaccounts[sub["guid"]]["state"] = "DELETING"
+
+    run = steps.run("delete-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.count("DELETE", r"^/accounts/v1/subaccounts/") == 0
+    assert btp.subaccounts_with("team-a") == []
+
+
+def test_delete_leaves_a_subaccount_that_is_not_ours_alone(steps: Steps, btp: FakeBtp) -> None:
+    btp.add_subaccount(subdomain="team-a", labels={"orchestrator.dev/onboarding": ["team-b"]})
+
+    run = steps.run("delete-subaccount")
+
+    assert run.code == EXIT_PERMANENT
+    assert len(btp.subaccounts_with("team-a")) == 1
+    assert btp.count("DELETE", r"^/accounts/v1/subaccounts/") == 0
+
+
+def test_create_then_delete_then_create_again(steps: Steps, btp: FakeBtp) -> None:
+    assert steps.run("create-subaccount").code == EXIT_OK
+    assert steps.run("delete-subaccount").code == EXIT_OK
+    again = steps.run("create-subaccount")
+
+    assert again.code == EXIT_OK, again.stderr
+    assert len(btp.subaccounts_with("team-a")) == 1
+    assert btp.creates["team-a"] == 2
