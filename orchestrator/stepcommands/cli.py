@@ -152,7 +152,7 @@ def _uninstall_proxy(ctx: StepContext, args: argparse.Namespace) -> None:
 # --- parsing ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator-step",
         description="Run one onboarding step or compensation (inside its Argo step pod).",
@@ -232,7 +232,7 @@ def exit_code_for(error: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(level="INFO", json_lines=True)
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     ctx: StepContext | None = None
     try:
         ctx = StepContext(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from orchestrator.argo.templates import load_templates
 from orchestrator.configs import OnboardingSpec
 from orchestrator.errors import ConfigError
 from orchestrator.parameters import step_parameters
+from orchestrator.stepcommands.cli import EXIT_TRANSIENT, build_parser
 from orchestrator.steps import Step
 from tests.fakes.argo_contract import validate_schema
 from tests.fakes.argo_server import lint_problems
@@ -89,13 +91,19 @@ def test_credentials_come_only_from_secret_key_refs(step: Step) -> None:
 
 
 @pytest.mark.parametrize("step", list(Step), ids=str)
-def test_each_step_retries_on_error_has_a_deadline_labels_its_pods_and_no_outputs(
+def test_each_step_retries_transient_failures_only_has_a_deadline_labels_its_pods_and_no_outputs(
     step: Step,
 ) -> None:
     for template in _by_step()[step]["spec"]["templates"]:
-        assert template["retryStrategy"]["retryPolicy"] == "OnError"
-        assert template["retryStrategy"]["limit"] == "2"
-        assert "backoff" in template["retryStrategy"]
+        retry = template["retryStrategy"]
+        # Always, narrowed by the expression: Argo's own errors (pod gone, node lost) and
+        # the step's transient exit code are retried; a permanent failure is not.
+        assert retry["retryPolicy"] == "Always"
+        assert retry["expression"] == (
+            f'lastRetry.status == "Error" || asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}'
+        )
+        assert retry["limit"] == "2"
+        assert "backoff" in retry
         assert int(template["activeDeadlineSeconds"]) > 0
         assert template["metadata"]["labels"]["orchestrator.dev/step"] == step.value
         assert "outputs" not in template  # under kwok a step with outputs never finishes
@@ -112,3 +120,32 @@ def test_load_templates_names_the_broken_file(tmp_path: Path) -> None:
 
     files = sorted(Path(p.file).name for p in raised.value.problems)
     assert files == ["broken.yaml", "other.yaml"]
+
+
+@pytest.mark.parametrize("step", list(Step), ids=str)
+def test_each_template_runs_its_command_with_flags_the_command_accepts(step: Step) -> None:
+    """The container's args, with the daemon's parameters filled in, parse as that step's CLI."""
+    spec = _by_step()[step]["spec"]
+    entry = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
+    values = step_parameters(onboarding="team-a", spec=SPEC, step=step)
+    args = [
+        re.sub(r"\{\{inputs\.parameters\.([a-z-]+)\}\}", lambda m: values[m.group(1)], arg)
+        for arg in entry["container"]["args"]
+    ]
+
+    parsed = build_parser().parse_args([step.value, *args])
+
+    assert parsed.command == step.value
+    assert parsed.onboarding == "team-a"
+    assert parsed.step == step.value
+
+
+@pytest.mark.parametrize("step", list(Step), ids=str)
+def test_each_step_writes_its_outputs_to_a_writable_tmp(step: Step) -> None:
+    spec = _by_step()[step]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for template in spec["templates"]:
+        container = template["container"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert "emptyDir" in volumes[mount["name"]]
