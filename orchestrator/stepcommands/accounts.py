@@ -19,7 +19,6 @@ from orchestrator.btp.accounts import (
     AccountsService,
     Subaccount,
 )
-from orchestrator.btp.errors import BtpConflict, BtpUnavailable
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.stepcommands.context import ONBOARDING_LABEL, StepContext
 from orchestrator.stepcommands.outputs import write_outputs
@@ -68,60 +67,45 @@ def _find_or_create(
     ctx: StepContext, accounts: AccountsService, spec: SubaccountSpec
 ) -> Subaccount:
     """Our subaccount with this subdomain: the existing one, else a new one, never two."""
-    attempt = 0
-    while True:
-        attempt += 1
-        existing = accounts.find_by_subdomain(spec.subdomain, region=spec.region)
-        if existing is not None:
-            if not ctx.ours(existing.get("labels")):
-                raise _foreign(ctx, existing)
-            ctx.log(
-                "subaccount exists already; adopting it",
-                action="subaccount-adopt",
-                subaccount_guid=existing["guid"],
-                state=existing.get("state"),
-            )
-            return existing
-        labels = {**spec.labels, **ctx.our_labels()}
-        try:
-            created = accounts.create(
-                display_name=spec.display_name,
-                subdomain=spec.subdomain,
-                region=spec.region,
-                admins=spec.admins,
-                labels=labels,
-                parent_guid=spec.parent_guid,
-            )
-        except BtpUnavailable as exc:
-            if not exc.ambiguous or attempt >= ctx.transport().policy.attempts:
-                raise
-            # The create may have been carried out: look (by subdomain) before trying again.
-            delay = ctx.transport().policy.delay(attempt, retry_after=exc.delay)
-            ctx.log(
-                "create answer lost; looking up the subdomain before creating again",
-                action="subaccount-create-unanswered",
-                status=exc.status,
-                delay_seconds=round(delay, 3),
-            )
-            ctx.sleep(delay)
-            continue
-        except BtpConflict:
-            again = accounts.find_by_subdomain(spec.subdomain, region=spec.region)
-            if again is None:
-                raise PermanentError(
-                    f"subdomain {spec.subdomain!r} is taken in region {spec.region} outside this "
-                    "global account (or by a subaccount being deleted); choose another subdomain",
-                    reason="SubdomainTaken",
-                ) from None
-            continue
+
+    def create() -> Subaccount:
+        return accounts.create(
+            display_name=spec.display_name,
+            subdomain=spec.subdomain,
+            region=spec.region,
+            admins=spec.admins,
+            labels={**spec.labels, **ctx.our_labels()},
+            parent_guid=spec.parent_guid,
+        )
+
+    sub, created = ctx.find_or_create(
+        "subaccount",
+        find=lambda: accounts.find_by_subdomain(spec.subdomain, region=spec.region),
+        create=create,
+        taken_elsewhere=lambda: PermanentError(
+            f"subdomain {spec.subdomain!r} is taken in region {spec.region} outside this "
+            "global account (or by a subaccount being deleted); choose another subdomain",
+            reason="SubdomainTaken",
+        ),
+    )
+    if created:
         ctx.log(
             "subaccount creation started",
             action="subaccount-create",
-            subaccount_guid=created["guid"],
+            subaccount_guid=sub["guid"],
             subdomain=spec.subdomain,
             region=spec.region,
         )
-        return created
+        return sub
+    if not ctx.ours(sub.get("labels")):
+        raise _foreign(ctx, sub)
+    ctx.log(
+        "subaccount exists already; adopting it",
+        action="subaccount-adopt",
+        subaccount_guid=sub["guid"],
+        state=sub.get("state"),
+    )
+    return sub
 
 
 def _settled(ctx: StepContext, accounts: AccountsService, guid: str) -> Subaccount | None:

@@ -22,6 +22,7 @@ from orchestrator.btp import (
     RetryPolicy,
     ServiceManager,
 )
+from orchestrator.btp.errors import BtpConflict, BtpUnavailable
 from orchestrator.errors import PermanentError, TemporaryError
 
 log = logging.getLogger("orchestrator.stepcommands")
@@ -138,6 +139,46 @@ class StepContext:
                     reason="DeadlineExceeded",
                 )
             self.sleep(self.poll_seconds)
+
+    def find_or_create(
+        self,
+        what: str,
+        *,
+        find: Callable[[], T | None],
+        create: Callable[[], T],
+        taken_elsewhere: Callable[[], Exception],
+    ) -> tuple[T, bool]:
+        """The thing ``find`` finds, else the one ``create`` makes, never two; and if it was made.
+
+        A create answered 5xx or not at all may have been carried out, so it is
+        never simply repeated: the next round looks first. A 409 means it
+        exists: found next round, or ``taken_elsewhere()`` is raised when
+        ``find`` cannot see it.
+        """
+        attempts = self.transport().policy.attempts
+        conflicted = False
+        for attempt in range(1, attempts + 1):
+            existing = find()
+            if existing is not None:
+                return existing, False
+            if conflicted:
+                raise taken_elsewhere()
+            try:
+                return create(), True
+            except BtpUnavailable as exc:
+                if not exc.ambiguous or attempt >= attempts:
+                    raise
+                delay = self.transport().policy.delay(attempt, retry_after=exc.delay)
+                self.log(
+                    f"{what}: create answer lost; looking it up before creating again",
+                    action=f"{what}-create-unanswered",
+                    status=exc.status,
+                    delay_seconds=round(delay, 3),
+                )
+                self.sleep(delay)
+            except BtpConflict:
+                conflicted = True
+        raise TemporaryError(f"{what}: neither found nor created", reason="NotConverged")
 
     def ours(self, labels: Any) -> bool:
         """Whether BTP labels (``{key: [values]}``) mark the thing as this onboarding's."""

@@ -10,7 +10,7 @@ another onboarding under the same name is never taken over.
 
 from __future__ import annotations
 
-from orchestrator.btp.errors import BtpConflict, BtpUnavailable, BtpUnprocessable
+from orchestrator.btp.errors import BtpUnprocessable
 from orchestrator.btp.servicemanager import Platform, PlatformCredentials, ServiceManager
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.stepcommands import secrets
@@ -116,44 +116,33 @@ def _find_or_create(
     ctx: StepContext, sm: ServiceManager, name: str, *, subaccount_guid: str
 ) -> tuple[Platform, PlatformCredentials | None]:
     """The platform, with credentials only when this call created it."""
-    attempt = 0
-    while True:
-        attempt += 1
+
+    def find() -> tuple[Platform, PlatformCredentials | None] | None:
         existing = sm.find_platform(name)
-        if existing is not None:
-            if not ctx.ours(existing.get("labels")):
-                raise _not_ours(ctx, existing)
-            ctx.log(
-                "platform exists already; adopting it",
-                action="platform-adopt",
-                platform_id=existing["id"],
-            )
-            return existing, None
-        labels = {**ctx.our_labels(), "subaccount_id": [subaccount_guid]}
-        try:
-            platform, credentials = sm.create_platform(
-                name=name,
-                description=f"Kubernetes namespace of onboarding {ctx.onboarding}",
-                labels=labels,
-            )
-        except BtpUnavailable as exc:
-            if not exc.ambiguous or attempt >= ctx.transport().policy.attempts:
-                raise
-            delay = ctx.transport().policy.delay(attempt, retry_after=exc.delay)
-            ctx.log(
-                "create answer lost; looking the platform up before creating again",
-                action="platform-create-unanswered",
-                status=exc.status,
-                delay_seconds=round(delay, 3),
-            )
-            ctx.sleep(delay)
-            continue
-        except BtpConflict:
-            if attempt >= ctx.transport().policy.attempts:
-                raise
-            continue  # created meanwhile (or by a lost answer): look it up
+        return (existing, None) if existing is not None else None
+
+    found, created = ctx.find_or_create(
+        "platform",
+        find=find,
+        create=lambda: sm.create_platform(
+            name=name,
+            description=f"Kubernetes namespace of onboarding {ctx.onboarding}",
+            labels={**ctx.our_labels(), "subaccount_id": [subaccount_guid]},
+        ),
+        taken_elsewhere=lambda: TemporaryError(
+            f"platform {name!r}: Service Manager says it exists but does not list it"
+        ),
+    )
+    platform, credentials = found
+    if created:
         ctx.log("platform registered", action="platform-create", platform_id=platform["id"])
         return platform, credentials
+    if not ctx.ours(platform.get("labels")):
+        raise _not_ours(ctx, platform)
+    ctx.log(
+        "platform exists already; adopting it", action="platform-adopt", platform_id=platform["id"]
+    )
+    return platform, None
 
 
 def unregister_platform(
