@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ PERMANENT = re.compile(
     re.IGNORECASE,
 )
 ABSENT = re.compile(r"release: not found|not found", re.IGNORECASE)
+#: a release left pending by a helm that was killed (a step pod past its deadline)
+PENDING = re.compile(
+    r"another operation \(install/upgrade/rollback\) is in progress", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ def install_proxy(
             version=chart.version,
         )
         result = _helm(ctx, args, timeout=timeout + 30)
+        if result.returncode != 0 and PENDING.search(result.stderr):
+            _recover_pending(ctx, namespace=namespace, release=release, timeout=timeout)
+            result = _helm(ctx, args, timeout=timeout + 30)
     if result.returncode != 0:
         raise _failure("upgrade --install", result)
     try:
@@ -192,6 +200,48 @@ def install_proxy(
         revision=revision,
         status=status,
     )
+
+
+def _recover_pending(ctx: StepContext, *, namespace: str, release: str, timeout: float) -> None:
+    """Undo what a killed helm left pending, once it is older than a helm run could be.
+
+    Steps of one onboarding never run at the same time, so a pending release
+    older than the helm timeout belongs to a run that died: a pending install
+    is uninstalled, a pending upgrade or rollback rolled back.
+    """
+    status = _helm(
+        ctx, ["status", release, "--namespace", namespace, "--output", "json"], timeout=60
+    )
+    if status.returncode != 0:
+        raise _failure("status", status)
+    try:
+        info = json.loads(status.stdout).get("info") or {}  # holds the values: never logged
+        state = str(info.get("status", ""))
+        updated = datetime.fromisoformat(str(info.get("last_deployed")).replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise TemporaryError(f"helm status of {release}: unreadable answer") from None
+    age = (datetime.now(UTC) - updated).total_seconds()
+    if age < timeout:
+        raise TemporaryError(
+            f"release {release} is {state} since {age:.0f}s; waiting for that helm run",
+            reason="HelmBusy",
+        )
+    if state == "pending-install":
+        undo = ["uninstall", release, "--namespace", namespace, "--wait"]
+    else:
+        undo = ["rollback", release, "--namespace", namespace, "--wait"]
+    undo += ["--timeout", f"{int(timeout)}s"]
+    ctx.log(
+        f"release left {state} by an earlier run; {undo[0]} before trying again",
+        action="proxy-recover",
+        namespace=namespace,
+        release=release,
+        state=state,
+        age_seconds=round(age),
+    )
+    result = _helm(ctx, undo, timeout=timeout + 30)
+    if result.returncode != 0:
+        raise _failure(undo[0], result)
 
 
 def uninstall_proxy(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
+from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
 from tests.controlplane import cluster as controlplane
 from tests.e2e.argo_api import ArgoAPI
 from tests.e2e.conftest import local_clusters  # noqa: F401  (the session fixture)
@@ -303,6 +305,61 @@ def test_uninstall_removes_the_release_and_can_run_again_or_on_nothing(
         {"proxy-uninstalled": "absent"},
     )
     assert secret_data(core, namespace, "service-proxy-sm") is None
+
+
+def leave_pending(
+    core: client.CoreV1Api, namespace: str, revision: int, state: str, *, age_seconds: float
+) -> None:
+    """Make a release revision look like a helm run killed midway, ``age_seconds`` ago."""
+    name = f"sh.helm.release.v1.service-proxy.v{revision}"
+    secret = core.read_namespaced_secret(name, namespace)
+    stored = base64.b64decode(secret.data["release"])  # helm's own base64 of gzipped JSON
+    release = json.loads(gzip.decompress(base64.b64decode(stored)))
+    release["info"]["status"] = state
+    when = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    release["info"]["last_deployed"] = when.isoformat().replace("+00:00", "Z")
+    encoded = base64.b64encode(gzip.compress(json.dumps(release).encode()))
+    secret.data["release"] = base64.b64encode(encoded).decode()
+    secret.metadata.labels["status"] = state
+    core.replace_namespaced_secret(name, namespace, secret)
+
+
+@pytest.mark.parametrize(
+    ("installs", "state", "revision"),
+    [(1, "pending-install", "1"), (2, "pending-upgrade", "4")],
+    ids=["pending-install", "pending-upgrade"],
+)
+def test_a_release_left_pending_by_a_killed_run_is_recovered(
+    kube_steps: Steps,
+    core: client.CoreV1Api,
+    namespace: str,
+    installs: int,
+    state: str,
+    revision: str,
+) -> None:
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+    for _ in range(installs):
+        assert kube_steps.run("install-proxy", namespace=namespace, **chart_flags()).code == EXIT_OK
+    leave_pending(core, namespace, installs, state, age_seconds=3600)
+
+    run = kube_steps.run("install-proxy", namespace=namespace, **chart_flags())
+
+    assert run.code == EXIT_OK, run.stderr
+    assert "proxy-recover" in run.actions
+    assert run.outputs["revision"] == revision
+
+
+def test_a_release_pending_since_moments_ago_is_waited_for(
+    kube_steps: Steps, core: client.CoreV1Api, namespace: str
+) -> None:
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+    assert kube_steps.run("install-proxy", namespace=namespace, **chart_flags()).code == EXIT_OK
+    leave_pending(core, namespace, 1, "pending-upgrade", age_seconds=1)
+
+    run = kube_steps.run("install-proxy", namespace=namespace, **chart_flags())
+
+    assert run.code == EXIT_TRANSIENT
+    assert run.lines[-1]["reason"] == "HelmBusy"
 
 
 # --- the whole onboarding and offboarding -------------------------------------------------
