@@ -245,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             or DEFAULT_OUTPUTS_DIR,
         )
         ctx.log("step started", action="start")
+        if args.step != args.command:
+            raise PermanentError(
+                f"--step {args.step} does not match the command {args.command}",
+                reason="InvalidInput",
+            )
         args.handler(ctx, args)
     except BaseException as error:  # the one place every failure becomes an exit code
         if isinstance(error, KeyboardInterrupt | SystemExit) and not isinstance(error, Exception):

@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import re
 import secrets
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -130,23 +131,25 @@ class FakeBtp:
                 Route("/oauth/token", self._token, methods=["POST"]),
                 Route(
                     "/accounts/v1/subaccounts",
-                    self._subaccounts,
+                    self._api(self._subaccounts, sm=False),
                     methods=["GET", "POST"],
                 ),
                 Route(
                     "/accounts/v1/subaccounts/{guid}",
-                    self._subaccount,
+                    self._api(self._subaccount, sm=False),
                     methods=["GET", "DELETE"],
                 ),
-                Route("/v1/platforms", self._platforms, methods=["GET", "POST"]),
+                Route(
+                    "/v1/platforms", self._api(self._platforms, sm=True), methods=["GET", "POST"]
+                ),
                 Route(
                     "/v1/platforms/{id}",
-                    self._platform,
+                    self._api(self._platform, sm=True),
                     methods=["GET", "PATCH", "DELETE"],
                 ),
                 Route(
                     "/v1/platforms/{id}/operations/{op}",
-                    self._operation,
+                    self._api(self._operation, sm=True),
                     methods=["GET"],
                 ),
             ]
@@ -291,16 +294,39 @@ class FakeBtp:
         header = request.headers.get("Authorization", "")
         return header.startswith("Bearer ") and header[7:] in self.tokens
 
-    async def _guard(self, request: Request, *, sm: bool) -> tuple[Response | None, Fault | None]:
-        """Authentication and injected faults; a response to send instead, if any."""
-        if not self._authorized(request):
-            if sm:
-                return self._sm_error(401, "Unauthorized", "authentication failed"), None
-            return self._accounts_error(401, 10001, "Unauthorized"), None
-        fault = self._fault(request)
-        if fault is not None and not fault.process:
-            return self._fault_response(fault, sm=sm), None
-        return None, fault
+    def _api(
+        self, handler: Callable[[Request, Any], Response], *, sm: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint: authentication, injected faults and the record around ``handler``.
+
+        ``handler(request, body)`` runs under the lock with the parsed JSON body
+        (``None`` without one). A fault with ``process`` lets it run first and
+        then answers with the fault, like a create that succeeds but answers 500.
+        """
+
+        async def endpoint(request: Request) -> Response:
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            fault = None
+            if not self._authorized(request):
+                response: Response = (
+                    self._sm_error(401, "Unauthorized", "authentication failed")
+                    if sm
+                    else self._accounts_error(401, 10001, "Unauthorized")
+                )
+            else:
+                fault = self._fault(request)
+                if fault is None or fault.process:
+                    with self._lock:
+                        response = handler(request, body)
+                if fault is not None:
+                    response = self._fault_response(fault, sm=sm)
+            return self._record(request, response)
+
+        return endpoint
 
     def _fault_response(self, fault: Fault, *, sm: bool) -> Response:
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
@@ -376,22 +402,16 @@ class FakeBtp:
             self._step(guid)
         return self.subaccounts.get(guid)
 
-    async def _subaccounts(self, request: Request) -> Response:
-        early, fault = await self._guard(request, sm=False)
-        if early is not None:
-            return self._record(request, early)
-        with self._lock:
-            if request.method == "GET":
-                for guid in list(self.subaccounts):
-                    self._visible(guid)
-                response: Response = JSONResponse(
-                    {"value": [dict(s) for s in self.subaccounts.values()]}
-                )
-            else:
-                response = self._create_subaccount(await request.json())
-        if fault is not None:
-            response = self._fault_response(fault, sm=False)
-        return self._record(request, response)
+    def _subaccounts(self, request: Request, body: Any) -> Response:
+        if request.method == "GET":
+            for guid in list(self.subaccounts):
+                self._visible(guid)
+            response: Response = JSONResponse(
+                {"value": [dict(s) for s in self.subaccounts.values()]}
+            )
+        else:
+            response = self._create_subaccount(body)
+        return response
 
     def _create_subaccount(self, body: Any) -> Response:
         if not isinstance(body, dict):
@@ -418,27 +438,19 @@ class FakeBtp:
         sub = self._new_subaccount(body, labels)
         return JSONResponse(dict(sub), status_code=201)
 
-    async def _subaccount(self, request: Request) -> Response:
-        early, fault = await self._guard(request, sm=False)
-        if early is not None:
-            return self._record(request, early)
+    def _subaccount(self, request: Request, body: Any) -> Response:
         guid = request.path_params["guid"]
-        with self._lock:
-            sub = self._visible(guid)
-            if sub is None:
-                response: Response = self._accounts_error(
-                    404, 11006, f"Subaccount {guid} not found"
-                )
-            elif request.method == "GET":
-                response = JSONResponse(dict(sub))
-            else:
-                if sub["state"] != "DELETING":
-                    sub["state"], sub["stateMessage"] = "DELETING", "Subaccount deletion started."
-                    self._touch(guid)
-                response = JSONResponse(dict(sub))
-        if fault is not None:
-            response = self._fault_response(fault, sm=False)
-        return self._record(request, response)
+        sub = self._visible(guid)
+        if sub is None:
+            response: Response = self._accounts_error(404, 11006, f"Subaccount {guid} not found")
+        elif request.method == "GET":
+            response = JSONResponse(dict(sub))
+        else:
+            if sub["state"] != "DELETING":
+                sub["state"], sub["stateMessage"] = "DELETING", "Subaccount deletion started."
+                self._touch(guid)
+            response = JSONResponse(dict(sub))
+        return response
 
     # --- Service Manager -----------------------------------------------------------------
 
@@ -460,31 +472,25 @@ class FakeBtp:
             platform = self._platform_named(name)
             return platform["_credentials"] if platform else None
 
-    async def _platforms(self, request: Request) -> Response:
-        early, fault = await self._guard(request, sm=True)
-        if early is not None:
-            return self._record(request, early)
-        with self._lock:
-            if request.method == "GET":
-                items = list(self.platforms.values())
-                query = request.query_params.get("fieldQuery")
-                if query:
-                    match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
-                    if match is None:
-                        response: Response = self._sm_error(
-                            400, "BadRequest", f"unsupported fieldQuery {query!r}"
-                        )
-                        return self._record(request, response)
-                    name = match.group(1).replace("''", "'")
-                    items = [p for p in items if p["name"] == name]
-                response = JSONResponse(
-                    {"num_items": len(items), "items": [self._public(p) for p in items]}
-                )
-            else:
-                response = self._create_platform(await request.json())
-        if fault is not None:
-            response = self._fault_response(fault, sm=True)
-        return self._record(request, response)
+    def _platforms(self, request: Request, body: Any) -> Response:
+        if request.method == "GET":
+            items = list(self.platforms.values())
+            query = request.query_params.get("fieldQuery")
+            if query:
+                match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
+                if match is None:
+                    response: Response = self._sm_error(
+                        400, "BadRequest", f"unsupported fieldQuery {query!r}"
+                    )
+                    return response
+                name = match.group(1).replace("''", "'")
+                items = [p for p in items if p["name"] == name]
+            response = JSONResponse(
+                {"num_items": len(items), "items": [self._public(p) for p in items]}
+            )
+        else:
+            response = self._create_platform(body)
+        return response
 
     def _create_platform(self, body: Any) -> Response:
         if not isinstance(body, dict) or not body.get("name") or not body.get("type"):
@@ -505,32 +511,25 @@ class FakeBtp:
         self.platform_creates[platform["name"]] += 1
         return JSONResponse(self._issue(platform), status_code=201)
 
-    async def _platform(self, request: Request) -> Response:
-        early, fault = await self._guard(request, sm=True)
-        if early is not None:
-            return self._record(request, early)
+    def _platform(self, request: Request, body: Any) -> Response:
         platform_id = request.path_params["id"]
-        with self._lock:
-            platform = self.platforms.get(platform_id)
-            if platform is None:
-                response: Response = self._sm_error(404, "NotFound", "could not find platform")
-            elif request.method == "GET":
-                response = JSONResponse(self._public(platform))
-            elif request.method == "PATCH":
-                if request.query_params.get("regenerateCredentials") == "true":
-                    platform["updated_at"] = _now()
-                    response = JSONResponse(self._issue(platform))
-                else:
-                    body = await request.json()
-                    for key in ("description", "name"):
-                        if key in body:
-                            platform[key] = body[key]
-                    response = JSONResponse(self._public(platform))
+        platform = self.platforms.get(platform_id)
+        if platform is None:
+            response: Response = self._sm_error(404, "NotFound", "could not find platform")
+        elif request.method == "GET":
+            response = JSONResponse(self._public(platform))
+        elif request.method == "PATCH":
+            if request.query_params.get("regenerateCredentials") == "true":
+                platform["updated_at"] = _now()
+                response = JSONResponse(self._issue(platform))
             else:
-                response = self._delete_platform(platform, request)
-        if fault is not None:
-            response = self._fault_response(fault, sm=True)
-        return self._record(request, response)
+                for key in ("description", "name"):
+                    if key in (body or {}):
+                        platform[key] = body[key]
+                response = JSONResponse(self._public(platform))
+        else:
+            response = self._delete_platform(platform, request)
+        return response
 
     def _delete_platform(self, platform: dict[str, Any], request: Request) -> Response:
         platform_id = platform["id"]
@@ -572,22 +571,16 @@ class FakeBtp:
         location = f"/v1/platforms/{platform_id}/operations/{op['id']}"
         return JSONResponse({}, status_code=202, headers={"Location": location})
 
-    async def _operation(self, request: Request) -> Response:
-        early, fault = await self._guard(request, sm=True)
-        if early is not None:
-            return self._record(request, early)
+    def _operation(self, request: Request, body: Any) -> Response:
         op_id = request.path_params["op"]
-        with self._lock:
-            op = self.operations.get(op_id)
-            if op is None or op["resource_id"] != request.path_params["id"]:
-                response: Response = self._sm_error(404, "NotFound", "could not find operation")
-            else:
-                if self._due(op_id):
-                    self._step_operation(op_id)
-                response = JSONResponse(dict(op))
-        if fault is not None:
-            response = self._fault_response(fault, sm=True)
-        return self._record(request, response)
+        op = self.operations.get(op_id)
+        if op is None or op["resource_id"] != request.path_params["id"]:
+            response: Response = self._sm_error(404, "NotFound", "could not find operation")
+        else:
+            if self._due(op_id):
+                self._step_operation(op_id)
+            response = JSONResponse(dict(op))
+        return response
 
 
 class BtpServerRunner(ArgoServerRunner):

@@ -113,6 +113,7 @@ class Steps:
     def run(
         self,
         step: str,
+        /,
         *,
         onboarding: str | None = None,
         env: dict[str, str] | None = None,

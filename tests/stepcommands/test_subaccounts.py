@@ -266,3 +266,10 @@ def test_create_then_delete_then_create_again(steps: Steps, btp: FakeBtp) -> Non
     assert again.code == EXIT_OK, again.stderr
     assert len(btp.subaccounts_with("team-a")) == 1
     assert btp.creates["team-a"] == 2
+
+
+def test_a_step_parameter_that_names_another_step_is_refused(steps: Steps, btp: FakeBtp) -> None:
+    run = steps.run("create-subaccount", step="delete-subaccount")
+
+    assert run.code == EXIT_PERMANENT
+    assert btp.requests == []
