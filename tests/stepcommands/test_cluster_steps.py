@@ -223,6 +223,30 @@ def test_unregister_deletes_the_platform_and_the_secret_and_can_run_again(
     assert secret_data(core, namespace, SECRET) is None
 
 
+def test_register_rides_out_rate_limits_and_5xx_bursts(
+    kube_steps: Steps, btp: FakeBtp, core: client.CoreV1Api, namespace: str
+) -> None:
+    btp.inject("GET", r"^/v1/platforms$", 503, times=2)
+    btp.inject("POST", r"^/v1/platforms$", 429, times=2, retry_after="0")
+    btp.inject("GET", r"^/accounts/v1/subaccounts$", 429, retry_after="0")
+
+    run = kube_steps.run("register-platform", namespace=namespace)
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.platform_creates["team-a-k8s"] == 1
+    assert run.actions.count("retry") == 5
+    assert secret_data(core, namespace, SECRET) is not None
+
+
+def test_unregister_of_a_platform_and_secret_that_never_existed_succeeds(
+    kube_steps: Steps, namespace: str
+) -> None:
+    run = kube_steps.run("unregister-platform", namespace=namespace)
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs == {"platform-deleted": "absent"}
+
+
 # --- install-proxy / uninstall-proxy ----------------------------------------------------
 
 
