@@ -40,7 +40,7 @@ PERMANENT = re.compile(
     r"unable to build kubernetes objects|is forbidden|Unauthorized|no matches for kind",
     re.IGNORECASE,
 )
-ABSENT = re.compile(r"release: not found|not found", re.IGNORECASE)
+ABSENT = re.compile(r"release: not found", re.IGNORECASE)
 #: a release left pending by a helm that was killed (a step pod past its deadline)
 PENDING = re.compile(
     r"another operation \(install/upgrade/rollback\) is in progress", re.IGNORECASE

@@ -174,6 +174,24 @@ def test_a_lost_secret_gets_regenerated_credentials(
     assert new["password"] != old["password"]
 
 
+def test_a_secret_holding_another_platforms_credentials_is_replaced(
+    kube_steps: Steps, btp: FakeBtp, core: client.CoreV1Api, namespace: str
+) -> None:
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+    stale = client.V1Secret(string_data={"platform-id": "an-older-platform"})
+    core.patch_namespaced_secret(SECRET, namespace, stale)
+
+    run = kube_steps.run("register-platform", namespace=namespace)
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs["credentials"] == "regenerated"
+    stored = secret_data(core, namespace, SECRET)
+    assert stored is not None
+    assert stored["platform-id"] == run.outputs["platform-id"]
+    assert (stored["username"], stored["password"]) == btp.credentials_of("team-a-k8s")
+    assert "updated" in " ".join(line["message"] for line in run.lines)
+
+
 def test_a_platform_create_whose_answer_was_lost_is_found_and_its_credentials_regenerated(
     kube_steps: Steps, btp: FakeBtp, core: client.CoreV1Api, namespace: str
 ) -> None:
