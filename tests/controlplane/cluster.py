@@ -410,6 +410,10 @@ def specs(c: Cluster) -> dict[str, Spec]:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=Node,RBAC",
+                # That plugin taints a new node not-ready until the node
+                # lifecycle controller (not run here) clears it; kwok's node
+                # is Ready at once, so leave it untainted.
+                "--disable-admission-plugins=TaintNodesByCondition",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
@@ -499,6 +503,10 @@ def specs(c: Cluster) -> dict[str, Spec]:
                 "--loglevel=info",
             ],
             lambda: argo_server_healthy(c),
+            # In auth mode "client" the server builds each caller's Kubernetes
+            # client from the default loading rules (KUBECONFIG), taking only
+            # the address and CA from it and the caller's bearer token.
+            env={"KUBECONFIG": kubeconfig},
         ),
     }
 
@@ -558,6 +566,8 @@ def bootstrap(c: Cluster, kube: Kube) -> None:
     kube.wait_established([crd["metadata"]["name"] for crd in crds])
     for obj in load_yaml_docs(HERE / "manifests" / "bootstrap.yaml"):
         kube.apply(obj)
+        if obj["kind"] == "Node":
+            untaint(kube, obj["metadata"]["name"])
     metrics = {"enabled": True, "port": c.ports.controller_metrics, "secure": False}
     kube.apply(
         {
@@ -584,6 +594,18 @@ def bootstrap(c: Cluster, kube: Kube) -> None:
         }
     )
     log(f"{c.name}: Argo CRDs ({len(crds)}), namespace {ARGO_NAMESPACE}, RBAC, kwok node applied")
+
+
+def untaint(kube: Kube, node: str) -> None:
+    """Drop the not-ready taint a node may have got at creation (see the apiserver flags)."""
+    found = kube.get(f"/api/v1/nodes/{node}") or {}
+    if (found.get("spec") or {}).get("taints"):
+        response = kube.http.patch(
+            f"/api/v1/nodes/{node}",
+            content=json.dumps({"spec": {"taints": None}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        response.raise_for_status()
 
 
 def _jwt_expiry(token: str) -> int:
@@ -699,7 +721,7 @@ def up(names: list[str]) -> int:
     try:
         for c in resolve(names):
             up_one(c)
-    except StartError as exc:
+    except (StartError, RuntimeError, httpx.HTTPError, OSError) as exc:
         print(f"[cluster] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     log(f"up in {time.monotonic() - started:.1f}s")

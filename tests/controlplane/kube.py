@@ -100,7 +100,7 @@ class Kube:
                     self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
                     or {}
                 )
-                conditions = crd.get("status", {}).get("conditions", [])
+                conditions = (crd.get("status") or {}).get("conditions") or []
                 if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                     pending.discard(name)
             if pending:
