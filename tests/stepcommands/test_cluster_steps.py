@@ -445,3 +445,38 @@ def test_the_templates_pass_the_real_argo_servers_lint(cluster: controlplane.Clu
             assert linted["metadata"]["name"] == template["metadata"]["name"], path.name
     finally:
         argo.close()
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "attempts"),
+    [(EXIT_TRANSIENT, 3), (EXIT_PERMANENT, 1)],
+    ids=["transient-retried", "permanent-not-retried"],
+)
+def test_the_real_argo_controller_retries_only_the_transient_exit_code(
+    cluster: controlplane.Cluster, exit_code: int, attempts: int
+) -> None:
+    """Our template's retryStrategy, with kwok failing the pod with that exit code."""
+    template = yaml.safe_load((REPO / "templates" / "create-subaccount.yaml").read_text())
+    name = f"retry-{uuid.uuid4().hex[:8]}"
+    template["metadata"] = {"name": name}
+    template["spec"]["serviceAccountName"] = "argo-workflow"
+    [main] = template["spec"]["templates"]
+    main["retryStrategy"]["backoff"] = {"duration": "1s", "factor": "1"}  # the rest unchanged
+    main["metadata"]["labels"]["kwok.orchestrator.dev/fail"] = "true"
+    main["metadata"]["annotations"] = {"kwok.orchestrator.dev/exit-code": str(exit_code)}
+    argo = ArgoAPI.from_cluster_file(cluster.cluster_yaml)
+    try:
+        argo.create_template(template)
+        workflow = argo.submit(name)["metadata"]["name"]
+        try:
+            finished = argo.wait_finished(workflow, timeout=90)
+        finally:
+            argo.delete_workflow(workflow)
+    finally:
+        argo.delete_template(name)
+        argo.close()
+
+    assert finished["status"]["phase"] == "Failed"
+    pods = [n for n in finished["status"]["nodes"].values() if n.get("type") == "Pod"]
+    assert len(pods) == attempts, [p.get("message") for p in pods]
+    assert all(f"exit code {exit_code}" in p.get("message", "") for p in pods)
