@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("clusters", nargs="*", help="cluster names (default: local-a local-b)")
+    env_cmd = sub.add_parser("env", help="print shell exports for the argo CLI on one cluster")
+    env_cmd.add_argument("cluster")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import cluster
 
+    if args.command == "env":
+        return cluster.shell_env(args.cluster)
     names = args.clusters or list(cluster.CLUSTERS)
     if args.command == "up":
         return cluster.up(names)

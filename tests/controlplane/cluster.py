@@ -725,6 +725,7 @@ def up(names: list[str]) -> int:
         print(f"[cluster] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     log(f"up in {time.monotonic() - started:.1f}s")
+    log('to use the argo CLI on a cluster: eval "$(python -m tests.controlplane env local-a)"')
     return 0
 
 
@@ -744,6 +745,22 @@ def down(names: list[str]) -> int:
             else f"{c.name}: nothing was running"
         )
     return 1 if failed else 0
+
+
+def shell_env(name: str) -> int:
+    """Print shell exports that point the argo CLI (and kubeconfig users) at one cluster."""
+    [c] = resolve([name])
+    built = [p for k, p in vars(c.bins).items() if k not in ("etcd", "argo_crds")]
+    paths = sorted({str(p.parent) for p in built})
+    print(f"export KUBECONFIG={c.kubeconfig}")
+    print(f"export ARGO_SERVER=127.0.0.1:{c.ports.argo_server}")
+    print("export ARGO_SECURE=true")
+    print(f"export ARGO_NAMESPACE={ARGO_NAMESPACE}")
+    print(f'export ARGO_TOKEN="Bearer $(cat {c.token_file})"')
+    # The argo CLI has no CA option of its own; Go reads SSL_CERT_FILE.
+    print(f"export SSL_CERT_FILE={c.argo_ca}")
+    print(f'export PATH="{":".join(paths)}:$PATH"')
+    return 0
 
 
 def component_status(c: Cluster) -> list[dict[str, Any]]:
