@@ -75,7 +75,7 @@ def fetch_gomod(module: str, version: str) -> str:
         proxy = "https://proxy.golang.org"
     url = f"{proxy.rstrip('/')}/{module.lower()}/@v/{version}.mod"
     with urllib.request.urlopen(url, timeout=120) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
 def kubernetes_staging_replaces(version: str) -> dict[str, str]:

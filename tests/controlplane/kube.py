@@ -82,14 +82,16 @@ class Kube:
                 f"apply {obj['kind']}/{obj['metadata']['name']} failed:"
                 f" {response.status_code} {response.text}"
             )
-        return response.json()
+        applied: dict[str, Any] = response.json()
+        return applied
 
     def get(self, path: str) -> dict[str, Any] | None:
         response = self.http.get(path)
         if response.status_code == 404:
             return None
         response.raise_for_status()
-        return response.json()
+        found: dict[str, Any] = response.json()
+        return found
 
     def wait_established(self, crd_names: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -131,4 +133,4 @@ class Kube:
             raise RuntimeError(
                 f"TokenRequest for {namespace}/{service_account} failed: {response.text}"
             )
-        return response.json()["status"]["token"]
+        return str(response.json()["status"]["token"])

@@ -25,7 +25,8 @@ def step_pods(kube: Kube, namespace: str, workflow: str) -> list[dict[str, Any]]
     pods = kube.get(
         f"/api/v1/namespaces/{namespace}/pods?labelSelector={WORKFLOW_LABEL}%3D{workflow}"
     )
-    return (pods or {}).get("items", [])
+    items: list[dict[str, Any]] = (pods or {}).get("items", [])
+    return items
 
 
 def wait_step_pod(

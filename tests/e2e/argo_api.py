@@ -58,11 +58,12 @@ class ArgoAPI:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 300:
             raise ArgoError(response)
-        return response.json() if response.content else {}
+        body: dict[str, Any] = response.json() if response.content else {}
+        return body
 
     def version(self) -> dict[str, Any]:
         return self._call("GET", "/api/v1/version")

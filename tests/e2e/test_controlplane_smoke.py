@@ -66,7 +66,7 @@ def run(argo: ArgoAPI, cleanup: list[tuple[str, str]], tmpl: dict[str, Any]) -> 
     workflow = argo.submit(
         tmpl["metadata"]["name"], labels={"e2e.orchestrator.dev/suite": "controlplane-smoke"}
     )
-    name = workflow["metadata"]["name"]
+    name = str(workflow["metadata"]["name"])
     cleanup.append(("workflow", name))
     return name
 
