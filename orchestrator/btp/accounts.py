@@ -10,11 +10,12 @@ goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``), and
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from orchestrator.btp.errors import BtpNotFound, BtpUnavailable
-from orchestrator.btp.transport import BtpTransport
+from orchestrator.btp.transport import BtpTransport, ClientCredentials
 
 SERVICE = "accounts"
 PATH = "/accounts/v1/subaccounts"
@@ -27,6 +28,18 @@ DELETION_FAILED = "DELETION_FAILED"
 CREATING_STATES = frozenset({"STARTED", "CREATING", "PROCESSING", "UPDATING"})
 
 Subaccount = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServiceManagementBinding:
+    """Service Manager access of one subaccount (``.../serviceManagementBinding``).
+
+    Service Manager is per subaccount: platforms are registered with these
+    credentials, not with the global account's client.
+    """
+
+    sm_url: str
+    credentials: ClientCredentials = field(repr=False)
 
 
 class AccountsService:
@@ -86,6 +99,33 @@ class AccountsService:
             if item.get("subdomain") == subdomain and item.get("region", region) == region:
                 return _subaccount(item)
         return None
+
+    def service_management_binding(self, guid: str) -> ServiceManagementBinding:
+        """The subaccount's Service Manager binding: the one it has, else a new one.
+
+        Answers ``{"clientid", "clientsecret", "url" (the UAA: token at
+        ``/oauth/token``), "sm_url", "xsappname"}``. The create is not repeated
+        after an ambiguous failure: the next run's ``GET`` finds it.
+        """
+        url = f"{self._base}/{quote(guid, safe='')}/serviceManagementBinding"
+        try:
+            response = self._transport.call("GET", url, service=SERVICE, ok=(200,))
+        except BtpNotFound:
+            response = self._transport.call(
+                "POST", url, service=SERVICE, json={}, idempotent=False, ok=(200, 201)
+            )
+        try:
+            body = response.json()
+            credentials = ClientCredentials(
+                token_url=str(body["url"]).rstrip("/") + "/oauth/token",
+                client_id=str(body["clientid"]),
+                client_secret=str(body["clientsecret"]),
+            )
+            return ServiceManagementBinding(sm_url=str(body["sm_url"]), credentials=credentials)
+        except (ValueError, KeyError, TypeError):
+            raise BtpUnavailable(
+                f"{SERVICE}: serviceManagementBinding of {guid}: unreadable answer"
+            ) from None
 
     def delete(self, guid: str) -> Subaccount | None:
         """``DELETE``; ``None`` when it was already gone. Deleting is asynchronous."""

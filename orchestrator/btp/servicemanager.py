@@ -45,7 +45,8 @@ class PlatformCredentials:
 class ServiceManager:
     def __init__(self, transport: BtpTransport, *, url: str) -> None:
         self._transport = transport
-        self._root = url.rstrip("/")
+        self.url = url.rstrip("/")
+        self._root = self.url
         self._base = self._root + PATH
 
     def _url(self, platform_id: str) -> str:

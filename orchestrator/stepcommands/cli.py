@@ -114,6 +114,8 @@ def _unregister_platform(ctx: StepContext, args: argparse.Namespace) -> None:
     platforms.unregister_platform(
         ctx,
         platform_name=args.platform_name,
+        subdomain=args.subdomain,
+        region=args.region,
         namespace=args.namespace or None,
         secret_name=_secret_name(args),
     )
@@ -205,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     platform(sub, namespace_required=True)
 
     sub = command(Step.UNREGISTER_PLATFORM, _unregister_platform, "Delete the platform.")
-    sub.add_argument("--subdomain", default="")
-    sub.add_argument("--region", default="")
+    btp_subaccount(sub)
     platform(sub, namespace_required=False)
 
     sub = command(Step.INSTALL_PROXY, _install_proxy, "helm upgrade --install the proxy chart.")

@@ -77,6 +77,7 @@ class StepContext:
     outputs_dir: str
     sleep: Callable[[float], None] = time.sleep
     _transport: BtpTransport | None = field(default=None, repr=False)
+    _others: list[BtpTransport] = field(default_factory=list, repr=False)
 
     # --- logging ---------------------------------------------------------------------
 
@@ -90,36 +91,46 @@ class StepContext:
 
     # --- BTP -------------------------------------------------------------------------
 
+    def _new_transport(self, credentials: ClientCredentials) -> BtpTransport:
+        policy = RetryPolicy(
+            attempts=int(setting("RETRY_ATTEMPTS")),
+            base_delay=setting("RETRY_BASE_SECONDS"),
+            max_delay=setting("RETRY_MAX_SECONDS"),
+        )
+        return BtpTransport(
+            credentials,
+            policy=policy,
+            deadline=self.deadline,
+            timeout=setting("HTTP_TIMEOUT_SECONDS"),
+            sleep=self.sleep,
+        )
+
     def transport(self) -> BtpTransport:
+        """The global account's client (Accounts Service), from the mounted credentials."""
         if self._transport is None:
-            credentials = ClientCredentials(
-                token_url=required_env("BTP_TOKEN_URL"),
-                client_id=required_env("BTP_CLIENT_ID"),
-                client_secret=required_env("BTP_CLIENT_SECRET"),
-            )
-            policy = RetryPolicy(
-                attempts=int(setting("RETRY_ATTEMPTS")),
-                base_delay=setting("RETRY_BASE_SECONDS"),
-                max_delay=setting("RETRY_MAX_SECONDS"),
-            )
-            self._transport = BtpTransport(
-                credentials,
-                policy=policy,
-                deadline=self.deadline,
-                timeout=setting("HTTP_TIMEOUT_SECONDS"),
-                sleep=self.sleep,
+            self._transport = self._new_transport(
+                ClientCredentials(
+                    token_url=required_env("BTP_TOKEN_URL"),
+                    client_id=required_env("BTP_CLIENT_ID"),
+                    client_secret=required_env("BTP_CLIENT_SECRET"),
+                )
             )
         return self._transport
 
     def accounts(self) -> AccountsService:
         return AccountsService(self.transport(), url=required_env("BTP_ACCOUNTS_URL"))
 
-    def service_manager(self) -> ServiceManager:
-        return ServiceManager(self.transport(), url=required_env("BTP_SM_URL"))
+    def service_manager(self, subaccount_guid: str) -> ServiceManager:
+        """Service Manager of that subaccount, through its serviceManagementBinding."""
+        binding = self.accounts().service_management_binding(subaccount_guid)
+        transport = self._new_transport(binding.credentials)
+        self._others.append(transport)
+        return ServiceManager(transport, url=binding.sm_url)
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        for transport in [self._transport, *self._others]:
+            if transport is not None:
+                transport.close()
 
     # --- waiting ---------------------------------------------------------------------
 

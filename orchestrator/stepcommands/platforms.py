@@ -19,7 +19,6 @@ from orchestrator.stepcommands.context import (
     MANAGED_BY_LABEL,
     ONBOARDING_LABEL,
     StepContext,
-    required_env,
 )
 from orchestrator.stepcommands.outputs import write_outputs
 
@@ -47,9 +46,7 @@ def register_platform(
     subdomain: str,
     region: str,
 ) -> None:
-    sm = ctx.service_manager()
-    sm_url = required_env("BTP_SM_URL")
-    # The subaccount must be there: the platform is registered for it.
+    # The subaccount must be there: the platform is registered in it.
     subaccount = ctx.accounts().find_by_subdomain(subdomain, region=region)
     if subaccount is None or not ctx.ours(subaccount.get("labels")):
         raise PermanentError(
@@ -60,6 +57,7 @@ def register_platform(
     guid = str(subaccount["guid"])
     secrets.ensure_namespace(namespace, labels=_k8s_labels(ctx))
     stored = secrets.read_secret(namespace, secret_name)
+    sm = ctx.service_manager(guid)
     platform, credentials = _find_or_create(ctx, sm, platform_name, subaccount_guid=guid)
     platform_id = str(platform["id"])
     if credentials is None:
@@ -82,7 +80,7 @@ def register_platform(
             {
                 "username": credentials.username,
                 "password": credentials.password,
-                "sm-url": sm_url,
+                "sm-url": sm.url,
                 "platform-id": platform_id,
             },
             labels=_k8s_labels(ctx),
@@ -146,11 +144,22 @@ def _find_or_create(
 
 
 def unregister_platform(
-    ctx: StepContext, *, platform_name: str, namespace: str | None, secret_name: str
+    ctx: StepContext,
+    *,
+    platform_name: str,
+    subdomain: str,
+    region: str,
+    namespace: str | None,
+    secret_name: str,
 ) -> None:
-    sm = ctx.service_manager()
-    platform = sm.find_platform(platform_name)
-    if platform is None:
+    subaccount = ctx.accounts().find_by_subdomain(subdomain, region=region)
+    if subaccount is None:
+        # Platforms live in their subaccount's Service Manager and go with it.
+        platform, sm = None, None
+    else:
+        sm = ctx.service_manager(str(subaccount["guid"]))
+        platform = sm.find_platform(platform_name)
+    if platform is None or sm is None:
         ctx.log("no platform with this name; nothing to delete", action="platform-absent")
         outcome = "absent"
     elif not ctx.ours(platform.get("labels")):

@@ -15,8 +15,10 @@ processes against it. It follows the public contracts:
   a second create answers 409, and so does one listed in ``foreign`` (taken
   by another global account, so not in our list). Errors are
   ``{"error": {"code", "message"}}``.
-- Service Manager ``/v1/platforms``: create (201 with
-  ``credentials.basic``, 409 on a duplicate name), list with
+- Service Manager ``/v1/platforms``, per subaccount: only a token of a
+  subaccount's binding client is accepted (403 otherwise), and it sees that
+  subaccount's platforms only. Create (201 with
+  ``credentials.basic``, 409 on a duplicate name in the subaccount), list with
   ``fieldQuery=name eq '...'`` (``{"num_items", "items"}``), get, ``PATCH
   ?regenerateCredentials=true`` (new credentials; the old ones no longer
   match), ``DELETE ?async=true`` (202 with ``Location`` of an operation
@@ -109,7 +111,12 @@ class FakeBtp:
         self.step_seconds = step_seconds
         self.token_lifetime = token_lifetime
         self.global_account = global_account or str(uuid.uuid4())
-        self.tokens: set[str] = set()
+        #: issued access tokens: None for the global account's client, else the subaccount's guid
+        self.tokens: dict[str, str | None] = {}
+        #: OAuth clients: id -> (secret, subaccount guid or None)
+        self.clients: dict[str, tuple[str, str | None]] = {client_id: (client_secret, None)}
+        #: serviceManagementBinding per subaccount guid
+        self.bindings: dict[str, dict[str, Any]] = {}
         self.subaccounts: dict[str, dict[str, Any]] = {}
         self.platforms: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
@@ -138,6 +145,11 @@ class FakeBtp:
                     "/accounts/v1/subaccounts/{guid}",
                     self._api(self._subaccount, sm=False),
                     methods=["GET", "DELETE"],
+                ),
+                Route(
+                    "/accounts/v1/subaccounts/{guid}/serviceManagementBinding",
+                    self._api(self._binding, sm=False),
+                    methods=["GET", "POST"],
                 ),
                 Route(
                     "/v1/platforms", self._api(self._platforms, sm=True), methods=["GET", "POST"]
@@ -206,10 +218,14 @@ class FakeBtp:
             sub["state"] = "OK"
             return dict(sub)
 
-    def add_platform(self, name: str, *, labels: dict[str, list[str]] | None = None) -> str:
-        """A platform that exists already (its credentials were handed out); its id."""
+    def add_platform(
+        self, name: str, *, labels: dict[str, list[str]] | None = None, subdomain: str = "team-a"
+    ) -> str:
+        """A platform that exists already in that subaccount (credentials handed out); its id."""
         with self._lock:
-            answer = self._create_platform({"name": name, "type": "kubernetes", "labels": labels})
+            [sub] = [s for s in self.subaccounts.values() if s["subdomain"] == subdomain]
+            body = {"name": name, "type": "kubernetes", "labels": labels}
+            answer = self._create_platform(body, sub["guid"])
             self.platform_creates[name] -= 1
             platform = self._platform_named(name)
             assert platform is not None, answer
@@ -245,6 +261,12 @@ class FakeBtp:
         state = sub["state"]
         if state == "DELETING":
             del self.subaccounts[guid]
+            # its Service Manager, with the platforms registered there, goes with it
+            binding = self.bindings.pop(guid, None)
+            if binding is not None:
+                self.clients.pop(binding["clientid"], None)
+            for platform_id in [i for i, p in self.platforms.items() if p["_subaccount"] == guid]:
+                del self.platforms[platform_id]
             return
         if state in ("STARTED", "CREATING"):
             failure = self.fail_creation.get(sub["subdomain"])
@@ -294,6 +316,10 @@ class FakeBtp:
         header = request.headers.get("Authorization", "")
         return header.startswith("Bearer ") and header[7:] in self.tokens
 
+    def _scope(self, request: Request) -> str | None:
+        """The subaccount a Service Manager token belongs to (None: the global account's)."""
+        return self.tokens.get(request.headers.get("Authorization", "")[7:])
+
     def _api(
         self, handler: Callable[[Request, Any], Response], *, sm: bool
     ) -> Callable[[Request], Awaitable[Response]]:
@@ -316,6 +342,10 @@ class FakeBtp:
                     self._sm_error(401, "Unauthorized", "authentication failed")
                     if sm
                     else self._accounts_error(401, 10001, "Unauthorized")
+                )
+            elif sm and self._scope(request) is None:
+                response = self._sm_error(
+                    403, "Forbidden", "use the subaccount's Service Manager credentials"
                 )
             else:
                 fault = self._fault(request)
@@ -352,7 +382,7 @@ class FakeBtp:
             return self._record(request, self._fault_response(fault, sm=True))
         if form.get("grant_type") != "client_credentials":
             response: Response = JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        elif client_id != self.client_id or client_secret != self.client_secret:
+        elif client_id not in self.clients or self.clients[client_id][0] != client_secret:
             response = JSONResponse(
                 {"error": "invalid_client", "error_description": "Bad credentials"},
                 status_code=401,
@@ -360,7 +390,7 @@ class FakeBtp:
         else:
             token = TOKEN_PREFIX + secrets.token_urlsafe(16)
             with self._lock:
-                self.tokens.add(token)
+                self.tokens[token] = self.clients[client_id][1]
             response = JSONResponse(
                 {
                     "access_token": token,
@@ -452,10 +482,35 @@ class FakeBtp:
             response = JSONResponse(dict(sub))
         return response
 
+    def _binding(self, request: Request, body: Any) -> Response:
+        guid = request.path_params["guid"]
+        if self._visible(guid) is None:
+            return self._accounts_error(404, 11006, f"Subaccount {guid} not found")
+        binding = self.bindings.get(guid)
+        if binding is None and request.method == "GET":
+            return self._accounts_error(404, 11007, "Service management binding not found")
+        if binding is None:
+            client_id = f"sm-{guid[:8]}!b" + secrets.token_hex(3)
+            client_secret = "sm-binding-secret-" + secrets.token_urlsafe(18)
+            base = str(request.base_url).rstrip("/")
+            binding = {
+                "clientid": client_id,
+                "clientsecret": client_secret,
+                "url": base,
+                "sm_url": base,
+                "xsappname": f"sm-{guid[:8]}",
+                "description": "Service Manager binding of the subaccount",
+            }
+            self.bindings[guid] = binding
+            self.clients[client_id] = (client_secret, guid)
+            self.issued_secrets.append(client_secret)
+            return JSONResponse(dict(binding), status_code=201)
+        return JSONResponse(dict(binding))
+
     # --- Service Manager -----------------------------------------------------------------
 
     def _public(self, platform: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in platform.items() if k != "_credentials"}
+        return {k: v for k, v in platform.items() if not k.startswith("_")}
 
     def _issue(self, platform: dict[str, Any]) -> dict[str, Any]:
         """New credentials for the platform; the answer that carries them, once."""
@@ -473,8 +528,9 @@ class FakeBtp:
             return platform["_credentials"] if platform else None
 
     def _platforms(self, request: Request, body: Any) -> Response:
+        scope = self._scope(request)
         if request.method == "GET":
-            items = list(self.platforms.values())
+            items = [p for p in self.platforms.values() if p["_subaccount"] == scope]
             query = request.query_params.get("fieldQuery")
             if query:
                 match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
@@ -489,13 +545,16 @@ class FakeBtp:
                 {"num_items": len(items), "items": [self._public(p) for p in items]}
             )
         else:
-            response = self._create_platform(body)
+            response = self._create_platform(body, scope)
         return response
 
-    def _create_platform(self, body: Any) -> Response:
+    def _create_platform(self, body: Any, subaccount: str | None) -> Response:
         if not isinstance(body, dict) or not body.get("name") or not body.get("type"):
             return self._sm_error(400, "BadRequest", "missing platform name or type")
-        if self._platform_named(body["name"]) is not None:
+        if any(
+            p["name"] == body["name"] and p["_subaccount"] == subaccount
+            for p in self.platforms.values()
+        ):
             return self._sm_error(409, "Conflict", "found conflicting platform")
         platform = {
             "id": str(uuid.uuid4()),
@@ -506,6 +565,7 @@ class FakeBtp:
             "ready": True,
             "created_at": _now(),
             "updated_at": _now(),
+            "_subaccount": subaccount,
         }
         self.platforms[platform["id"]] = platform
         self.platform_creates[platform["name"]] += 1
@@ -514,6 +574,8 @@ class FakeBtp:
     def _platform(self, request: Request, body: Any) -> Response:
         platform_id = request.path_params["id"]
         platform = self.platforms.get(platform_id)
+        if platform is not None and platform["_subaccount"] != self._scope(request):
+            platform = None
         if platform is None:
             response: Response = self._sm_error(404, "NotFound", "could not find platform")
         elif request.method == "GET":

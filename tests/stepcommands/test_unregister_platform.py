@@ -1,16 +1,26 @@
 """unregister-platform against the BTP test server (without a namespace: no Secret to remove).
 
+Service Manager is reached with the subaccount's serviceManagementBinding.
+
 The Secret side of register-platform and unregister-platform needs a real
 kube-apiserver: see test_cluster_steps.py.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
 
 OURS = {"orchestrator.dev/onboarding": ["team-a"]}
+
+
+@pytest.fixture(autouse=True)
+def subaccount(btp: FakeBtp) -> None:
+    """The onboarding's subaccount, whose Service Manager holds the platform."""
+    btp.add_subaccount(subdomain="team-a", labels=OURS)
 
 
 def test_unregister_deletes_the_platform_through_its_async_operation(
@@ -82,3 +92,27 @@ def test_rate_limits_and_5xx_on_the_delete_are_retried(steps: Steps, btp: FakeBt
 
     assert run.code == EXIT_OK, run.stderr
     assert btp.platform_named("team-a-k8s") is None
+
+
+def test_unregister_after_the_subaccount_is_gone_succeeds(steps: Steps, btp: FakeBtp) -> None:
+    btp.add_platform("team-a-k8s", labels=OURS)
+    btp.subaccounts.clear()  # deleted: its Service Manager and platforms went with it
+
+    run = steps.run("unregister-platform")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs == {"platform-deleted": "absent"}
+
+
+def test_the_platform_is_deleted_with_the_subaccounts_own_service_manager_credentials(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.add_platform("team-a-k8s", labels=OURS)
+
+    run = steps.run("unregister-platform")
+
+    assert run.code == EXIT_OK, run.stderr
+    [binding] = btp.bindings.values()
+    assert binding["clientsecret"] in btp.issued_secrets  # searched for in every output
+    assert btp.count("POST", r"/serviceManagementBinding$") == 1
+    assert all(r.status != 403 for r in btp.requests)  # the global client is refused by SM
