@@ -662,7 +662,6 @@ class BtpServerRunner(ArgoServerRunner):
             "BTP_CLIENT_SECRET": self.btp.client_secret,
             "BTP_TOKEN_URL": f"{self.url}/oauth/token",
             "BTP_ACCOUNTS_URL": self.url,
-            "BTP_SM_URL": self.url,
         }
 
 
