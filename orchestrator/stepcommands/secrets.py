@@ -66,7 +66,8 @@ def _kube(what: str, call: Callable[[client.CoreV1Api], T], *, absent_ok: bool =
                 raise TemporaryError(message, reason="KubernetesUnavailable") from None
             if status == 409:
                 raise TemporaryError(message, reason="Conflict") from None
-            raise PermanentError(message, reason="KubernetesRejected") from None
+            reason = "KubernetesForbidden" if status in (401, 403) else "KubernetesRejected"
+            raise PermanentError(message, reason=reason) from None
         except (Urllib3Error, OSError) as exc:
             raise TemporaryError(
                 f"kubernetes: {what}: {type(exc).__name__}", reason="KubernetesUnavailable"
@@ -89,11 +90,22 @@ def read_secret(namespace: str, name: str) -> dict[str, str] | None:
 
 
 def ensure_namespace(namespace: str, *, labels: dict[str, str]) -> None:
-    exists = _kube(
-        f"read Namespace {namespace}",
-        lambda core: core.read_namespace(namespace),
-        absent_ok=True,
-    )
+    """Create the namespace if it is missing.
+
+    Without the right to read namespaces (RBAC limited to the tenant
+    namespaces, which then exist already) this does nothing: the Secret's
+    write will say whether the namespace is there.
+    """
+    try:
+        exists = _kube(
+            f"read Namespace {namespace}",
+            lambda core: core.read_namespace(namespace),
+            absent_ok=True,
+        )
+    except PermanentError as exc:
+        if exc.reason == "KubernetesForbidden":
+            return
+        raise
     if exists is not None:
         return
     body = client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels))

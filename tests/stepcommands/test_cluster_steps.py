@@ -265,6 +265,88 @@ def test_unregister_of_a_platform_and_secret_that_never_existed_succeeds(
     assert run.outputs == {"platform-deleted": "absent"}
 
 
+def namespaced_kubeconfig(
+    cluster: controlplane.Cluster, core: client.CoreV1Api, namespace: str, path: Path
+) -> Path:
+    """A kubeconfig of a ServiceAccount that may only touch Secrets and ConfigMaps there.
+
+    The least a step pod needs for register/unregister-platform and
+    install/uninstall-proxy of the test chart, once its namespace exists.
+    """
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="step"))
+    )
+    api = core.api_client
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="step"),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""],
+                    resources=["secrets", "configmaps"],
+                    verbs=["get", "list", "watch", "create", "update", "patch", "delete"],
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="step"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="step"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="step", namespace=namespace)
+            ],
+        ),
+    )
+    token = core.create_namespaced_service_account_token(
+        "step",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+    ).status.token
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    admin["users"] = [{"name": "step", "user": {"token": token}}]
+    admin["contexts"] = [
+        {
+            "name": "step",
+            "context": {
+                "cluster": admin["clusters"][0]["name"],
+                "user": "step",
+                "namespace": namespace,
+            },
+        }
+    ]
+    admin["current-context"] = "step"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+def test_the_steps_need_no_more_than_secrets_and_the_charts_objects_in_the_namespace(
+    kube_steps: Steps,
+    core: client.CoreV1Api,
+    cluster: controlplane.Cluster,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    kube_steps.env["KUBECONFIG"] = str(
+        namespaced_kubeconfig(cluster, core, namespace, tmp_path / "step-kubeconfig")
+    )
+
+    for step, flags in [
+        ("register-platform", {"namespace": namespace}),
+        ("install-proxy", {"namespace": namespace, **chart_flags()}),
+        ("uninstall-proxy", {"namespace": namespace}),
+        ("unregister-platform", {"namespace": namespace}),
+    ]:
+        run = kube_steps.run(step, **flags)
+        assert run.code == EXIT_OK, f"{step}: {run.stderr}"
+
+
 # --- install-proxy / uninstall-proxy ----------------------------------------------------
 
 
