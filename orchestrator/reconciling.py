@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 SELECTOR_CHUNK = 50
 #: decisions per onboarding and pass (a success may lead straight to the next submission)
 MAX_DECISIONS = 6
+#: how often templates are compared again before a submission (someone may have changed them)
+TEMPLATES_RECHECK = timedelta(minutes=5)
 #: our deadline trails the workflow's own activeDeadlineSeconds by this much
 DEADLINE_GRACE = timedelta(seconds=60)
 
@@ -113,8 +115,8 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
-        #: clusters whose WorkflowTemplates are known to be current
-        self._templates_applied: set[str] = set()
+        #: when each cluster's WorkflowTemplates were last made current
+        self._templates_applied: dict[str, datetime] = {}
 
     # --- the pass ----------------------------------------------------------------
 
@@ -447,7 +449,8 @@ class Reconciler:
         )
 
     async def _apply_templates(self, cluster: str, engine: WorkflowEngine) -> None:
-        if cluster in self._templates_applied:
+        applied = self._templates_applied.get(cluster)
+        if applied is not None and self.clock() - applied < TEMPLATES_RECHECK:
             return
         for manifest in self.templates:
             change = await engine.apply_template(manifest)
@@ -456,7 +459,7 @@ class Reconciler:
                     f"WorkflowTemplate {change}",
                     extra={"cluster": cluster, "template": manifest["metadata"]["name"]},
                 )
-        self._templates_applied.add(cluster)
+        self._templates_applied[cluster] = self.clock()
 
     def forget_templates(self) -> None:
         """Make the next pass re-check every cluster's WorkflowTemplates."""
