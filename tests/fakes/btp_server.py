@@ -45,6 +45,7 @@ Run standalone (wall clock, one state per 2 s)::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import re
@@ -77,10 +78,12 @@ CREATION_STATES = ("STARTED", "CREATING", "OK")
 class Fault:
     method: str
     path: re.Pattern[str]
-    status: int
+    #: the status to answer with; None: the real answer (with ``delay``, a late one)
+    status: int | None
     remaining: int
     retry_after: str | None = None
     process: bool = False
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -173,16 +176,23 @@ class FakeBtp:
         self,
         method: str,
         path: str,
-        status: int,
+        status: int | None,
         *,
         times: int = 1,
         retry_after: str | None = None,
         process: bool = False,
+        delay: float = 0.0,
     ) -> None:
-        """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) so."""
+        """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) so.
+
+        ``process``: carry the request out first. ``delay``: answer that many
+        seconds late (past a client's timeout, the answer is lost). ``status``
+        None: the real answer, carried out.
+        """
+        process = process or status is None
         with self._lock:
             self.faults.append(
-                Fault(method.upper(), re.compile(path), status, times, retry_after, process)
+                Fault(method.upper(), re.compile(path), status, times, retry_after, process, delay)
             )
 
     def connect(self, platform_name: str, *, refusals: int | None = None) -> None:
@@ -352,13 +362,16 @@ class FakeBtp:
                 if fault is None or fault.process:
                     with self._lock:
                         response = handler(request, body)
-                if fault is not None:
+                if fault is not None and fault.status is not None:
                     response = self._fault_response(fault, sm=sm)
+                if fault is not None and fault.delay:
+                    await asyncio.sleep(fault.delay)
             return self._record(request, response)
 
         return endpoint
 
     def _fault_response(self, fault: Fault, *, sm: bool) -> Response:
+        assert fault.status is not None
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
         text = "Too Many Requests" if fault.status == 429 else "injected failure"
         body: dict[str, Any] = (

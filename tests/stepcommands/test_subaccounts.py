@@ -56,6 +56,20 @@ def test_a_create_that_succeeds_but_answers_5xx_leaves_exactly_one_subaccount(
     assert "subaccount-adopt" in run.actions
 
 
+def test_a_create_whose_answer_times_out_leaves_exactly_one_subaccount(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.inject("POST", r"^/accounts/v1/subaccounts$", None, delay=2.0)
+
+    run = steps.run("create-subaccount", env={"ORCHESTRATOR_STEP_HTTP_TIMEOUT_SECONDS": "1"})
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.creates["team-a"] == 1
+    assert len(btp.subaccounts_with("team-a")) == 1
+    unanswered = [line for line in run.lines if line["action"] == "subaccount-create-unanswered"]
+    assert len(unanswered) == 1
+
+
 def test_a_create_refused_with_5xx_is_tried_again_after_looking(steps: Steps, btp: FakeBtp) -> None:
     btp.inject("POST", r"^/accounts/v1/subaccounts$", 503, times=2)
 
