@@ -41,7 +41,7 @@ from orchestrator.logs import register_secret
 
 log = logging.getLogger(__name__)
 
-#: a token is renewed this many seconds before BTP says it expires
+#: a token is renewed this many seconds (at most half its lifetime) before it expires
 TOKEN_MARGIN_SECONDS = 30.0
 
 
@@ -190,7 +190,8 @@ class BtpTransport:
             ) from None
         register_secret(token)
         self._token = token
-        self._token_expires = time.monotonic() + expires_in - TOKEN_MARGIN_SECONDS
+        margin = min(TOKEN_MARGIN_SECONDS, expires_in / 2)
+        self._token_expires = time.monotonic() + expires_in - margin
         return token
 
     def _bearer(self) -> str:

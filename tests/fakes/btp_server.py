@@ -6,7 +6,7 @@ processes against it. It follows the public contracts:
 
 - OAuth2 ``POST /oauth/token`` (client credentials, HTTP basic or form);
   unknown clients get 401 ``{"error": "invalid_client"}``; every API call
-  needs a bearer token it issued.
+  needs a bearer token it issued, within ``token_lifetime`` seconds (401 after).
 - Accounts Service ``/accounts/v1/subaccounts``: create (201, state
   ``STARTED``), get, list (``{"value": [...]}``), delete (200, ``DELETING``).
   A created subaccount moves ``STARTED`` → ``CREATING`` → ``OK`` (or
@@ -116,6 +116,7 @@ class FakeBtp:
         self.global_account = global_account or str(uuid.uuid4())
         #: issued access tokens: None for the global account's client, else the subaccount's guid
         self.tokens: dict[str, str | None] = {}
+        self._expires: dict[str, float] = {}
         #: OAuth clients: id -> (secret, subaccount guid or None)
         self.clients: dict[str, tuple[str, str | None]] = {client_id: (client_secret, None)}
         #: serviceManagementBinding per subaccount guid
@@ -324,7 +325,8 @@ class FakeBtp:
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")
-        return header.startswith("Bearer ") and header[7:] in self.tokens
+        token = header[7:] if header.startswith("Bearer ") else ""
+        return token in self.tokens and time.monotonic() < self._expires.get(token, 0.0)
 
     def _scope(self, request: Request) -> str | None:
         """The subaccount a Service Manager token belongs to (None: the global account's)."""
@@ -404,6 +406,7 @@ class FakeBtp:
             token = TOKEN_PREFIX + secrets.token_urlsafe(16)
             with self._lock:
                 self.tokens[token] = self.clients[client_id][1]
+                self._expires[token] = time.monotonic() + self.token_lifetime
             response = JSONResponse(
                 {
                     "access_token": token,

@@ -196,6 +196,17 @@ def test_an_unreachable_btp_is_a_transient_failure(steps: Steps) -> None:
     assert "cannot connect" in run.last_message
 
 
+def test_tokens_that_expire_during_a_long_wait_are_renewed(steps: Steps, btp: FakeBtp) -> None:
+    btp.token_lifetime = 1
+    btp.step_seconds = 0.6
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert len(btp.tokens) >= 2
+    assert all(r.status != 401 for r in btp.requests)  # renewed before, not after, expiry
+
+
 def test_slow_state_changes_are_waited_for(steps: Steps, btp: FakeBtp) -> None:
     btp.step_seconds = 0.3
 
