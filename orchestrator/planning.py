@@ -7,6 +7,7 @@ The reconciler executes them; the state machine records the transitions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,7 +16,9 @@ from enum import Enum
 from orchestrator.configs import DeletionPolicy, OnboardingSpec
 from orchestrator.machine import STEP_OF_STATE
 from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
-from orchestrator.steps import Step
+from orchestrator.steps import HOPELESS_EXIT_CODES, Step
+
+EXIT_CODE = re.compile(r"\(exit code (\d+)\)")
 
 #: ``reason`` of an onboarding suspended because its spec says so (resumed when it no longer does)
 SUSPENDED_BY_SPEC = "spec.suspend is true"
@@ -184,7 +187,8 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
     if observation.phase.finished:
         message = observation.message or observation.phase.value
         outcome = observation.phase.value.lower()
-        return attempt_failed(s, step, f"{step.value} {outcome}: {message}")
+        hopeless = exit_code(message) in HOPELESS_EXIT_CODES
+        return attempt_failed(s, step, f"{step.value} {outcome}: {message}", final=hopeless)
     if record.step_deadline is not None and s.now >= record.step_deadline:
         return [
             Stop(workflow, "step deadline exceeded"),
@@ -193,24 +197,29 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
     return [Wait(f"{step.value} is {observation.phase.value or 'submitted'}")]
 
 
-def attempt_failed(s: Situation, step: Step, reason: str) -> list[Command]:
+def exit_code(message: str) -> int | None:
+    """The exit code in Argo's node message ("Error (exit code 1)"), if any."""
+    found = EXIT_CODE.search(message)
+    return int(found.group(1)) if found else None
+
+
+def attempt_failed(s: Situation, step: Step, reason: str, *, final: bool = False) -> list[Command]:
+    """Retry the step, or give up: after its last attempt, or at once when ``final``
+    (the step said another attempt cannot do better)."""
     record = s.record
     limit = s.limits.compensation_attempts if step.is_compensation else s.limits.step_attempts
-    if record.attempt < limit:
+    if not final and record.attempt < limit:
         delay = backoff(record.attempt, limits=s.limits, jitter=s.jitter())
         trigger = "compensation_retried" if step.is_compensation else "step_retried"
         return [
             Fire(trigger, f"{reason}; attempt {record.attempt} of {limit}", record.workflow, delay)
         ]
+    why = "not retried: it cannot succeed" if final else f"gave up after {limit} attempts"
     if step.is_compensation:
         return [
-            Fire(
-                "compensation_exhausted",
-                f"{reason}; gave up after {limit} attempts, waiting for on-call",
-                record.workflow,
-            )
+            Fire("compensation_exhausted", f"{reason}; {why}, waiting for on-call", record.workflow)
         ]
-    return [Fire("step_failed", f"{reason}; gave up after {limit} attempts", record.workflow)]
+    return [Fire("step_failed", f"{reason}; {why}", record.workflow)]
 
 
 def describe(commands: list[Command]) -> tuple[str, str]:

@@ -23,6 +23,15 @@ class Step(StrEnum):
         return f"orchestrator-{self.value}"
 
 
+#: Exit codes of the step commands: the contract between a step's pod and the daemon.
+EXIT_OK = 0
+EXIT_PERMANENT = 1
+EXIT_USAGE = 2
+EXIT_BUG = 70
+EXIT_TRANSIENT = 75
+#: a step that ended with one of these will not do better on another attempt
+HOPELESS_EXIT_CODES = frozenset({EXIT_PERMANENT, EXIT_USAGE, EXIT_BUG})
+
 FORWARD_STEPS: tuple[Step, ...] = (
     Step.CREATE_SUBACCOUNT,
     Step.REGISTER_PLATFORM,

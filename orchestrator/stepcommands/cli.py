@@ -32,13 +32,13 @@ from orchestrator.btp import Deadline
 from orchestrator.errors import OrchestratorError, PermanentError, TemporaryError
 from orchestrator.stepcommands import accounts
 from orchestrator.stepcommands.context import DEFAULT_OUTPUTS_DIR, StepContext, log, setting
-from orchestrator.steps import Step
-
-EXIT_OK = 0
-EXIT_PERMANENT = 1
-EXIT_USAGE = 2
-EXIT_BUG = 70
-EXIT_TRANSIENT = 75
+from orchestrator.steps import (
+    EXIT_BUG,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_TRANSIENT,
+    Step,
+)
 
 Handler = Callable[[StepContext, argparse.Namespace], None]
 

@@ -88,6 +88,18 @@ CASES = [
      wf(WorkflowPhase.ERROR, "pod deleted"), True,
      [Fire("step_failed", "create-subaccount error: pod deleted; gave up after 3 attempts",
            "wf")]),
+    ("permanent-exit-code-fails-at-once", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+     wf(WorkflowPhase.FAILED, "Error (exit code 1)"), True,
+     [Fire("step_failed", "create-subaccount failed: Error (exit code 1); not retried: it"
+           " cannot succeed", "wf")]),
+    ("transient-exit-code-is-retried", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+     wf(WorkflowPhase.FAILED, "Error (exit code 75)"), True,
+     [Fire("step_retried", "create-subaccount failed: Error (exit code 75); attempt 1 of 3",
+           "wf", 3.75)]),
+    ("permanent-compensation-stalls-at-once", record(State.ROLLING_BACK, **COMPENSATING), SPEC,
+     wf(WorkflowPhase.FAILED, "Error (exit code 1)"), True,
+     [Fire("compensation_exhausted", "unregister-platform failed: Error (exit code 1); not"
+           " retried: it cannot succeed, waiting for on-call", "wf")]),
     ("deadline-stops-and-fails-the-attempt",
      record(State.CREATING_SUBACCOUNT, **{**LAST_CS, "step_deadline": NOW}), SPEC,
      wf(WorkflowPhase.RUNNING), True,
