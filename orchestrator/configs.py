@@ -14,7 +14,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from orchestrator import API_VERSION
 
@@ -80,6 +80,12 @@ class Subaccount(Strict):
         default_factory=dict,
         description="BTP labels added to the subaccount (the daemon adds its own too).",
     )
+    global_account: DNSLabel | None = Field(
+        default=None,
+        alias="globalAccount",
+        description="GlobalAccount document whose credentials the steps use; without it the"
+        " credentials Secret on the cluster is managed outside the daemon.",
+    )
 
 
 class Platform(Strict):
@@ -132,11 +138,69 @@ class Onboarding(Strict):
     spec: OnboardingSpec
 
 
+# --- GlobalAccount ----------------------------------------------------------------
+
+
+class BtpCredentials(Strict):
+    file: FilePath | None = Field(
+        default=None,
+        description="JSON or YAML file with client-id, client-secret, token-url, accounts-url"
+        " (re-read when it changes).",
+    )
+    secret_ref: SecretName | None = Field(
+        default=None,
+        alias="secretRef",
+        description="A Secret with those keys, in the cluster the daemon runs in.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BtpCredentials:
+        if (self.file is None) == (self.secret_ref is None):
+            raise ValueError("give exactly one of file or secretRef")
+        return self
+
+
+class GlobalAccountSpec(Strict):
+    credentials: BtpCredentials = Field(
+        description="OAuth2 client of the global account, synced into each cluster as the"
+        " Secret the step templates read."
+    )
+
+
+class GlobalAccount(Strict):
+    api_version: Literal["orchestrator.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["GlobalAccount"]
+    metadata: Metadata
+    spec: GlobalAccountSpec
+
+
 # --- Cluster --------------------------------------------------------------------
 
 
+class SecretKeyRef(Strict):
+    name: DNSLabel = Field(description="Name of the Secret.")
+    key: str = Field(min_length=1, description="Key in the Secret.")
+    namespace: DNSLabel | None = Field(
+        default=None, description="Namespace of the Secret; default: the daemon's own."
+    )
+
+
+class SecretName(Strict):
+    name: DNSLabel = Field(description="Name of the Secret.")
+    namespace: DNSLabel | None = Field(
+        default=None, description="Namespace of the Secret; default: the daemon's own."
+    )
+
+
 class Kubeconfig(Strict):
-    path: FilePath | None = Field(default=None, description="Path of a kubeconfig file.")
+    path: FilePath | None = Field(
+        default=None, description="Path of a kubeconfig file (re-read when it changes)."
+    )
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        alias="secretRef",
+        description="A Secret holding the kubeconfig, read from the cluster the daemon runs in.",
+    )
     context: str | None = Field(default=None, description="Context to use; default: current.")
     in_cluster: bool = Field(
         default=False,
@@ -144,9 +208,35 @@ class Kubeconfig(Strict):
         description="Use the ServiceAccount of the pod the daemon runs in.",
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Kubeconfig:
+        sources = [self.path is not None, self.secret_ref is not None, self.in_cluster]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one of path, secretRef or inCluster: true")
+        return self
+
+
+class TokenRequest(Strict):
+    service_account: DNSLabel = Field(
+        default="orchestrator",
+        alias="serviceAccount",
+        description="ServiceAccount in the Argo namespace whose token the daemon requests.",
+    )
+    expiration_seconds: int = Field(
+        default=3600,
+        ge=600,
+        le=86400,
+        alias="expirationSeconds",
+        description="Lifetime of each token; it is renewed well before it expires.",
+    )
+
 
 class ArgoAccess(Strict):
-    server: HttpUrl = Field(description="Argo Server base URL, for example https://argo:2746.")
+    server: HttpUrl | None = Field(
+        default=None,
+        description="Argo Server base URL, for example https://argo-server.argo:2746."
+        " Without it, workflows are submitted through the Kubernetes API.",
+    )
     namespace: DNSLabel = Field(
         default="argo", description="Namespace where WorkflowTemplates and Workflows live."
     )
@@ -175,16 +265,23 @@ class ArgoAccess(Strict):
         alias="uiUrl",
         description="Base URL of the Argo UI for links; default: the server URL.",
     )
-    service_account: DNSLabel | None = Field(
-        default=None,
+    token_request: TokenRequest = Field(
+        default_factory=TokenRequest,
+        alias="tokenRequest",
+        description="Without tokenFile/tokenEnv: short-lived tokens from the TokenRequest API.",
+    )
+    service_account: DNSLabel = Field(
+        default="orchestrator-steps",
         alias="serviceAccount",
-        description="ServiceAccount the step pods run as; default: the templates' own.",
+        description="ServiceAccount the step pods run as (the daemon creates it).",
     )
 
 
 class ClusterSpec(Strict):
-    kubeconfig: Kubeconfig | None = Field(default=None, description="How to reach the API.")
-    argo: ArgoAccess
+    kubeconfig: Kubeconfig | None = Field(
+        default=None, description="How to reach the cluster's Kubernetes API."
+    )
+    argo: ArgoAccess = Field(default_factory=ArgoAccess)
     max_concurrent: int = Field(
         default=10,
         ge=1,
@@ -200,6 +297,17 @@ class ClusterSpec(Strict):
         description="Timeout of one request to this cluster.",
     )
 
+    @model_validator(mode="after")
+    def _reachable(self) -> ClusterSpec:
+        argo = self.argo
+        if self.kubeconfig is None and argo.server is None:
+            raise ValueError("a cluster needs a kubeconfig, or an argo.server with a token")
+        if self.kubeconfig is None and not (argo.token_file or argo.token_env):
+            raise ValueError(
+                "without a kubeconfig, argo.tokenFile or argo.tokenEnv must give the token"
+            )
+        return self
+
 
 class Cluster(Strict):
     api_version: Literal["orchestrator.dev/v1alpha1"] = Field(alias="apiVersion")
@@ -211,16 +319,21 @@ class Cluster(Strict):
 assert API_VERSION == "orchestrator.dev/v1alpha1"  # keep the Literal above in step
 
 
+KINDS = ("Onboarding", "Cluster", "GlobalAccount")
+
+
 def json_schema() -> dict[str, Any]:
-    """JSON Schema for editors: a document is either an Onboarding or a Cluster."""
-    onboarding = Onboarding.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
-    cluster = Cluster.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
-    defs = {**onboarding.pop("$defs", {}), **cluster.pop("$defs", {})}
-    defs["Onboarding"] = onboarding
-    defs["Cluster"] = cluster
+    """JSON Schema for editors: a document is an Onboarding, a Cluster or a GlobalAccount."""
+    defs: dict[str, Any] = {}
+    for model in (Onboarding, Cluster, GlobalAccount):  # the order of KINDS
+        schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Onboarding orchestrator desired state",
-        "oneOf": [{"$ref": "#/$defs/Onboarding"}, {"$ref": "#/$defs/Cluster"}],
+        "oneOf": [
+            {"$ref": f"#/$defs/{kind}"} for kind in ("Onboarding", "Cluster", "GlobalAccount")
+        ],
         "$defs": defs,
     }

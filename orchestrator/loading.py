@@ -14,12 +14,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.configs import Cluster, Onboarding
+from orchestrator.configs import Cluster, GlobalAccount, Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem
 
-KINDS: dict[str, type[Onboarding] | type[Cluster]] = {
+Document = Onboarding | Cluster | GlobalAccount
+
+KINDS: dict[str, type[Document]] = {
     "Onboarding": Onboarding,
     "Cluster": Cluster,
+    "GlobalAccount": GlobalAccount,
 }
 
 
@@ -29,6 +32,7 @@ class DesiredState:
 
     clusters: dict[str, Cluster] = field(default_factory=dict)
     onboardings: dict[str, Onboarding] = field(default_factory=dict)
+    global_accounts: dict[str, GlobalAccount] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     digest: str = ""
 
@@ -93,7 +97,7 @@ def _describe(index: int, document: Any) -> str:
 
 def parse_document(
     document: Any, *, file: str, index: int
-) -> tuple[Onboarding | Cluster | None, list[ConfigProblem]]:
+) -> tuple[Document | None, list[ConfigProblem]]:
     """Validate one YAML document; returns the model or the problems found."""
     where = _describe(index, document)
     if not isinstance(document, dict):
@@ -129,6 +133,7 @@ def load_documents(
     problems: list[ConfigProblem] = []
     clusters: dict[str, Cluster] = {}
     onboardings: dict[str, Onboarding] = {}
+    global_accounts: dict[str, GlobalAccount] = {}
     sources: dict[str, str] = {}
     digest = hashlib.sha256()
     for file, text in files:
@@ -164,23 +169,40 @@ def load_documents(
             sources[key] = f"{file}#{index}"
             if isinstance(model, Cluster):
                 clusters[model.metadata.name] = model
+            elif isinstance(model, GlobalAccount):
+                global_accounts[model.metadata.name] = model
             else:
                 onboardings[model.metadata.name] = model
     for name, onboarding in onboardings.items():
-        if onboarding.spec.cluster not in clusters:
-            file, _, position = sources[f"Onboarding/{name}"].rpartition("#")
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"unknown cluster {onboarding.spec.cluster!r}"
-                    + (f" (known: {', '.join(sorted(clusters))})" if clusters else ""),
-                    f"document {position} (Onboarding {name})",
-                    "spec.cluster",
-                )
-            )
+        where = sources[f"Onboarding/{name}"]
+        refers = (
+            ("spec.cluster", "cluster", onboarding.spec.cluster, clusters),
+            (
+                "spec.subaccount.globalAccount",
+                "GlobalAccount",
+                onboarding.spec.subaccount.global_account,
+                global_accounts,
+            ),
+        )
+        for field_path, kind, value, known in refers:
+            if value is not None and value not in known:
+                problems.append(_unknown(where, name, field_path, kind, value, sorted(known)))
     if problems:
         raise ConfigError(problems)
-    return DesiredState(clusters, onboardings, sources, digest.hexdigest())
+    return DesiredState(clusters, onboardings, global_accounts, sources, digest.hexdigest())
+
+
+def _unknown(
+    where: str, name: str, field_path: str, kind: str, value: str, known: list[str]
+) -> ConfigProblem:
+    file, _, position = where.rpartition("#")
+    listed = f" (known: {', '.join(known)})" if known else ""
+    return ConfigProblem(
+        file,
+        f"unknown {kind} {value!r}{listed}",
+        f"document {position} (Onboarding {name})",
+        field_path,
+    )
 
 
 def load_directory(directory: Path) -> DesiredState:

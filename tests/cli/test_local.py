@@ -32,7 +32,10 @@ def cluster(name: str) -> dict[str, Any]:
         "apiVersion": "orchestrator.dev/v1alpha1",
         "kind": "Cluster",
         "metadata": {"name": name},
-        "spec": {"argo": {"server": f"https://argo.{name}.example.test:2746"}},
+        "spec": {
+            "kubeconfig": {"path": f"/etc/kubeconfigs/{name}"},
+            "argo": {"server": f"https://argo.{name}.example.test:2746"},
+        },
     }
 
 

@@ -37,6 +37,14 @@ spec:
   proxyChart: {repo: "https://charts.example.com", name: proxy, version: 1.2.3}
 """
 
+GLOBAL_ACCOUNT = """\
+apiVersion: orchestrator.dev/v1alpha1
+kind: GlobalAccount
+metadata: {name: acme}
+spec:
+  credentials: {file: /etc/btp.json}
+"""
+
 
 def onboarding(**replace: str) -> str:
     text = ONBOARDING
@@ -102,7 +110,7 @@ BAD = [
     pytest.param(
         [("o.yaml", onboarding(**{"kind: Onboarding": "kind: Onboardin"}))],
         "o.yaml: document 1 (Onboardin team-a): kind: unknown kind 'Onboardin'"
-        " (known: Onboarding, Cluster)",
+        " (known: Onboarding, Cluster, GlobalAccount)",
         id="unknown-kind",
     ),
     pytest.param(
@@ -119,6 +127,47 @@ BAD = [
         [("c.yaml", CLUSTER.replace("https://127.0.0.1:2746", "not a url"))],
         "c.yaml: document 1 (Cluster local-a): spec.argo.server: Input should be a valid URL",
         id="cluster-bad-url",
+    ),
+    pytest.param(
+        [
+            (
+                "c.yaml",
+                CLUSTER.replace(
+                    "  argo: {", "  kubeconfig: {path: /k, inCluster: true}\n  argo: {"
+                ),
+            )
+        ],
+        "c.yaml: document 1 (Cluster local-a): spec.kubeconfig: give exactly one of path,"
+        " secretRef or inCluster: true",
+        id="kubeconfig-two-sources",
+    ),
+    pytest.param(
+        [("c.yaml", CLUSTER.replace('server: "https://127.0.0.1:2746", ', ""))],
+        "c.yaml: document 1 (Cluster local-a): spec: a cluster needs a kubeconfig, or an"
+        " argo.server with a token",
+        id="cluster-unreachable-by-config",
+    ),
+    pytest.param(
+        [("c.yaml", CLUSTER.replace(", tokenFile: /tmp/token", ""))],
+        "spec: without a kubeconfig, argo.tokenFile or argo.tokenEnv must give the token",
+        id="cluster-without-token",
+    ),
+    pytest.param(
+        [("o.yaml", onboarding(**{"region: eu10": "region: eu10\n    globalAccount: acme"}))],
+        "o.yaml: document 1 (Onboarding team-a): spec.subaccount.globalAccount: unknown"
+        " GlobalAccount 'acme'",
+        id="unknown-global-account",
+    ),
+    pytest.param(
+        [
+            (
+                "g.yaml",
+                GLOBAL_ACCOUNT.replace("file: /etc/btp.json", "file: /a, secretRef: {name: b}"),
+            )
+        ],
+        "g.yaml: document 1 (GlobalAccount acme): spec.credentials: give exactly one of file or"
+        " secretRef",
+        id="global-account-two-sources",
     ),
     pytest.param(
         [("c.yaml", CLUSTER.replace("namespace: argo", "namespace: argo, maxConcurrent: 0"))],
@@ -163,6 +212,23 @@ def test_several_documents_per_file_and_nested_directories(tmp_path: Path) -> No
     assert state.sources["Onboarding/team-a"] == f"{tmp_path / 'team' / 'all.yaml'}#2"
 
 
+def test_a_cluster_needs_only_a_kubeconfig_and_an_onboarding_may_name_its_global_account() -> None:
+    minimal = "apiVersion: orchestrator.dev/v1alpha1\nkind: Cluster\nmetadata: {name: local-a}\n"
+    minimal += "spec: {kubeconfig: {path: ~/kubeconfig}}\n"
+    named = onboarding(**{"region: eu10": "region: eu10\n    globalAccount: acme"})
+
+    state = load_documents([("c.yaml", minimal), ("g.yaml", GLOBAL_ACCOUNT), ("o.yaml", named)])
+
+    spec = state.clusters["local-a"].spec
+    assert spec.argo.server is None  # workflows go through the Kubernetes API
+    assert spec.kubeconfig is not None
+    assert spec.kubeconfig.path is not None
+    assert not spec.kubeconfig.path.startswith("~")
+    assert spec.argo.token_request.service_account == "orchestrator"
+    assert state.onboardings["team-a"].spec.subaccount.global_account == "acme"
+    assert list(state.global_accounts) == ["acme"]
+
+
 def test_defaults() -> None:
     state = load_documents([("c.yaml", CLUSTER), ("o.yaml", ONBOARDING)])
 
@@ -190,7 +256,7 @@ def test_the_json_schema_accepts_the_examples_and_rejects_unknown_fields() -> No
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
 
-    for text in (CLUSTER, ONBOARDING):
+    for text in (CLUSTER, ONBOARDING, GLOBAL_ACCOUNT):
         validator.validate(yaml.safe_load(text))
     bad = yaml.safe_load(onboarding(**{"  namespace: team-a": "  namespace: team-a\n  x: 1"}))
     assert not validator.is_valid(bad)
