@@ -37,7 +37,7 @@ from orchestrator.errors import (
 from orchestrator.metrics import Metrics
 from orchestrator.ports import Action, Operations
 from orchestrator.records import State
-from orchestrator.views import OnboardingView, TransitionView, UpsertResult
+from orchestrator.views import ClusterView, OnboardingView, TransitionView, UpsertResult
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,16 @@ def create_app(
     async def prometheus_metrics() -> Response:
         """Prometheus exposition of the daemon's metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        f"{PREFIX}/clusters",
+        tags=["operations"],
+        response_model=list[ClusterView],
+        responses=_documented(500),
+    )
+    async def list_clusters() -> list[ClusterView]:
+        """Every declared cluster: reachable or not, why, since when, and its latency."""
+        return operations.clusters()
 
     # --- onboardings -------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from orchestrator import __version__
 from orchestrator.ports import Action
 from orchestrator.records import State
-from orchestrator.views import OnboardingView, TransitionView
+from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "ORCHESTRATOR_API"
@@ -30,6 +30,7 @@ T = TypeVar("T")
 _VIEW = TypeAdapter(OnboardingView)
 _VIEWS = TypeAdapter(list[OnboardingView])
 _HISTORY = TypeAdapter(list[TransitionView])
+_CLUSTERS = TypeAdapter(list[ClusterView])
 
 
 class ClientError(Exception):
@@ -106,6 +107,9 @@ class ApiClient:
 
     def onboarding(self, name: str) -> OnboardingView:
         return self._parse(_VIEW, self._request("GET", _path(name)))
+
+    def clusters(self) -> list[ClusterView]:
+        return self._parse(_CLUSTERS, self._request("GET", "/api/v1/clusters"))
 
     def history(self, name: str) -> list[TransitionView]:
         return self._parse(_HISTORY, self._request("GET", _path(name, "history")))

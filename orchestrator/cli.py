@@ -35,7 +35,7 @@ from orchestrator.ports import Action
 from orchestrator.records import State
 from orchestrator.settings import Settings
 from orchestrator.tables import age, fields, relative, shorten, table
-from orchestrator.views import OnboardingView, TransitionView
+from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
 OK, REFUSED, UNREACHABLE = 0, 1, 2
 REASON_WIDTH = 60
@@ -208,6 +208,23 @@ def history_table(transitions: Sequence[TransitionView], *, now: datetime) -> st
     return table(headers, rows) if rows else "no transitions"
 
 
+def clusters_table(views: Sequence[ClusterView], *, now: datetime) -> str:
+    headers = ["NAME", "REACHABLE", "SINCE", "LATENCY", "ONBOARDINGS", "IN FLIGHT", "REASON"]
+    rows = [
+        [
+            v.name,
+            {True: "yes", False: "no", None: "unknown"}[v.reachable],
+            age(v.since, now=now) if v.since else None,
+            f"{v.latency_seconds * 1000:.0f}ms" if v.latency_seconds is not None else None,
+            v.onboardings,
+            v.in_flight,
+            shorten(v.reason, REASON_WIDTH),
+        ]
+        for v in views
+    ]
+    return table(headers, rows) if rows else "no clusters"
+
+
 def acted(action: Action) -> Callable[..., str]:
     def render(view: OnboardingView, *, now: datetime) -> str:
         return f"{view.name}: {action} accepted; state {view.state.value}"
@@ -298,6 +315,11 @@ def parser() -> argparse.ArgumentParser:
             onboardings_table,
         )
     )
+
+    clusters = commands.add_parser(
+        "clusters", parents=[api_options], help="list the clusters and their health"
+    )
+    clusters.set_defaults(func=remote(lambda client, args: client.clusters(), clusters_table))
 
     verbs: list[tuple[str, str, Callable[[argparse.Namespace, Output], int]]] = [
         ("get", "show one onboarding", remote(lambda c, a: c.onboarding(a.name), describe)),

@@ -22,6 +22,7 @@ class ClusterHealth:
     reachable: bool | None = None  # None: not asked yet
     reason: str | None = None
     since: datetime | None = None
+    latency: float | None = None
 
 
 class ClusterRegistry:
@@ -56,8 +57,19 @@ class ClusterRegistry:
     def names(self) -> list[str]:
         return sorted(self._engines)
 
-    def mark(self, name: str, *, reachable: bool, reason: str | None, now: datetime) -> None:
+    def mark(
+        self,
+        name: str,
+        *,
+        reachable: bool,
+        reason: str | None,
+        now: datetime,
+        latency: float | None = None,
+    ) -> None:
         health = self.health.setdefault(name, ClusterHealth())
+        if latency is not None:
+            health.latency = latency
+            self._metrics.cluster_latency.labels(cluster=name).set(latency)
         if health.reachable != reachable:
             health.since = now
             if reachable:

@@ -68,6 +68,12 @@ class Metrics:
             ["cluster"],
             registry=r,
         )
+        self.cluster_latency = Gauge(
+            "orchestrator_cluster_latency_seconds",
+            "Duration of the last list of in-flight workflows on the cluster.",
+            ["cluster"],
+            registry=r,
+        )
         self.reconcile_duration = Histogram(
             "orchestrator_reconcile_duration_seconds",
             "Duration of a reconcile pass.",

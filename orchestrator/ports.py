@@ -18,7 +18,7 @@ from orchestrator.records import (
     WorkflowStatus,
     WorkflowSubmission,
 )
-from orchestrator.views import OnboardingView, TransitionView
+from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
 
 class Store(Protocol):
@@ -126,5 +126,9 @@ class Operations(Protocol):
         ...
 
     async def act(self, name: str, action: Action) -> OnboardingView: ...
+
+    def clusters(self) -> builtins.list[ClusterView]:
+        """Every declared cluster with its health as the daemon last saw it."""
+        ...
 
     def readiness(self) -> tuple[bool, str]: ...

@@ -198,6 +198,7 @@ class Reconciler:
             return dict.fromkeys((r.name for r in in_flight), UNKNOWN)
         found: dict[str, WorkflowStatus] = {}
         names = sorted({r.name for r in in_flight})
+        asked = time.monotonic()
         try:
             for start in range(0, len(names), SELECTOR_CHUNK):
                 selector = in_flight_selector(
@@ -214,12 +215,14 @@ class Reconciler:
                 self._note_error(record, error)
             return dict.fromkeys(names, UNKNOWN)
         result.listed = True
-        self._health(cluster, None)
+        self._health(cluster, None, latency=time.monotonic() - asked)
         return {r.name: found.get(r.workflow or "") for r in in_flight}
 
-    def _health(self, cluster: str, problem: str | None) -> None:
+    def _health(self, cluster: str, problem: str | None, *, latency: float | None = None) -> None:
         """Note whether the cluster answered; ``problem`` None means it did."""
-        self.clusters.mark(cluster, reachable=problem is None, reason=problem, now=self.clock())
+        self.clusters.mark(
+            cluster, reachable=problem is None, reason=problem, now=self.clock(), latency=latency
+        )
 
     # --- one onboarding --------------------------------------------------------
 

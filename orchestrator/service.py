@@ -21,8 +21,17 @@ from orchestrator.planning import SUSPENDED_BY_SPEC
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import OnboardingView, TransitionView
+from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
+IN_FLIGHT = frozenset(
+    {
+        State.CREATING_SUBACCOUNT,
+        State.REGISTERING_PLATFORM,
+        State.INSTALLING_PROXY,
+        State.ROLLING_BACK,
+        State.OFFBOARDING,
+    }
+)
 #: states after which waiting for an upsert ends
 DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
 
@@ -46,7 +55,7 @@ class Service:
     ) -> None:
         self.store = store
         self.desired = desired
-        self.clusters = clusters
+        self.registry = clusters
         self.wake = wake
         self.clock = clock
         self.poll_seconds = poll_seconds
@@ -55,7 +64,7 @@ class Service:
     # --- reading ------------------------------------------------------------------
 
     def view(self, record: OnboardingRecord) -> OnboardingView:
-        engine = self.clusters.engine(record.cluster)
+        engine = self.registry.engine(record.cluster)
         link = engine.ui_link(record.workflow) if engine and record.workflow else None
         return OnboardingView.of(record, workflow_url=link)
 
@@ -76,6 +85,32 @@ class Service:
     def history(self, name: str) -> builtins.list[TransitionView]:
         self._record(name)
         return [TransitionView.of(t) for t in self.store.history(name)]
+
+    def clusters(self) -> builtins.list[ClusterView]:
+        counts: dict[str, list[int]] = {}
+        for record in self.store.list():
+            tally = counts.setdefault(record.cluster, [0, 0])
+            tally[0] += 1
+            tally[1] += record.state in IN_FLIGHT
+        views = []
+        for name in self.registry.names():
+            health = self.registry.health.get(name)
+            cluster = self.registry.cluster(name)
+            server = cluster.spec.argo.server if cluster else None
+            onboardings, in_flight = counts.get(name, [0, 0])
+            views.append(
+                ClusterView(
+                    name=name,
+                    reachable=health.reachable if health else None,
+                    reason=health.reason if health else None,
+                    since=health.since if health else None,
+                    latency_seconds=health.latency if health else None,
+                    argo_server=str(server) if server else None,
+                    onboardings=onboardings,
+                    in_flight=in_flight,
+                )
+            )
+        return views
 
     def readiness(self) -> tuple[bool, str]:
         if not self.started:

@@ -79,3 +79,18 @@ class UpsertResult(BaseModel):
     done: bool | None = Field(
         default=None, description="With wait: true when Ready or failed before the timeout."
     )
+
+
+class ClusterView(BaseModel):
+    name: str
+    reachable: bool | None = Field(description="None until the daemon has asked it.")
+    reason: str | None = Field(default=None, description="Why it is unreachable.")
+    since: datetime | None = Field(default=None, description="When it last changed.")
+    latency_seconds: float | None = Field(
+        default=None, description="Duration of the last list call."
+    )
+    argo_server: str | None = Field(
+        default=None, description="Argo Server URL, or None when submitting through Kubernetes."
+    )
+    onboardings: int = Field(default=0, description="Onboardings on it, in any state.")
+    in_flight: int = Field(default=0, description="Onboardings with a step or undo under way.")

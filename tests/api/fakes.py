@@ -22,7 +22,7 @@ from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.machine import STEP_OF_STATE, OnboardingMachine
 from orchestrator.ports import Action, Operations
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import OnboardingView, TransitionView
+from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
 #: what ``wait`` waits for
 DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
@@ -51,7 +51,7 @@ class FakeOperations:
     def __init__(
         self, *, clusters: tuple[str, ...] = ("c1", "c2"), now: Callable[[], datetime] | None = None
     ) -> None:
-        self.clusters = set(clusters)
+        self.cluster_names = set(clusters)
         self.now = now or (lambda: datetime.now(UTC))
         self.records: dict[str, OnboardingRecord] = {}
         self.transitions: dict[str, list[TransitionRecord]] = {}
@@ -115,7 +115,7 @@ class FakeOperations:
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         self._check()
         name = document.metadata.name
-        if document.spec.cluster not in self.clusters:
+        if document.spec.cluster not in self.cluster_names:
             raise ConfigError(
                 [
                     ConfigProblem(
@@ -182,6 +182,21 @@ class FakeOperations:
                 self._fire(record, action, f"{action} by on-call")
             self.acted.append((name, action))
             return self._view(name)
+
+    def clusters(self) -> builtins.list[ClusterView]:
+        self._check()
+        with self._lock:
+            records = list(self.records.values())
+        return [
+            ClusterView(
+                name=name,
+                reachable=True,
+                latency_seconds=0.01,
+                onboardings=sum(1 for r in records if r.cluster == name),
+                in_flight=sum(1 for r in records if r.cluster == name and r.step is not None),
+            )
+            for name in sorted(self.cluster_names)
+        ]
 
     def readiness(self) -> tuple[bool, str]:
         self._check()

@@ -233,6 +233,7 @@ def test_the_openapi_document_lists_every_route(app: FastAPI, client: TestClient
         ("/healthz", "GET"),
         ("/readyz", "GET"),
         ("/metrics", "GET"),
+        ("/api/v1/clusters", "GET"),
         ("/api/v1/onboardings", "GET"),
         ("/api/v1/onboardings/{name}", "GET"),
         ("/api/v1/onboardings/{name}", "PUT"),
@@ -296,3 +297,11 @@ def test_the_token_never_appears_in_an_answer_or_a_log_line(
     records = "\n".join(r.getMessage() for r in caplog.records)
     assert TOKEN[:-1] not in records
     assert "authorization" not in records.lower()
+
+
+def test_clusters_answers_their_health(client: TestClient, operations: FakeOperations) -> None:
+    answer = client.get("/api/v1/clusters")
+
+    assert answer.status_code == 200
+    assert [c["name"] for c in answer.json()] == sorted(operations.cluster_names)
+    assert all(c["reachable"] is True for c in answer.json())

@@ -201,3 +201,13 @@ def test_something_that_is_not_the_daemon_exits_2(
     code, _, err = run(capsys, "list", "--api", daemon.url + "/metrics#")
     assert code in (1, 2)
     assert err
+
+
+def test_clusters_lists_their_health(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> None:
+    code, out, _ = run(capsys, "clusters", daemon=tenants)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "REACHABLE", "SINCE"]
+    assert [line.split()[:2] for line in lines[1:]] == [["c1", "yes"], ["c2", "yes"]]
+    code, out, _ = run(capsys, "clusters", "-o", "json", daemon=tenants)
+    assert {c["name"]: c["onboardings"] for c in json.loads(out)} == {"c1": 2, "c2": 1}

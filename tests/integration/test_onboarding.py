@@ -339,3 +339,24 @@ async def test_changed_workflow_templates_are_applied_while_running(world: World
 
     stored = world.fakes["local-a"].templates[("argo", "orchestrator-create-subaccount")]
     assert "'901'" in str(stored["spec"])
+
+
+async def test_cluster_health_says_which_cluster_is_down_why_and_since_when(world: World) -> None:
+    world.fakes["local-b"].down = True
+    world.declare("team-a", "local-a")
+    world.declare("team-b", "local-b")
+    daemon = await world.start()
+    await world.step()
+    await world.step()
+
+    views = {v.name: v for v in daemon.service.clusters()}
+
+    assert views["local-a"].reachable is True
+    assert views["local-a"].latency_seconds is not None
+    assert views["local-b"].reachable is False
+    assert "local-b" in (views["local-b"].reason or "")
+    assert views["local-b"].since is not None
+    assert views["local-b"].argo_server is not None
+    assert (views["local-a"].onboardings, views["local-a"].in_flight) == (1, 1)
+    reachable = daemon.metrics.registry.get_sample_value
+    assert reachable("orchestrator_cluster_reachable", {"cluster": "local-b"}) == 0
