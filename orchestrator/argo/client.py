@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from orchestrator.argo import errors as argo_errors
-from orchestrator.argo.credentials import TokenSource, tls_verification
+from orchestrator.argo.credentials import RenewableTokenSource, TokenSource, tls_verification
 from orchestrator.configs import ArgoAccess, Cluster
 from orchestrator.errors import ArgoError, ArgoInvalid, ArgoUnavailable, WorkflowExists
 from orchestrator.metrics import Metrics
@@ -59,7 +59,9 @@ class ArgoClient:
         timeout: float = 10.0,
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        token_source: RenewableTokenSource | None = None,
     ) -> None:
+        """``token_source``, when given, replaces ``tokenFile``/``tokenEnv`` of ``access``."""
         self.cluster = cluster
         self.namespace = access.namespace
         self.server = str(access.server).rstrip("/")
@@ -69,6 +71,7 @@ class ArgoClient:
         self._tokens = TokenSource(
             cluster=cluster, token_file=access.token_file, token_env=access.token_env
         )
+        self._token_source = token_source
         # A bad CA file fails this cluster's requests, not the daemon's start-up.
         self._setup_error: ArgoError | None = None
         verify: Any = False
@@ -93,13 +96,20 @@ class ArgoClient:
         )
 
     @classmethod
-    def for_cluster(cls, cluster: Cluster, *, metrics: Metrics | None = None) -> ArgoClient:
+    def for_cluster(
+        cls,
+        cluster: Cluster,
+        *,
+        metrics: Metrics | None = None,
+        token_source: RenewableTokenSource | None = None,
+    ) -> ArgoClient:
         """The client for a ``Cluster`` document."""
         return cls(
             cluster.metadata.name,
             cluster.spec.argo,
             timeout=cluster.spec.request_timeout_seconds,
             metrics=metrics,
+            token_source=token_source,
         )
 
     # --- WorkflowEngine ---------------------------------------------------------
@@ -274,25 +284,21 @@ class ArgoClient:
         try:
             if self._setup_error is not None:
                 raise self._setup_error
-            headers: dict[str, str] = {}
-            token = self._tokens.token()
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            try:
-                response = await self._http.request(
-                    method, path, params=params, json=json, headers=headers
-                )
-            except httpx.TransportError as exc:
-                raise argo_errors.from_transport(
-                    exc,
-                    cluster=self.cluster,
+            for attempt in (1, 2):
+                response = await self._send(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
                     operation=operation,
                     subject=subject,
-                    server=self.server,
-                    secrets=self._tokens.known_secrets(),
-                ) from None
-            finally:
-                self._observe(operation, time.monotonic() - started)
+                    started=started,
+                )
+                if response.status_code != 401 or self._token_source is None or attempt == 2:
+                    break
+                # A minted token may have been revoked or its key rotated: mint one more.
+                self._token_source.invalidate()
+                started = time.monotonic()
             log.debug(
                 "argo %s %s %s -> %s",
                 self.cluster,
@@ -310,7 +316,7 @@ class ArgoClient:
                 cluster=self.cluster,
                 operation=operation,
                 subject=subject,
-                secrets=self._tokens.known_secrets(),
+                secrets=self._known_secrets(),
             )
         except ArgoError as exc:
             if self._metrics is not None:
@@ -318,6 +324,39 @@ class ArgoClient:
                     cluster=self.cluster, operation=operation, reason=exc.reason
                 ).inc()
             raise
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None,
+        json: dict[str, Any] | None,
+        operation: str,
+        subject: str,
+        started: float,
+    ) -> httpx.Response:
+        headers: dict[str, str] = {}
+        token = await self._token_source.token() if self._token_source else self._tokens.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            return await self._http.request(method, path, params=params, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            raise argo_errors.from_transport(
+                exc,
+                cluster=self.cluster,
+                operation=operation,
+                subject=subject,
+                server=self.server,
+                secrets=self._known_secrets(),
+            ) from None
+        finally:
+            self._observe(operation, time.monotonic() - started)
+
+    def _known_secrets(self) -> tuple[str, ...]:
+        minted = self._token_source.known_secrets() if self._token_source else ()
+        return (*self._tokens.known_secrets(), *minted)
 
     def _observe(self, operation: str, seconds: float) -> None:
         if self._metrics is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 
 from orchestrator.errors import ArgoUnauthorized
 
@@ -19,6 +20,22 @@ class _Cached:
     mtime_ns: int
     size: int
     token: str
+
+
+class RenewableTokenSource(Protocol):
+    """A bearer token minted and renewed by its owner (for example the TokenRequest API).
+
+    ``token`` returns a valid token (renewing it when due) or raises an
+    ``ArgoError``; ``invalidate`` drops the cached one after the server refused it,
+    so the next ``token`` mints a new one; ``known_secrets`` lists the tokens to
+    blank out of any text.
+    """
+
+    async def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+    def known_secrets(self) -> tuple[str, ...]: ...
 
 
 class TokenSource:

@@ -1,0 +1,173 @@
+"""``KubeAccess`` on the real local clusters: own configuration, rotation, clear failures."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from orchestrator.configs import Kubeconfig, SecretKeyRef
+from orchestrator.kube.clients import Apis, KubeAccess
+from orchestrator.kube.errors import (
+    ClusterUnreachable,
+    KubeconfigInvalid,
+    KubeNotFound,
+    KubeUnauthorized,
+)
+from tests.controlplane import cluster as controlplane
+from tests.kube.conftest import kubeconfig_with_token, write_yaml
+
+pytestmark = pytest.mark.e2e
+
+BAD_TOKEN = "bad-token-5c1e9a7f3d"
+
+
+def read_argo_namespace(apis: Apis) -> str:
+    return str(apis.core.read_namespace("argo", _request_timeout=apis.timeout).metadata.name)
+
+
+async def test_calls_use_a_configuration_of_their_own(access: KubeAccess) -> None:
+    default_host = k8s.Configuration.get_default_copy().host
+
+    assert await access.call("read", "namespace argo", read_argo_namespace) == "argo"
+
+    assert access.api_client().configuration.host.startswith("https://127.0.0.1:")
+    assert k8s.Configuration.get_default_copy().host == default_host
+
+
+async def test_not_found_is_mapped_and_names_the_cluster(access: KubeAccess) -> None:
+    with pytest.raises(KubeNotFound) as missing:
+        await access.call(
+            "read",
+            "namespace nope",
+            lambda k: k.core.read_namespace("no-such-ns-x", _request_timeout=k.timeout),
+        )
+    assert missing.value.reason == "NotFound"
+    assert "cluster local-a" in str(missing.value)
+
+
+async def test_kubeconfig_file_replaced_while_running_is_used_at_the_next_call(
+    cluster_a: controlplane.Cluster, tmp_path: Path
+) -> None:
+    path = tmp_path / "kubeconfig"
+    write_yaml(path, kubeconfig_with_token(cluster_a, BAD_TOKEN))
+    access = KubeAccess("local-a", Kubeconfig(path=str(path)))
+    try:
+        with pytest.raises(KubeUnauthorized) as refused:
+            await access.call("read", "namespace argo", read_argo_namespace)
+        assert refused.value.reason == "Unauthorized"
+        assert "cluster local-a" in str(refused.value)
+        assert BAD_TOKEN not in str(refused.value)
+
+        write_yaml(path, yaml.safe_load(cluster_a.kubeconfig.read_text()))
+
+        assert await access.call("read", "namespace argo", read_argo_namespace) == "argo"
+    finally:
+        access.close()
+
+
+async def test_kubeconfig_pointing_nowhere_fails_fast_naming_the_cluster(
+    cluster_a: controlplane.Cluster, tmp_path: Path, closed_port: int
+) -> None:
+    config = kubeconfig_with_token(cluster_a, BAD_TOKEN)
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{closed_port}"  # type: ignore[index]
+    path = tmp_path / "kubeconfig"
+    write_yaml(path, config)
+    access = KubeAccess("nowhere", Kubeconfig(path=str(path)), timeout=5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterUnreachable) as unreachable:
+            await access.call("read", "namespace argo", read_argo_namespace)
+    finally:
+        access.close()
+
+    assert time.monotonic() - started < 2
+    assert unreachable.value.reason == "ClusterUnreachable"
+    assert str(unreachable.value).startswith("cluster nowhere: read namespace argo: unreachable")
+    assert BAD_TOKEN not in str(unreachable.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"users: [{{name: u, user: {{token: {BAD_TOKEN}}}}}\n", "not valid YAML (line 2)"),
+        (f"kind: Config\nusers: [{{name: u, user: {{token: {BAD_TOKEN}}}}}]\n", "context"),
+        ("- a list\n", "not a kubeconfig document"),
+    ],
+    ids=["yaml", "no-context", "not-a-mapping"],
+)
+async def test_broken_kubeconfig_is_invalid_without_quoting_it(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    access = KubeAccess("broken", Kubeconfig(path=str(path)))
+    with pytest.raises(KubeconfigInvalid) as invalid:
+        await access.call("read", "namespace argo", read_argo_namespace)
+    assert invalid.value.reason == "KubeconfigInvalid"
+    message = str(invalid.value)
+    assert message.startswith(f"cluster broken: kubeconfig file {path}: ")
+    assert expected in message
+    assert BAD_TOKEN not in message
+
+
+async def test_missing_kubeconfig_file_is_invalid(tmp_path: Path) -> None:
+    access = KubeAccess("gone", Kubeconfig(path=str(tmp_path / "absent")))
+    with pytest.raises(KubeconfigInvalid, match="cluster gone: kubeconfig file .* cannot be read"):
+        await access.call("read", "namespace argo", read_argo_namespace)
+
+
+async def test_kubeconfig_from_a_secret_is_reread_after_the_interval(
+    access: KubeAccess, local_clusters: dict[str, controlplane.Cluster], unique: str
+) -> None:
+    cluster_b = local_clusters["local-b"]
+    namespace = unique
+
+    def put_secret(text: str, *, create: bool) -> None:
+        body = k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="kubeconfig-b"),
+            data={"config": base64.b64encode(text.encode()).decode()},
+        )
+        api = k8s.CoreV1Api(access.api_client())
+        if create:
+            api.create_namespaced_secret(namespace, body)
+        else:
+            api.replace_namespaced_secret("kubeconfig-b", namespace, body)
+
+    core = k8s.CoreV1Api(access.api_client())
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    now = [0.0]
+    remote = KubeAccess(
+        "local-b",
+        Kubeconfig(secretRef=SecretKeyRef(name="kubeconfig-b", key="config", namespace=namespace)),
+        management=access,
+        secret_refresh_seconds=30,
+        clock=lambda: now[0],
+    )
+    try:
+        put_secret(yaml.safe_dump(kubeconfig_with_token(cluster_b, BAD_TOKEN)), create=True)
+        with pytest.raises(KubeUnauthorized):
+            await remote.call("read", "namespace argo", read_argo_namespace)
+
+        put_secret(cluster_b.kubeconfig.read_text(), create=False)
+        with pytest.raises(KubeUnauthorized):  # not yet re-read
+            await remote.call("read", "namespace argo", read_argo_namespace)
+        now[0] += 31
+
+        assert await remote.call("read", "namespace argo", read_argo_namespace) == "argo"
+        assert remote.api_client().configuration.host == cluster_b.apiserver_url
+    finally:
+        remote.close()
+        core.delete_namespace(namespace)
+
+
+async def test_secret_ref_without_management_access_is_invalid() -> None:
+    remote = KubeAccess(
+        "orphan", Kubeconfig(secretRef=SecretKeyRef(name="kc", key="config", namespace="x"))
+    )
+    with pytest.raises(KubeconfigInvalid, match="no access to the daemon's own cluster"):
+        await remote.call("read", "namespace argo", read_argo_namespace)
