@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from orchestrator.configs import Cluster
 from orchestrator.errors import ArgoError, ArgoUnauthorized
 from orchestrator.kube.clients import KubeAccess
-from orchestrator.kube.errors import KubeError, as_argo_error
+from orchestrator.kube.errors import KubeError, KubeUnavailable, as_argo_error
 from orchestrator.logs import register_secret
 
 
@@ -126,8 +126,14 @@ class TokenRequestSource:
                     self.service_account, self.namespace, body, _request_timeout=apis.timeout
                 ),
             )
-        except KubeError as exc:
+        except KubeUnavailable as exc:  # unreachable, throttled, refused: as any other call
             raise as_argo_error(exc, operation="request_token") from None
+        except KubeError as exc:
+            # No such ServiceAccount, or a request the API refuses: an operator must act.
+            message = str(exc).removeprefix(f"cluster {self.cluster}: ")
+            raise ArgoUnauthorized(
+                message, cluster=self.cluster, status=exc.status, reason="TokenUnavailable"
+            ) from None
         status = answer.status
         token = status.token if status is not None else None
         if not token:

@@ -117,7 +117,7 @@ async def test_broken_kubeconfig_is_invalid_without_quoting_it(
 
 async def test_missing_kubeconfig_file_is_invalid(tmp_path: Path) -> None:
     access = KubeAccess("gone", Kubeconfig(path=str(tmp_path / "absent")))
-    with pytest.raises(KubeconfigInvalid, match="cluster gone: kubeconfig file .* cannot be read"):
+    with pytest.raises(KubeconfigInvalid, match=r"cluster gone: kubeconfig file .* cannot be read"):
         await access.call("read", "namespace argo", read_argo_namespace)
 
 
