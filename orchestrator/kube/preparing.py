@@ -258,7 +258,7 @@ async def _release_namespace(access: KubeAccess, namespace: str, *, daemon: str)
         f"Namespace {namespace}",
         lambda k: k.core.read_namespace(namespace, _request_timeout=k.timeout),
     )
-    if current is None:
+    if current is None or (current.get("status") or {}).get("phase") == "Terminating":
         return Change("Namespace", None, namespace, "absent")
     labels = (current.get("metadata") or {}).get("labels") or {}
     if labels.get(LABEL_MANAGED_BY) != daemon:
