@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client as k8s
+from kubernetes.config import incluster_config
 
 from orchestrator.configs import Kubeconfig, SecretKeyRef
 from orchestrator.kube.clients import Apis, KubeAccess
@@ -18,8 +19,14 @@ from orchestrator.kube.errors import (
     KubeNotFound,
     KubeUnauthorized,
 )
+from orchestrator.kube.tokens import TokenRequestSource
 from tests.controlplane import cluster as controlplane
-from tests.kube.conftest import kubeconfig_with_token, write_yaml
+from tests.kube.conftest import (
+    ARGO_NAMESPACE,
+    ARGO_SERVICE_ACCOUNT,
+    kubeconfig_with_token,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +178,71 @@ async def test_secret_ref_without_management_access_is_invalid() -> None:
     )
     with pytest.raises(KubeconfigInvalid, match="no access to the daemon's own cluster"):
         await remote.call("read", "namespace argo", read_argo_namespace)
+
+
+async def test_in_cluster_uses_the_pods_service_account(
+    access: KubeAccess,
+    cluster_a: controlplane.Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pod's view: the service address in the environment, token and CA in files.
+    token = await TokenRequestSource(
+        access, namespace=ARGO_NAMESPACE, service_account=ARGO_SERVICE_ACCOUNT
+    ).token()
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "ca.crt").write_bytes((cluster_a.pki / "ca.crt").read_bytes())
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster_a.ports.apiserver))
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    pod = KubeAccess("local-a", Kubeconfig(inCluster=True))
+    try:
+        listed = await pod.call(
+            "list",
+            "workflows",
+            lambda k: k.custom.list_namespaced_custom_object(
+                "argoproj.io",
+                "v1alpha1",
+                ARGO_NAMESPACE,
+                "workflows",
+                limit=1,
+                _request_timeout=k.timeout,
+            ),
+        )
+        assert isinstance(listed, dict)
+        with pytest.raises(KubeUnauthorized):  # its Role covers workflows, not Secrets
+            await pod.call(
+                "list",
+                "secrets",
+                lambda k: k.core.list_namespaced_secret(ARGO_NAMESPACE, _request_timeout=k.timeout),
+            )
+    finally:
+        pod.close()
+
+
+async def test_in_cluster_outside_a_pod_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    pod = KubeAccess("self", Kubeconfig(inCluster=True))
+    with pytest.raises(KubeconfigInvalid, match="cluster self: in-cluster ServiceAccount: "):
+        await pod.call("read", "namespace argo", read_argo_namespace)
+
+
+async def test_the_context_of_the_cluster_entry_is_used(
+    cluster_a: controlplane.Cluster, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(cluster_a.kubeconfig.read_text())
+    good = config["contexts"][0]
+    config["users"].append({"name": "broken", "user": {"token": BAD_TOKEN}})
+    config["contexts"].append({"name": "broken", "context": {**good["context"], "user": "broken"}})
+    config["current-context"] = "broken"
+    path = tmp_path / "kubeconfig"
+    write_yaml(path, config)
+    chosen = KubeAccess("local-a", Kubeconfig(path=str(path), context=good["name"]))
+    unknown = KubeAccess("local-a", Kubeconfig(path=str(path), context="no-such-context"))
+    try:
+        assert await chosen.call("read", "namespace argo", read_argo_namespace) == "argo"
+        with pytest.raises(KubeconfigInvalid, match="no-such-context"):
+            await unknown.call("read", "namespace argo", read_argo_namespace)
+    finally:
+        chosen.close()
