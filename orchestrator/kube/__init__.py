@@ -9,6 +9,7 @@ from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.kube.engines import KubeAccesses, engine_for
 from orchestrator.kube.preparing import (
     Change,
+    ClusterTargets,
     Preparation,
     Release,
     prepare_target,
@@ -20,6 +21,7 @@ from orchestrator.kube.workflows import KubeWorkflowEngine
 __all__ = [
     "Apis",
     "Change",
+    "ClusterTargets",
     "KubeAccess",
     "KubeAccesses",
     "KubeWorkflowEngine",

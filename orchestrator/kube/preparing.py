@@ -30,7 +30,9 @@ from typing import Any, Literal
 
 from kubernetes import client as k8s
 
+from orchestrator.configs import Cluster
 from orchestrator.kube.clients import Apis, KubeAccess
+from orchestrator.kube.engines import KubeAccesses
 from orchestrator.kube.errors import KubeNotFound, KubeUnavailable
 from orchestrator.naming import LABEL_MANAGED_BY, LABEL_ONBOARDING
 
@@ -467,3 +469,55 @@ def _normal(value: Any) -> Any:
     if isinstance(value, list):
         return [_normal(v) for v in value]
     return value
+
+
+class ClusterTargets:
+    """``prepare_target``/``release_target`` with each cluster entry's own settings.
+
+    Shaped as a port for the core (it takes a ``Cluster`` document, plain names
+    and data, and answers the changes as log lines), so the reconciler does not
+    import this package.
+    """
+
+    def __init__(
+        self,
+        accesses: KubeAccesses,
+        *,
+        daemon: str,
+        btp_secret_name: str = BTP_SECRET_NAME,
+    ) -> None:
+        self.accesses = accesses
+        self.daemon = daemon
+        self.btp_secret_name = btp_secret_name
+
+    async def prepare(
+        self,
+        cluster: Cluster,
+        *,
+        onboarding: str,
+        namespace: str,
+        btp_secret: Mapping[str, str] | None,
+    ) -> list[str]:
+        """Lines for the log, one per object created or updated (none when all was in place)."""
+        prepared = await prepare_target(
+            self.accesses.get(cluster),
+            onboarding=onboarding,
+            namespace=namespace,
+            argo_namespace=cluster.spec.argo.namespace,
+            step_service_account=cluster.spec.argo.service_account,
+            daemon=self.daemon,
+            btp_secret=btp_secret,
+            btp_secret_name=self.btp_secret_name,
+        )
+        return [str(c) for c in prepared.changes if c.action in ("created", "updated")]
+
+    async def release(self, cluster: Cluster, *, onboarding: str, namespace: str) -> list[str]:
+        """Lines for the log, one per object deleted or deliberately kept."""
+        released = await release_target(
+            self.accesses.get(cluster),
+            onboarding=onboarding,
+            namespace=namespace,
+            step_service_account=cluster.spec.argo.service_account,
+            daemon=self.daemon,
+        )
+        return [str(c) for c in released.changes if c.action in ("deleted", "kept")]

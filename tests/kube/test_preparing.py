@@ -11,9 +11,11 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.configs import Kubeconfig
+from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.kube.clients import KubeAccess
+from orchestrator.kube.engines import KubeAccesses
 from orchestrator.kube.preparing import (
+    ClusterTargets,
     Preparation,
     Release,
     prepare_target,
@@ -289,3 +291,46 @@ async def test_step_service_account_reads_secrets_only_in_its_target_namespace(
         assert not await can("create", "pods", target.namespace)
     finally:
         step.close()
+
+
+async def test_cluster_targets_take_the_cluster_entrys_settings(
+    cluster_a: controlplane.Cluster, target: Target
+) -> None:
+    entry = Cluster.model_validate(
+        {
+            "apiVersion": "orchestrator.dev/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": cluster_a.name},
+            "spec": {
+                "kubeconfig": {"path": str(cluster_a.kubeconfig)},
+                "argo": {
+                    "namespace": ARGO_NAMESPACE,
+                    "serviceAccount": target.step_service_account,
+                },
+            },
+        }
+    )
+    accesses = KubeAccesses()
+    targets = ClusterTargets(accesses, daemon=target.daemon, btp_secret_name=target.btp_secret_name)
+    role = step_role_name(target.step_service_account, target.onboarding)
+    try:
+        lines = await targets.prepare(
+            entry, onboarding=target.onboarding, namespace=target.namespace, btp_secret=BTP
+        )
+        assert f"Role {target.namespace}/{role}: created" in lines
+        assert len(lines) == 7
+        again = await targets.prepare(
+            entry, onboarding=target.onboarding, namespace=target.namespace, btp_secret=BTP
+        )
+        assert again == []
+
+        released = await targets.release(
+            entry, onboarding=target.onboarding, namespace=target.namespace
+        )
+        assert released == [
+            f"RoleBinding {target.namespace}/{role}: deleted",
+            f"Role {target.namespace}/{role}: deleted",
+            f"Namespace {target.namespace}: deleted",
+        ]
+    finally:
+        accesses.close()
