@@ -436,14 +436,15 @@ def _own(labels: dict[str, str]) -> dict[str, str]:
 
 
 def _same(current: Any, wanted: Any) -> bool:
-    """Equal once the empty values a Go server drops (omitempty) are dropped on both sides."""
+    """Equal once empty values are dropped on both sides: a Go server drops some (omitempty)
+    and fills others in (a container's ``name: ""``), and neither is a change of ours."""
     return bool(_pruned(current) == _pruned(wanted))
 
 
 def _pruned(value: Any) -> Any:
     if isinstance(value, dict):
         out = {k: _pruned(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v not in (None, {}, [], False)}
+        return {k: v for k, v in out.items() if v not in (None, {}, [], False, "")}
     if isinstance(value, list):
         return [_pruned(v) for v in value]
     return value

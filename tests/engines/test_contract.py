@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.argo import ArgoClient
 from orchestrator.errors import ArgoInvalid, WorkflowExists, WorkflowNotFound
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.ports import WorkflowEngine
@@ -119,17 +118,8 @@ async def wait_for(
 
 
 async def test_apply_template_creates_then_leaves_unchanged_then_updates(
-    engine: WorkflowEngine, made: Made, request: pytest.FixtureRequest
+    engine: WorkflowEngine, made: Made
 ) -> None:
-    if isinstance(engine, ArgoClient):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason='Argo Server answers a container with name "" (no omitempty in Go);'
-                ' orchestrator/argo/client.py _pruned keeps "", so an unchanged template is'
-                " seen as changed and PUT again at every comparison",
-            )
-        )
     name = await made.template()
     manifest = template(name)
 
