@@ -194,6 +194,33 @@ class KubeAccess:
                 f"{self.source}: {_config_problem(exc)}", cluster=self.cluster
             ) from None
 
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded as UTF-8; None when there is no such Secret.
+
+        For the daemon's own Secrets (BTP credentials of a GlobalAccount); the
+        values are secrets: never log them.
+        """
+        try:
+            secret = await self.call(
+                "read_secret",
+                f"Secret {namespace}/{name}",
+                lambda k: k.core.read_namespaced_secret(
+                    name, namespace, _request_timeout=k.timeout
+                ),
+            )
+        except errors.KubeNotFound:
+            return None
+        try:
+            return {
+                key: base64.b64decode(value).decode("utf-8")
+                for key, value in (secret.data or {}).items()
+            }
+        except (ValueError, UnicodeDecodeError):
+            raise errors.KubeInvalid(
+                f"read_secret Secret {namespace}/{name}: a value is not UTF-8 text",
+                cluster=self.cluster,
+            ) from None
+
     def api_client(self) -> k8s.ApiClient:
         """The current client, rebuilt first when the kubeconfig changed."""
         with self._lock:

@@ -246,3 +246,16 @@ async def test_the_context_of_the_cluster_entry_is_used(
             await unknown.call("read", "namespace argo", read_argo_namespace)
     finally:
         chosen.close()
+
+
+async def test_secret_data_is_read_decoded(access: KubeAccess, unique: str) -> None:
+    core = k8s.CoreV1Api(access.api_client())
+    core.create_namespaced_secret(
+        ARGO_NAMESPACE,
+        k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=unique), string_data={"client-id": "cid-ü"}),
+    )
+    try:
+        assert await access.read_secret_data(ARGO_NAMESPACE, unique) == {"client-id": "cid-ü"}
+    finally:
+        core.delete_namespaced_secret(unique, ARGO_NAMESPACE)
+    assert await access.read_secret_data(ARGO_NAMESPACE, unique) is None
