@@ -290,7 +290,7 @@ def specs(c: Cluster) -> dict[str, Spec]:
             [
                 str(b.kwok),
                 f"--kubeconfig={kubeconfig}",
-                f"--config={HERE / 'manifests' / 'kwok-stages.yaml'}",
+                f"--config={d / 'kwok-stages.yaml'}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{p.kwok}",
@@ -512,6 +512,9 @@ def up_one(c: Cluster) -> None:
     c.dir.mkdir(parents=True, exist_ok=True)
     pki_mod.ensure(c.pki)
     write_kubeconfig(c)
+    # A copy, so that a running cluster does not depend on this checkout.
+    stages = (HERE / "manifests" / "kwok-stages.yaml").read_text()
+    (c.dir / "kwok-stages.yaml").write_text(stages)
     all_specs = specs(c)
     start(c, all_specs["etcd"])
     start(c, all_specs["kube-apiserver"])
