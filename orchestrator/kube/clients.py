@@ -13,18 +13,22 @@ credentials.
 
 The kubernetes client is synchronous: ``call`` runs one request in a worker
 thread with a per-call timeout, and translates every failure into the
-``orchestrator.kube.errors`` family before it reaches the caller.
+``orchestrator.kube.errors`` family before it reaches the caller. Each access
+has its own few threads (not the event loop's shared default executor), so a
+dead cluster whose calls wait for their timeouts never delays another cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -96,6 +100,7 @@ class KubeAccess:
         timeout: float = 10.0,
         secret_refresh_seconds: float = 30.0,
         default_namespace: str | None = None,
+        max_workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cluster = cluster
@@ -107,6 +112,8 @@ class KubeAccess:
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
+        self._max_workers = max_workers
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def for_cluster(
@@ -150,10 +157,16 @@ class KubeAccess:
     ) -> T:
         """Run one request in a worker thread; failures leave as ``KubeError``."""
         limit = timeout if timeout is not None else self.timeout
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._max_workers, thread_name_prefix=f"kube-{self.cluster}"
+            )
+        blocking = functools.partial(self.call_sync, operation, subject, request, timeout=limit)
         try:
-            # The request carries its own timeout; this one also bounds a slow reload.
+            # The request carries its own timeout; this one also bounds a slow reload
+            # and a wait for one of this cluster's threads.
             return await asyncio.wait_for(
-                asyncio.to_thread(self.call_sync, operation, subject, request, timeout=limit),
+                asyncio.get_running_loop().run_in_executor(self._executor, blocking),
                 timeout=2 * limit + 1,
             )
         except TimeoutError:
@@ -231,13 +244,17 @@ class KubeAccess:
         return loaded.client
 
     def close(self) -> None:
+        """Close the client and the threads; a later call starts afresh."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             if self._loaded is not None and self._loaded.client is not None:
                 self._loaded.client.close()  # type: ignore[no-untyped-call]
             self._loaded = None
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        await asyncio.to_thread(self.close)  # may wait for a reload in progress
 
     # --- loading ----------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import socket
 import time
 from pathlib import Path
 
@@ -259,3 +261,33 @@ async def test_secret_data_is_read_decoded(access: KubeAccess, unique: str) -> N
     finally:
         core.delete_namespaced_secret(unique, ARGO_NAMESPACE)
     assert await access.read_secret_data(ARGO_NAMESPACE, unique) is None
+
+
+async def test_a_cluster_that_never_answers_does_not_delay_another(
+    access: KubeAccess, cluster_a: controlplane.Cluster, tmp_path: Path
+) -> None:
+    # A listener that never accepts: connections open, TLS never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        config = kubeconfig_with_token(cluster_a, BAD_TOKEN)
+        port = silent.getsockname()[1]
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"  # type: ignore[index]
+        path = tmp_path / "kubeconfig"
+        write_yaml(path, config)
+        dead = KubeAccess("silent", Kubeconfig(path=str(path)), timeout=3)
+        try:
+            stuck = [
+                asyncio.create_task(dead.call("read", "namespace argo", read_argo_namespace))
+                for _ in range(12)
+            ]
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert await access.call("read", "namespace argo", read_argo_namespace) == "argo"
+            assert time.monotonic() - started < 1.5
+
+            outcomes = await asyncio.gather(*stuck, return_exceptions=True)
+        finally:
+            dead.close()
+    assert {type(o) for o in outcomes} == {ClusterUnreachable}
+    assert {o.reason for o in outcomes if isinstance(o, ClusterUnreachable)} == {"Timeout"}
