@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane import cluster as controlplane
+from tests.controlplane.processes import tail
 from tests.controlplane.versions import binaries
 from tests.e2e.argo_api import ArgoAPI
 
@@ -46,7 +47,7 @@ def _required() -> bool:
 
 
 @pytest.fixture(scope="session")
-def local_clusters() -> Iterator[dict[str, controlplane.Cluster]]:
+def local_clusters(request: pytest.FixtureRequest) -> Iterator[dict[str, controlplane.Cluster]]:
     missing = binaries().missing()
     if missing:
         message = "local control plane not built (make cluster-build); missing: " + ", ".join(
@@ -64,12 +65,22 @@ def local_clusters() -> Iterator[dict[str, controlplane.Cluster]]:
     if controlplane.up([c.name for c in clusters]) != 0:
         pytest.fail("cluster-up failed (see its output above)")
     yield {c.name: c for c in clusters}
+    if request.session.testsfailed:
+        _print_logs(clusters)
     if os.environ.get("ORCHESTRATOR_E2E_KEEP") == "1":
         return
     for c in clusters:
         for comp in reversed(controlplane.START_ORDER):
             if not before[(c.name, comp)]:
                 controlplane.stop(c, comp)
+
+
+def _print_logs(clusters: list[controlplane.Cluster], lines: int = 25) -> None:
+    """The end of each component's log, so that a failure in CI can be read."""
+    for c in clusters:
+        for comp in controlplane.START_ORDER:
+            print(f"\n----- {c.name} {comp}: last {lines} lines of {c.log_file(comp)}")
+            print(tail(c.log_file(comp), lines))
 
 
 @pytest.fixture(scope="session", params=list(controlplane.CLUSTERS))
