@@ -189,3 +189,19 @@ def test_memory_of_both_clusters_is_reported(
         total_kib += sum(r["rss_kib"] for r in rows)
     print(f"RSS of both local clusters: {total_kib / 1024:.0f} MiB")
     assert total_kib < 6 * 1024 * 1024
+
+
+def test_up_again_reuses_every_running_component(
+    local_clusters: dict[str, controlplane.Cluster],
+) -> None:
+    def pids() -> dict[tuple[str, str], int | None]:
+        return {
+            (c.name, comp): controlplane.running_pid(c, comp)
+            for c in local_clusters.values()
+            for comp in controlplane.START_ORDER
+        }
+
+    before = pids()
+    assert controlplane.up(list(local_clusters)) == 0
+    assert pids() == before
+    assert all(before.values())
