@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
 import sys
@@ -22,16 +23,18 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from orchestrator.api import create_app
-from orchestrator.argo import ArgoClient, load_templates
+from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
-from orchestrator.configs import Cluster
+from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.globalaccounts import GlobalAccountCredentials
+from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
 from orchestrator.loading import directory_digest
 from orchestrator.logs import configure, register_secret
 from orchestrator.metrics import Metrics
 from orchestrator.planning import Limits
-from orchestrator.ports import Store
+from orchestrator.ports import Store, WorkflowEngine
 from orchestrator.reconciling import Reconciler, Tuning, utcnow
 from orchestrator.service import Service
 from orchestrator.settings import Settings
@@ -64,6 +67,7 @@ class Daemon:
     clusters: ClusterRegistry
     reconciler: Reconciler
     service: Service
+    accesses: KubeAccesses | None = None
     scheduler: AsyncIOScheduler | None = None
     templates_digest: str = ""
     _dirty: set[str] = field(default_factory=set)
@@ -128,6 +132,8 @@ class Daemon:
     async def apply_clusters(self) -> None:
         """Engines and reconcile jobs for exactly the declared clusters."""
         await self.clusters.update(self.desired.state.clusters)
+        if self.accesses is not None:
+            self.accesses.retain(self.desired.state.clusters)
         if self.scheduler is None:
             return
         wanted = set(self.clusters.names())
@@ -166,6 +172,8 @@ class Daemon:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.clusters.aclose()
+        if self.accesses is not None:
+            self.accesses.close()
         self.store.close()
 
 
@@ -173,9 +181,22 @@ def _job(cluster: str) -> str:
     return f"cluster:{cluster}"
 
 
-def default_engine_factory(metrics: Metrics) -> EngineFactory:
-    def factory(cluster: Cluster) -> ArgoClient:
-        return ArgoClient.for_cluster(cluster, metrics=metrics)
+def management_access(settings: Settings) -> KubeAccess | None:
+    """The cluster the daemon runs in: for kubeconfigs and credentials kept in Secrets."""
+    if settings.management_kubeconfig is not None:
+        kubeconfig = Kubeconfig(path=str(settings.management_kubeconfig))
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubeconfig = Kubeconfig(in_cluster=True)
+    else:
+        return None
+    return KubeAccess("management", kubeconfig)
+
+
+def default_engine_factory(metrics: Metrics, accesses: KubeAccesses) -> EngineFactory:
+    """The Argo Server when the entry names one, else the Kubernetes API."""
+
+    def factory(cluster: Cluster) -> WorkflowEngine:
+        return engine_for(cluster, accesses=accesses, metrics=metrics)
 
     return factory
 
@@ -192,7 +213,12 @@ async def build(
     desired = DesiredStateSource(settings.config_dir, metrics=metrics)
     templates = load_templates(settings.templates_dir)
     store = open_store(settings.db_url)
-    clusters = ClusterRegistry(engine_factory or default_engine_factory(metrics), metrics=metrics)
+    management = management_access(settings)
+    namespace = os.environ.get("POD_NAMESPACE")
+    accesses = KubeAccesses(management=management, default_namespace=namespace)
+    clusters = ClusterRegistry(
+        engine_factory or default_engine_factory(metrics, accesses), metrics=metrics
+    )
     clock = clock or utcnow
     reconciler = Reconciler(
         store=store,
@@ -203,8 +229,11 @@ async def build(
         tuning=tuning_of(settings),
         clock=clock,
         jitter=jitter or random.random,
+        targets=ClusterTargets(accesses, daemon=settings.daemon_id),
+        credentials=GlobalAccountCredentials(management=management, namespace=namespace),
     )
     daemon = Daemon(
+        accesses=accesses,
         settings=settings,
         metrics=metrics,
         store=store,

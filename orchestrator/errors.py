@@ -84,6 +84,13 @@ class Conflict(OrchestratorError):
     reason = "Conflict"
 
 
+class ClusterUnavailable(TemporaryError):
+    """A cluster did not answer as it should (down, slow, refusing our credentials):
+    every call to it may fail the same way for a while."""
+
+    reason = "ClusterUnavailable"
+
+
 # --- Workflow engine (Argo) errors -------------------------------------------------
 
 
@@ -115,7 +122,7 @@ class WorkflowExists(ArgoError, Conflict):
     reason = "AlreadyExists"
 
 
-class ArgoUnavailable(ArgoError, TemporaryError):
+class ArgoUnavailable(ArgoError, ClusterUnavailable):
     """5xx, connection refused, timeout: the cluster may come back."""
 
     reason = "Unavailable"

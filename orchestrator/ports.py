@@ -7,10 +7,10 @@ checked by one contract test suite (``tests/store``, ``tests/argo``).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from orchestrator.configs import Onboarding
+from orchestrator.configs import Cluster, GlobalAccount, Onboarding
 from orchestrator.records import (
     OnboardingRecord,
     State,
@@ -132,3 +132,31 @@ class Operations(Protocol):
         ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+
+class Targets(Protocol):
+    """What the steps need on a target cluster besides the workflow (namespace, the step
+    pods' ServiceAccount and least-privilege Roles, the BTP credentials Secret).
+
+    Contract: both are idempotent; ``release`` removes only what ``prepare`` created for
+    that onboarding (a namespace that was not ours stays). They answer lines for the log.
+    """
+
+    async def prepare(
+        self,
+        cluster: Cluster,
+        *,
+        onboarding: str,
+        namespace: str,
+        btp_secret: Mapping[str, str] | None,
+    ) -> builtins.list[str]: ...
+
+    async def release(
+        self, cluster: Cluster, *, onboarding: str, namespace: str
+    ) -> builtins.list[str]: ...
+
+
+class Credentials(Protocol):
+    """The BTP credentials of a GlobalAccount, as the keys of the Secret the templates read."""
+
+    async def read(self, account: GlobalAccount) -> dict[str, str]: ...

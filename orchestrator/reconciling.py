@@ -20,7 +20,7 @@ from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import (
-    ArgoUnavailable,
+    ClusterUnavailable,
     Conflict,
     PermanentError,
     TemporaryError,
@@ -46,7 +46,7 @@ from orchestrator.planning import (
     backoff,
     decide,
 )
-from orchestrator.ports import Store, WorkflowEngine
+from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
     SETTLED,
     OnboardingRecord,
@@ -106,8 +106,12 @@ class Reconciler:
         tuning: Tuning | None = None,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
+        targets: Targets | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.store = store
+        self.targets = targets
+        self.credentials = credentials
         self.desired = desired
         self.clusters = clusters
         self.templates = templates
@@ -286,7 +290,7 @@ class Reconciler:
         except TemporaryError as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
-            if isinstance(error, ArgoUnavailable) and result.down is None:
+            if isinstance(error, ClusterUnavailable) and result.down is None:
                 # stop calling this cluster for the rest of the pass: no pile of timeouts
                 result.down = str(error)
                 self.clusters.mark(
@@ -328,6 +332,8 @@ class Reconciler:
         acted = False
         for command in commands:
             if isinstance(command, Fire):
+                if ends_offboarding(record, command.trigger):
+                    await self._release(record)
                 self._fire(machine, command, situation)
             elif isinstance(command, Stop):
                 await self._require(engine, record, result).stop(
@@ -402,6 +408,10 @@ class Reconciler:
             # the intent is stored before Argo hears of it: after a crash the
             # same name is looked up, then resubmitted, never run twice
             self._save(record, machine.log)
+        cluster = self.clusters.cluster(record.cluster)
+        prepared = cluster is not None and cluster.spec.kubeconfig is not None
+        if prepared and not step.is_compensation:
+            await self._prepare(record)
         await self._apply_templates(record.cluster, engine)
         assert record.workflow is not None
         spec = OnboardingSpec.model_validate(record.spec)
@@ -418,6 +428,8 @@ class Reconciler:
                 daemon=self.tuning.daemon_id,
             ),
             active_deadline_seconds=self.tuning.step_timeout_seconds,
+            # a cluster the daemon prepares runs the steps as the ServiceAccount it made
+            service_account=cluster.spec.argo.service_account if cluster and prepared else None,
         )
         try:
             await engine.submit(submission)
@@ -450,6 +462,32 @@ class Reconciler:
                 record, step=step.value, workflow=record.workflow, attempt=record.attempt
             ),
         )
+
+    async def _prepare(self, record: OnboardingRecord) -> None:
+        """Namespace, ServiceAccount, Roles and the BTP credentials Secret, before a step."""
+        cluster = self.clusters.cluster(record.cluster)
+        if self.targets is None or cluster is None:
+            return
+        spec = OnboardingSpec.model_validate(record.spec)
+        btp: dict[str, str] | None = None
+        name = spec.subaccount.global_account
+        account = self.desired.state.global_accounts.get(name) if name else None
+        if account is not None and self.credentials is not None:
+            btp = await self.credentials.read(account)
+        for line in await self.targets.prepare(
+            cluster, onboarding=record.name, namespace=record.namespace, btp_secret=btp
+        ):
+            log.info(f"prepared: {line}", extra=_fields(record))
+
+    async def _release(self, record: OnboardingRecord) -> None:
+        """Remove what ``_prepare`` made for this onboarding, before it becomes Deleted."""
+        cluster = self.clusters.cluster(record.cluster)
+        if self.targets is None or cluster is None or cluster.spec.kubeconfig is None:
+            return
+        for line in await self.targets.release(
+            cluster, onboarding=record.name, namespace=record.namespace
+        ):
+            log.info(f"released: {line}", extra=_fields(record))
 
     async def _apply_templates(self, cluster: str, engine: WorkflowEngine) -> None:
         applied = self._templates_applied.get(cluster)
@@ -515,6 +553,15 @@ def _fields(record: OnboardingRecord, **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"onboarding": record.name, "cluster": record.cluster}
     fields.update({k: v for k, v in extra.items() if v is not None})
     return fields
+
+
+def ends_offboarding(record: OnboardingRecord, trigger: str) -> bool:
+    """Whether firing ``trigger`` makes an offboarded onboarding Deleted (see the table)."""
+    if trigger == "compensated":
+        return record.offboarding and len(record.compensations) <= 1
+    if trigger == "offboard":
+        return not record.started_steps and not record.compensations
+    return False
 
 
 def new_incarnation() -> str:

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     api_token: str | None = Field(
         default=None, description="The token itself (prefer the file).", repr=False
     )
+    management_kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig of the cluster the daemon runs in, for kubeconfigs and BTP"
+        " credentials kept in Secrets; default: in-cluster when running in a pod.",
+    )
     daemon_id: str = Field(
         default="orchestrator", description="Value of the managed-by label on our workflows."
     )

@@ -38,11 +38,11 @@ from orchestrator.errors import (
     ArgoRateLimited,
     ArgoUnauthorized,
     ArgoUnavailable,
+    ClusterUnavailable,
     Conflict,
     NotFound,
     OrchestratorError,
     PermanentError,
-    TemporaryError,
     WorkflowExists,
     WorkflowNotFound,
 )
@@ -61,7 +61,7 @@ class KubeError(OrchestratorError):
         self.status = status
 
 
-class KubeUnavailable(KubeError, TemporaryError):
+class KubeUnavailable(KubeError, ClusterUnavailable):
     """5xx, timeout, connection refused: the cluster may come back."""
 
     reason = "Unavailable"
