@@ -233,6 +233,14 @@ def specs(c: Cluster) -> dict[str, Spec]:
                 f"--service-account-signing-key-file={c.pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range=10.0.0.0/24",
+                # Published for delegated authentication (controller manager,
+                # scheduler), which otherwise logs its absence every minute.
+                # No front proxy certificate is issued.
+                f"--requestheader-client-ca-file={c.pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=Node,RBAC",
                 # That plugin taints a new node not-ready until the node
                 # lifecycle controller (not run here) clears it; kwok's node
