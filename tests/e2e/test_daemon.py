@@ -234,3 +234,104 @@ def test_templates_are_installed_by_the_daemon(setup: Setup, daemons: list[Daemo
         answer = argo.http.get(f"/api/v1/workflow-templates/{argo.namespace}")
         names = {t["metadata"]["name"] for t in answer.json()["items"]}
     assert {f"orchestrator-{s}" for s in FORWARD + COMPENSATIONS} <= names
+
+
+# --- cluster entries with only a kubeconfig (issue 5) --------------------------------
+
+
+def kube_only(setup: Setup, *, broken: str | None = None) -> None:
+    """Rewrite the Cluster entries to the minimal form: a kubeconfig, nothing else.
+
+    ``broken`` names a cluster whose kubeconfig points at a closed port.
+    """
+    for name, c in setup.clusters.items():
+        kubeconfig = str(c.cluster_yaml.parent / "kubeconfig")
+        if name == broken:
+            text = (c.cluster_yaml.parent / "kubeconfig").read_text()
+            port = f"127.0.0.1:{c.ports.apiserver}"
+            nowhere = setup.tmp / f"kubeconfig-{name}"
+            nowhere.write_text(text.replace(port, "127.0.0.1:1"))
+            kubeconfig = str(nowhere)
+        document = {
+            "apiVersion": "orchestrator.dev/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": name},
+            "spec": {"kubeconfig": {"path": kubeconfig}, "requestTimeoutSeconds": 5},
+        }
+        (setup.config / f"cluster-{name}.yaml").write_text(yaml.safe_dump(document))
+
+
+def namespace_labels(cluster: controlplane.Cluster, namespace: str) -> dict[str, str] | None:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(
+        config.new_client_from_config(str(cluster.cluster_yaml.parent / "kubeconfig"))
+    )
+    try:
+        found = api.read_namespace(namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    if found.status.phase == "Terminating":
+        return None
+    return dict(found.metadata.labels or {})
+
+
+def test_onboarding_and_offboarding_through_the_kubernetes_api_alone(
+    setup: Setup, daemons: list[DaemonProcess]
+) -> None:
+    kube_only(setup)
+    credentials = setup.tmp / "btp.json"
+    credentials.write_text(
+        '{"client-id": "id", "client-secret": "e2e-secret-value", "token-url": "https://t",'
+        ' "accounts-url": "https://a"}'
+    )
+    (setup.config / "global-account.yaml").write_text(
+        "apiVersion: orchestrator.dev/v1alpha1\nkind: GlobalAccount\nmetadata: {name: acme}\n"
+        f"spec: {{credentials: {{file: {credentials}}}}}\n"
+    )
+    name = unique("e2e-kapi")
+    text = onboarding_yaml(name, "local-a").replace(
+        "region: eu10,", "region: eu10, globalAccount: acme,"
+    )
+    (setup.config / f"{name}.yaml").write_text(text)
+    daemon = run_daemon(setup, daemons)
+    cluster = setup.clusters["local-a"]
+
+    wait_for(lambda: daemon.state(name) == "Ready", seconds=240, what=f"{name} Ready")
+    labels = namespace_labels(cluster, name)
+    assert labels is not None
+    assert labels["orchestrator.dev/onboarding"] == name
+    with closing(setup.argo("local-a")) as argo:
+        assert steps_and_phases(argo, name) == [(s, "Succeeded") for s in FORWARD]
+        workflow = workflows_of(argo, name)[0]
+        assert workflow["spec"]["serviceAccountName"] == "orchestrator-steps"
+    assert "e2e-secret-value" not in daemon.log.read_text()
+
+    (setup.config / f"{name}.yaml").unlink()
+    wait_for(lambda: daemon.state(name) == "Deleted", seconds=240, what=f"{name} Deleted")
+    with closing(setup.argo("local-a")) as argo:
+        assert [s for s, _ in steps_and_phases(argo, name)][3:] == COMPENSATIONS
+    wait_for(
+        lambda: namespace_labels(cluster, name) is None,
+        seconds=60,
+        what="the namespace made for the onboarding to go",
+    )
+
+
+def test_a_kubeconfig_pointing_nowhere_marks_that_cluster_and_the_other_onboards(
+    setup: Setup, daemons: list[DaemonProcess]
+) -> None:
+    kube_only(setup, broken="local-b")
+    good, stuck = unique("e2e-ok"), unique("e2e-nowhere")
+    setup.declare(good, "local-a")
+    setup.declare(stuck, "local-b")
+    daemon = run_daemon(setup, daemons)
+
+    wait_for(lambda: daemon.state(good) == "Ready", seconds=240, what=f"{good} Ready")
+    health = {c["name"]: c for c in httpx.get(f"{daemon.api}/api/v1/clusters").json()}
+    assert health["local-b"]["reachable"] is False
+    assert "local-b" in health["local-b"]["reason"]
+    assert health["local-a"]["reachable"] is True
+    assert "local-b" in (daemon.onboarding(stuck).get("last_error") or "")
