@@ -41,8 +41,27 @@ unit: install ## Fast tests only (no PostgreSQL, no clusters)
 test: lint typecheck ## Lint, type-check and run every test layer
 	$(BIN)/pytest -q
 
+API_TOKEN_FILE ?= $(HOME)/.cache/orchestrator/api-token
+
 .PHONY: run
-run: install ## Run the daemon on SQLite with the example config
+run: install ## Set up and start the local clusters, then the daemon on SQLite with the example config
+	bash tests/controlplane/ci-setup.sh
+	$(MAKE) --no-print-directory cluster-up
+	@test -s $(API_TOKEN_FILE) || (umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > $(API_TOKEN_FILE))
+	@echo "--------------------------------------------------------------------------------"
+	@echo "Daemon API  http://$(LISTEN)   (mutating calls: token in $(API_TOKEN_FILE))"
+	@echo "State       $(BIN)/orchestrator list | get NAME | history NAME | clusters"
+	@echo "Workflows   $(BIN)/python -m tests.controlplane status; the Argo Servers are"
+	@echo "            https://127.0.0.1:2746 (local-a) and :2747 (local-b), e.g."
+	@echo "            curl -s --cacert ~/.cache/orchestrator/clusters/local-a/argo-ca.crt \\"
+	@echo "              -H \"Authorization: Bearer \$$(cat ~/.cache/orchestrator/clusters/local-a/argo-token)\" \\"
+	@echo "              https://127.0.0.1:2746/api/v1/workflows/argo"
+	@echo "Stop        Ctrl-C, then make cluster-down"
+	@echo "--------------------------------------------------------------------------------"
+	$(BIN)/orchestrator run --config $(CONFIG) --db $(DB) --listen $(LISTEN) --api-token-file $(API_TOKEN_FILE)
+
+.PHONY: run-fake
+run-fake: install ## Like run, with the Argo test server instead of the local clusters (no build)
 	$(BIN)/python -m tests.fakes.demo --config $(CONFIG) --db $(DB) --listen $(LISTEN)
 
 .PHONY: clean

@@ -240,7 +240,7 @@ class ArgoAccess(Strict):
     namespace: DNSLabel = Field(
         default="argo", description="Namespace where WorkflowTemplates and Workflows live."
     )
-    token_file: str | None = Field(
+    token_file: FilePath | None = Field(
         default=None,
         alias="tokenFile",
         description="File holding the bearer token (re-read on change, so rotation works).",
@@ -250,7 +250,7 @@ class ArgoAccess(Strict):
         alias="tokenEnv",
         description="Environment variable holding the bearer token.",
     )
-    ca_file: str | None = Field(
+    ca_file: FilePath | None = Field(
         default=None,
         alias="caFile",
         description="CA bundle to verify the server's certificate; default: system CAs.",

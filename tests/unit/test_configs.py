@@ -268,3 +268,16 @@ def test_the_shipped_examples_are_valid() -> None:
 
     assert state.clusters
     assert state.onboardings
+
+
+def test_file_paths_may_start_with_the_home_directory() -> None:
+    text = CLUSTER.replace("tokenFile: /tmp/token", "tokenFile: ~/t, caFile: ~/ca.crt")
+    text = text.replace("spec:\n", "spec:\n  kubeconfig: {path: ~/k}\n")
+
+    spec = load_documents([("c.yaml", text)]).clusters["local-a"].spec
+
+    home = str(Path.home())
+    assert spec.argo.token_file == f"{home}/t"
+    assert spec.argo.ca_file == f"{home}/ca.crt"
+    assert spec.kubeconfig is not None
+    assert spec.kubeconfig.path == f"{home}/k"
