@@ -33,8 +33,12 @@ class Settings(BaseSettings):
     daemon_id: str = Field(
         default="orchestrator", description="Value of the managed-by label on our workflows."
     )
-    interval_seconds: float = Field(default=30.0, gt=0, description="Periodic reconcile pass.")
-    jitter_seconds: float = Field(default=5.0, ge=0, description="Random delay added to it.")
+    interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Each cluster's pass: one list call when it has work in flight, else none.",
+    )
+    jitter_seconds: float = Field(default=1.0, ge=0, description="Random delay added to it.")
     config_poll_seconds: float = Field(default=2.0, gt=0, description="Config change check.")
     step_timeout_seconds: int = Field(default=1800, gt=0, description="Deadline of one attempt.")
     step_attempts: int = Field(default=3, ge=1, description="Attempts per step before rollback.")
