@@ -511,7 +511,7 @@ def install_templates(c: Cluster, kube: Kube) -> int:
 # --- commands ------------------------------------------------------------------
 
 
-def up_one(c: Cluster) -> None:
+def up_one(c: Cluster, *, templates: bool = True) -> None:
     missing = c.bins.missing()
     if missing:
         raise StartError(
@@ -535,7 +535,8 @@ def up_one(c: Cluster) -> None:
         write_cluster_files(c)
         start(c, all_specs["workflow-controller"])
         start(c, all_specs["argo-server"])
-        install_templates(c, kube)
+        if templates:
+            install_templates(c, kube)
     finally:
         kube.close()
     log(
@@ -551,11 +552,12 @@ def resolve(names: list[str]) -> list[Cluster]:
     return [Cluster(n, CLUSTERS[n]) for n in names]
 
 
-def up(names: list[str]) -> int:
+def up(names: list[str], *, templates: bool = True) -> int:
+    """Start the clusters; ``templates=False`` leaves their WorkflowTemplates as they are."""
     started = time.monotonic()
     try:
         for c in resolve(names):
-            up_one(c)
+            up_one(c, templates=templates)
     except (StartError, RuntimeError, httpx.HTTPError, OSError) as exc:
         print(f"[cluster] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

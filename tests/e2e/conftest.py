@@ -62,8 +62,12 @@ def local_clusters(request: pytest.FixtureRequest) -> Iterator[dict[str, control
         for c in clusters
         for comp in controlplane.START_ORDER
     }
-    if controlplane.up([c.name for c in clusters]) != 0:
-        pytest.fail("cluster-up failed (see its output above)")
+    for c in clusters:
+        # A cluster that already runs keeps its WorkflowTemplates: another
+        # session (or a test that installed modified ones) may rely on them.
+        running = all(before[(c.name, comp)] for comp in controlplane.START_ORDER)
+        if controlplane.up([c.name], templates=not running) != 0:
+            pytest.fail(f"cluster-up of {c.name} failed (see its output above)")
     yield {c.name: c for c in clusters}
     if request.session.testsfailed:
         _print_logs(clusters)

@@ -202,6 +202,6 @@ def test_up_again_reuses_every_running_component(
         }
 
     before = pids()
-    assert controlplane.up(list(local_clusters)) == 0
+    assert controlplane.up(list(local_clusters), templates=False) == 0
     assert pids() == before
     assert all(before.values())
