@@ -187,9 +187,36 @@ def load_documents(
         for field_path, kind, value, known in refers:
             if value is not None and value not in known:
                 problems.append(_unknown(where, name, field_path, kind, value, sorted(known)))
+    problems.extend(_one_global_account_per_cluster(onboardings, sources))
     if problems:
         raise ConfigError(problems)
     return DesiredState(clusters, onboardings, global_accounts, sources, digest.hexdigest())
+
+
+def _one_global_account_per_cluster(
+    onboardings: dict[str, Onboarding], sources: dict[str, str]
+) -> list[ConfigProblem]:
+    """The templates read one credentials Secret per cluster, so one GlobalAccount each."""
+    first: dict[str, tuple[str, str]] = {}
+    problems = []
+    for name in sorted(onboardings):
+        spec = onboardings[name].spec
+        account = spec.subaccount.global_account
+        if account is None:
+            continue
+        seen = first.setdefault(spec.cluster, (account, name))
+        if seen[0] != account:
+            file, _, position = sources[f"Onboarding/{name}"].rpartition("#")
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"cluster {spec.cluster!r} already uses GlobalAccount {seen[0]!r} (onboarding"
+                    f" {seen[1]!r}); one GlobalAccount per cluster",
+                    f"document {position} (Onboarding {name})",
+                    "spec.subaccount.globalAccount",
+                )
+            )
+    return problems
 
 
 def _unknown(

@@ -281,3 +281,24 @@ def test_file_paths_may_start_with_the_home_directory() -> None:
     assert spec.argo.ca_file == f"{home}/ca.crt"
     assert spec.kubeconfig is not None
     assert spec.kubeconfig.path == f"{home}/k"
+
+
+def test_one_global_account_per_cluster() -> None:
+    second = GLOBAL_ACCOUNT.replace("name: acme", "name: other")
+    a = onboarding(**{"region: eu10": "region: eu10\n    globalAccount: acme"})
+    b = a.replace("name: team-a}", "name: team-b}").replace(
+        "globalAccount: acme", "globalAccount: other"
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        load_documents(
+            [("c.yaml", CLUSTER), ("g.yaml", GLOBAL_ACCOUNT + "---\n" + second),
+             ("a.yaml", a), ("b.yaml", b)]
+        )  # fmt: skip
+
+    [problem] = raised.value.problems
+    assert str(problem) == (
+        "b.yaml: document 1 (Onboarding team-b): spec.subaccount.globalAccount: cluster"
+        " 'local-a' already uses GlobalAccount 'acme' (onboarding 'team-a'); one GlobalAccount"
+        " per cluster"
+    )
