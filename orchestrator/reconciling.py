@@ -253,6 +253,12 @@ class Reconciler:
             record.spec = spec
         else:
             changed = False
+        if record.error_count and isinstance(observation, WorkflowStatus):
+            # the cluster answered about this onboarding's workflow: the error is over
+            record.error_count = 0
+            record.last_error = None
+            record.next_attempt_at = None
+            changed = True
         took_slot = 0
         machine = OnboardingMachine(record, now=self.clock())
         try:

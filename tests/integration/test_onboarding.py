@@ -360,3 +360,21 @@ async def test_cluster_health_says_which_cluster_is_down_why_and_since_when(worl
     assert (views["local-a"].onboardings, views["local-a"].in_flight) == (1, 1)
     reachable = daemon.metrics.registry.get_sample_value
     assert reachable("orchestrator_cluster_reachable", {"cluster": "local-b"}) == 0
+
+
+async def test_the_error_is_cleared_once_the_cluster_answers_again(world: World) -> None:
+    fake = world.fakes["local-a"]
+    fake.behave("create-subaccount", "hang")
+    world.declare("team-a", "local-a")
+    await world.start()
+    await world.step()
+    fake.fail_next(1, status=503)
+
+    await world.step()
+    assert world.record("team-a").last_error is not None
+    await world.step(seconds=60)
+
+    record = world.record("team-a")
+    assert record.state == State.CREATING_SUBACCOUNT  # still running, and nothing wrong
+    assert record.last_error is None
+    assert record.error_count == 0
