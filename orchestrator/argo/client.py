@@ -115,32 +115,11 @@ class ArgoClient:
     # --- WorkflowEngine ---------------------------------------------------------
 
     async def submit(self, submission: WorkflowSubmission) -> WorkflowStatus:
-        spec: dict[str, Any] = {
-            "workflowTemplateRef": {"name": submission.template},
-            "arguments": {
-                "parameters": [
-                    {"name": name, "value": value}
-                    for name, value in sorted(submission.parameters.items())
-                ]
-            },
-        }
-        if submission.active_deadline_seconds is not None:
-            spec["activeDeadlineSeconds"] = submission.active_deadline_seconds
-        service_account = submission.service_account or self.service_account
-        if service_account:
-            spec["serviceAccountName"] = service_account
         body = {
             "namespace": self.namespace,
-            "workflow": {
-                "apiVersion": API_VERSION,
-                "kind": "Workflow",
-                "metadata": {
-                    "name": submission.name,
-                    "namespace": self.namespace,
-                    "labels": dict(submission.labels),
-                },
-                "spec": spec,
-            },
+            "workflow": workflow_manifest(
+                submission, namespace=self.namespace, service_account=self.service_account
+            ),
         }
         data = await self._request(
             "POST", self._workflows(), operation="submit", subject=submission.name, json=body
@@ -366,6 +345,36 @@ class ArgoClient:
 
 
 # --- answers into records -------------------------------------------------------
+
+
+def workflow_manifest(
+    submission: WorkflowSubmission, *, namespace: str, service_account: str | None
+) -> dict[str, Any]:
+    """The Workflow for a submission: its exact name and labels, from its WorkflowTemplate."""
+    spec: dict[str, Any] = {
+        "workflowTemplateRef": {"name": submission.template},
+        "arguments": {
+            "parameters": [
+                {"name": name, "value": value}
+                for name, value in sorted(submission.parameters.items())
+            ]
+        },
+    }
+    if submission.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = submission.active_deadline_seconds
+    account = submission.service_account or service_account
+    if account:
+        spec["serviceAccountName"] = account
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workflow",
+        "metadata": {
+            "name": submission.name,
+            "namespace": namespace,
+            "labels": dict(submission.labels),
+        },
+        "spec": spec,
+    }
 
 
 def workflow_status(data: dict[str, Any]) -> WorkflowStatus:

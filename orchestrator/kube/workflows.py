@@ -36,6 +36,7 @@ from orchestrator.argo.client import (
     _own,
     _same,
     _template_name,
+    workflow_manifest,
     workflow_status,
 )
 from orchestrator.configs import Cluster
@@ -92,30 +93,9 @@ class KubeWorkflowEngine:
     # --- WorkflowEngine ---------------------------------------------------------
 
     async def submit(self, submission: WorkflowSubmission) -> WorkflowStatus:
-        spec: dict[str, Any] = {
-            "workflowTemplateRef": {"name": submission.template},
-            "arguments": {
-                "parameters": [
-                    {"name": name, "value": value}
-                    for name, value in sorted(submission.parameters.items())
-                ]
-            },
-        }
-        if submission.active_deadline_seconds is not None:
-            spec["activeDeadlineSeconds"] = submission.active_deadline_seconds
-        service_account = submission.service_account or self.service_account
-        if service_account:
-            spec["serviceAccountName"] = service_account
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {
-                "name": submission.name,
-                "namespace": self.namespace,
-                "labels": dict(submission.labels),
-            },
-            "spec": spec,
-        }
+        body = workflow_manifest(
+            submission, namespace=self.namespace, service_account=self.service_account
+        )
         data = await self._call(
             "submit",
             submission.name,
