@@ -102,6 +102,8 @@ def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
 
 FORWARD_STATES = frozenset(STEP_OF_STATE)
 COMPENSATING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
+#: states that hold one of the cluster's concurrency slots
+IN_FLIGHT = FORWARD_STATES | COMPENSATING
 
 
 def decide(s: Situation) -> list[Command]:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.configs import OnboardingSpec
 from orchestrator.loading import load_directory
-from orchestrator.planning import Situation, decide, describe
+from orchestrator.planning import IN_FLIGHT, Situation, decide, describe
 from orchestrator.reconciling import new_record, utcnow
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
 from orchestrator.settings import Settings
@@ -50,7 +50,7 @@ def plan(settings: Settings) -> list[PlanLine]:
             records[name] = new_record(document, now, source=Source.FILE)
     busy: dict[str, int] = {}
     for record in records.values():
-        if record.state not in SETTLED and record.state != State.PENDING:
+        if record.state in IN_FLIGHT:
             busy[record.cluster] = busy.get(record.cluster, 0) + 1
     lines: list[PlanLine] = []
     for name in sorted(records):

@@ -31,8 +31,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.naming import in_flight_selector, workflow_labels, workflow_name
 from orchestrator.parameters import step_parameters
 from orchestrator.planning import (
-    COMPENSATING,
-    FORWARD_STATES,
+    IN_FLIGHT,
     UNKNOWN,
     Command,
     Fire,
@@ -134,7 +133,7 @@ class Reconciler:
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
             observations = await self._observe(cluster, engine, records, result)
-            busy = sum(1 for r in records if r.state in FORWARD_STATES | COMPENSATING)
+            busy = sum(1 for r in records if r.state in IN_FLIGHT)
             limit = self._limit(cluster)
             for record in sorted(records, key=lambda r: (r.created_at, r.name)):
                 observation = observations.get(record.name, None)

@@ -17,21 +17,12 @@ from orchestrator.configs import DeletionPolicy, Onboarding
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.machine import OnboardingMachine
-from orchestrator.planning import SUSPENDED_BY_SPEC
+from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
 from orchestrator.views import ClusterView, OnboardingView, TransitionView
 
-IN_FLIGHT = frozenset(
-    {
-        State.CREATING_SUBACCOUNT,
-        State.REGISTERING_PLATFORM,
-        State.INSTALLING_PROXY,
-        State.ROLLING_BACK,
-        State.OFFBOARDING,
-    }
-)
 #: states after which waiting for an upsert ends
 DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
 
