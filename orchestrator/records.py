@@ -14,6 +14,10 @@ class State(StrEnum):
     REGISTERING_PLATFORM = "RegisteringPlatform"
     INSTALLING_PROXY = "InstallingProxy"
     READY = "Ready"
+    #: a Ready onboarding whose spec changed: the forward steps run again with the new spec
+    UPDATING = "Updating"
+    #: a step of an update failed for good: the tenant still exists; retry re-runs the update
+    UPDATE_FAILED = "UpdateFailed"
     ROLLING_BACK = "RollingBack"
     FAILED = "Failed"
     CLEANUP_FAILED = "CleanupFailed"
@@ -24,7 +28,14 @@ class State(StrEnum):
 
 #: States in which nothing happens until something outside changes (spec, files, on-call).
 SETTLED: frozenset[State] = frozenset(
-    {State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED, State.SUSPENDED}
+    {
+        State.READY,
+        State.UPDATE_FAILED,
+        State.FAILED,
+        State.CLEANUP_FAILED,
+        State.DELETED,
+        State.SUSPENDED,
+    }
 )
 
 
@@ -53,10 +64,10 @@ class OnboardingRecord:
     state: State = State.PENDING
     suspended_from: State | None = None
     offboarding: bool = False
-    #: forward steps started in this run, in order; each earns a compensation
-    started_steps: list[str] = field(default_factory=list)
-    #: compensations still to run, the current one first
-    compensations: list[str] = field(default_factory=list)
+    #: forward steps that may have created something (started at least once), in
+    #: pipeline order. Never cleared by an edit: only a compensation that succeeded
+    #: removes its step. Compensations and offboarding are derived from it alone.
+    inventory: list[str] = field(default_factory=list)
     #: the step being run now and its attempt in this run (1-based)
     step: str | None = None
     attempt: int = 0
@@ -65,6 +76,10 @@ class OnboardingRecord:
     workflow_submitted: bool = False
     step_started_at: datetime | None = None
     step_deadline: datetime | None = None
+    #: when it was suspended: the step deadline pauses until it is resumed
+    suspended_at: datetime | None = None
+    #: times the current step's workflow vanished (garbage-collected) and was re-run
+    vanished: int = 0
     #: attempts ever made per step; never reset, so workflow names never repeat
     attempt_counters: dict[str, int] = field(default_factory=dict)
     #: back-off: do nothing for this onboarding before this time
