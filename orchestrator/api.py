@@ -37,7 +37,13 @@ from orchestrator.errors import (
 from orchestrator.metrics import Metrics
 from orchestrator.ports import Action, Operations
 from orchestrator.records import State
-from orchestrator.views import ClusterView, OnboardingView, TransitionView, UpsertResult
+from orchestrator.views import (
+    ClusterView,
+    HeldOffboardingView,
+    OnboardingView,
+    TransitionView,
+    UpsertResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,11 @@ TAGS = [
     {"name": "onboardings", "description": "Desired onboardings, their state and history."},
     {"name": "on-call", "description": "Actions for on-call: reconcile, retry, suspend, resume."},
     {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
+    {
+        "name": "config",
+        "description": "The desired state from the files: a change held because it would"
+        " offboard many onboardings at once, and its confirmation.",
+    },
 ]
 
 
@@ -281,6 +292,44 @@ def create_app(
     async def list_clusters() -> list[ClusterView]:
         """Every declared cluster: reachable or not, why, since when, and its latency."""
         return operations.clusters()
+
+    # --- config -------------------------------------------------------------------
+
+    @app.get(
+        f"{PREFIX}/config/held-offboarding",
+        tags=["config"],
+        response_model=HeldOffboardingView,
+        responses=_documented(500),
+    )
+    async def held_offboarding() -> HeldOffboardingView:
+        """The config change held because it would offboard too many onboardings at once:
+        what it would offboard, since when, and the share; or ``held: false``."""
+        return operations.held_offboarding()
+
+    @app.post(
+        f"{PREFIX}/config/held-offboarding/confirm",
+        tags=["config"],
+        response_model=HeldOffboardingView,
+        dependencies=mutating,
+        responses={
+            **_documented(401, 422, 500, 503),
+            409: {
+                "model": ErrorBody,
+                "description": "Nothing is held, or the files changed since it was held.",
+            },
+        },
+    )
+    async def confirm_held_offboarding() -> HeldOffboardingView:
+        """Run the held change: the onboardings it removes are offboarded now.
+
+        Only the change as it was held, and only while the files are unchanged.
+        """
+        view = await operations.confirm_offboarding()
+        log.warning(
+            "held config change confirmed through the API: offboarding %s",
+            ", ".join(view.onboardings),
+        )
+        return view
 
     # --- onboardings -------------------------------------------------------------
 

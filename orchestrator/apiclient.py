@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from orchestrator import __version__
 from orchestrator.ports import Action
 from orchestrator.records import State
-from orchestrator.views import ClusterView, OnboardingView, TransitionView
+from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "ORCHESTRATOR_API"
@@ -31,6 +31,8 @@ _VIEW = TypeAdapter(OnboardingView)
 _VIEWS = TypeAdapter(list[OnboardingView])
 _HISTORY = TypeAdapter(list[TransitionView])
 _CLUSTERS = TypeAdapter(list[ClusterView])
+_HELD = TypeAdapter(HeldOffboardingView)
+HELD_PATH = "/api/v1/config/held-offboarding"
 
 
 class ClientError(Exception):
@@ -117,6 +119,12 @@ class ApiClient:
     def act(self, name: str, action: Action) -> OnboardingView:
         answer = self._request("POST", _path(name, action))
         return self._parse(_VIEW, answer)
+
+    def held_offboarding(self) -> HeldOffboardingView:
+        return self._parse(_HELD, self._request("GET", HELD_PATH))
+
+    def confirm_offboarding(self) -> HeldOffboardingView:
+        return self._parse(_HELD, self._request("POST", f"{HELD_PATH}/confirm"))
 
     # --- plumbing ----------------------------------------------------------------
 

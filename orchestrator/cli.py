@@ -35,7 +35,7 @@ from orchestrator.ports import Action
 from orchestrator.records import State
 from orchestrator.settings import Settings
 from orchestrator.tables import age, fields, relative, shorten, table
-from orchestrator.views import ClusterView, OnboardingView, TransitionView
+from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
 
 OK, REFUSED, UNREACHABLE = 0, 1, 2
 REASON_WIDTH = 60
@@ -97,11 +97,48 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def _in_use(db_url: str) -> dict[str, list[str]]:
+    """Which clusters the stored onboardings use (``orchestrator plan`` reads it alike).
+
+    A SQLite file that does not exist holds no onboardings and is not created.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from orchestrator.desired import clusters_in_use
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.store import open_store
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        raise CommandError("--db: not a database URL") from None
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return {}
+    try:
+        store = open_store(db_url)
+        try:
+            return clusters_in_use(store.list())
+        finally:
+            store.close()
+    except OrchestratorError as error:
+        raise CommandError(f"cannot read the stored onboardings: {error}") from None
+
+
 def cmd_validate(args: argparse.Namespace, io: Output) -> int:
+    from orchestrator.desired import clusters_still_used
     from orchestrator.loading import load_directory
 
     try:
         state = load_directory(Path(args.directory))
+        if args.db is not None:
+            in_use = _in_use(args.db)
+            missing = set(in_use) - set(state.clusters)
+            problems = clusters_still_used(
+                missing, in_use, sources=state.sources, fallback=args.directory
+            )
+            if problems:
+                raise ConfigError(problems)
     except ConfigError as error:
         for problem in error.problems:
             io.error(str(problem))
@@ -225,6 +262,29 @@ def clusters_table(views: Sequence[ClusterView], *, now: datetime) -> str:
     return table(headers, rows) if rows else "no clusters"
 
 
+def held_offboarding(view: HeldOffboardingView, *, now: datetime) -> str:
+    """What is held, or what a confirmation has just started, or that nothing is held."""
+    names = ", ".join(view.onboardings)
+    if view.held:
+        share = f"{view.share:.0%}" if view.share is not None else "?"
+        block = fields(
+            [
+                ("Held", f"a config change would offboard {len(view.onboardings)} of"
+                         f" {view.declared} file-declared onboardings ({share})"),
+                ("Limit", f"more than {view.limit:.0%} at once is held"),
+                ("Since", relative(view.since, now=now)),
+                ("Onboardings", names),
+            ]
+        )  # fmt: skip
+        return (
+            f"{block}\nThe previous config keeps running. Confirm with"
+            " `orchestrator offboard --confirm`, or restore the files."
+        )
+    if view.onboardings:
+        return f"confirmed: offboarding {_count(len(view.onboardings), 'onboarding')}: {names}"
+    return "no config change is held"
+
+
 def acted(action: Action) -> Callable[..., str]:
     def render(view: OnboardingView, *, now: datetime) -> str:
         return f"{view.name}: {action} accepted; state {view.state.value}"
@@ -281,6 +341,12 @@ def parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a config directory, change nothing")
     validate.add_argument("directory", metavar="DIR")
+    validate.add_argument(
+        "--db",
+        metavar="URL",
+        help="also check that every cluster the stored onboardings use is still declared"
+        " (reads the database as plan does)",
+    )
     validate.set_defaults(func=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config documents")
@@ -320,6 +386,21 @@ def parser() -> argparse.ArgumentParser:
         "clusters", parents=[api_options], help="list the clusters and their health"
     )
     clusters.set_defaults(func=remote(lambda client, args: client.clusters(), clusters_table))
+
+    offboard = commands.add_parser(
+        "offboard",
+        parents=[api_options],
+        help="show the config change held because it would offboard many onboardings at once",
+    )
+    offboard.add_argument(
+        "--confirm", action="store_true", help="run the held change: offboard its onboardings"
+    )
+    offboard.set_defaults(
+        func=remote(
+            lambda c, a: c.confirm_offboarding() if a.confirm else c.held_offboarding(),
+            held_offboarding,
+        )
+    )
 
     verbs: list[tuple[str, str, Callable[[argparse.Namespace, Output], int]]] = [
         ("get", "show one onboarding", remote(lambda c, a: c.onboarding(a.name), describe)),

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -26,7 +26,7 @@ from orchestrator.api import create_app
 from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
 from orchestrator.configs import Cluster, Kubeconfig
-from orchestrator.desired import DesiredStateSource
+from orchestrator.desired import DesiredStateSource, clusters_in_use
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.globalaccounts import GlobalAccountCredentials
 from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
@@ -105,6 +105,11 @@ class Daemon:
         self._reload_templates()
         if not self.desired.reload_if_changed():
             return
+        await self.desired_state_accepted()
+
+    async def desired_state_accepted(self) -> None:
+        """After a new desired state is accepted (a reload, a confirmed held change):
+        engines and jobs for its clusters, templates applied again, every cluster woken."""
         await self.apply_clusters()
         self.reconciler.forget_templates()
         for cluster in self.clusters.names():
@@ -158,6 +163,20 @@ class Daemon:
         """One pass over every cluster, as the scheduler would run them (for tests)."""
         await self.reload_config()
         await asyncio.gather(*(self.reconcile(c) for c in self.clusters.names()))
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget Deleted onboardings older than the retention, with their history."""
+        before = self.reconciler.clock() - timedelta(
+            seconds=self.settings.deleted_retention_seconds
+        )
+        try:
+            pruned = self.store.prune(deleted_before=before)
+        except OrchestratorError as error:
+            log.error("pruning Deleted onboardings failed", extra={"error": str(error)})
+            return
+        if pruned:
+            log.info("pruned Deleted onboardings", extra={"onboardings": pruned})
 
     def _count_states(self) -> None:
         counts: dict[Any, int] = {}
@@ -210,9 +229,19 @@ async def build(
 ) -> Daemon:
     """Load the config, open the store and make every part; raises ConfigError."""
     metrics = Metrics()
-    desired = DesiredStateSource(settings.config_dir, metrics=metrics)
     templates = load_templates(settings.templates_dir)
     store = open_store(settings.db_url)
+    try:
+        desired = DesiredStateSource(
+            settings.config_dir,
+            metrics=metrics,
+            offboard_hold_share=settings.offboard_hold_share,
+            in_use=lambda: clusters_in_use(store.list()),
+            clock=clock or utcnow,
+        )
+    except BaseException:
+        store.close()
+        raise
     management = management_access(settings)
     namespace = os.environ.get("POD_NAMESPACE")
     accesses = KubeAccesses(management=management, default_namespace=namespace)
@@ -246,6 +275,7 @@ async def build(
             clusters=clusters,
             wake=lambda cluster: daemon.wake(cluster),
             clock=clock,
+            accepted=lambda: daemon.desired_state_accepted(),
         ),
     )
     daemon.templates_digest = directory_digest(settings.templates_dir)
@@ -271,6 +301,9 @@ async def serve(settings: Settings) -> int:
         seconds=settings.config_poll_seconds,
         max_instances=1,
         coalesce=True,
+    )
+    daemon.scheduler.add_job(
+        daemon.prune, "interval", id="prune", minutes=10, max_instances=1, coalesce=True
     )
     await daemon.apply_clusters()
     daemon.scheduler.start()

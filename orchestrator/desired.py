@@ -1,49 +1,274 @@
 """The desired state as the daemon runs it, reloaded when the files change.
 
 A reload that fails validation is rejected whole: the previous desired state
-keeps running, the problems are logged and counted.
+keeps running, the problems are logged and counted. Offboarding deletes BTP
+subaccounts, so two more accidents are caught here rather than acted on:
+
+- a reload that removes a Cluster which stored onboardings still use is
+  invalid like any other (they could be neither reconciled nor offboarded);
+- a reload that would offboard more than ``offboard_hold_share`` of the
+  file-declared onboardings at once (and more than one) is *held*: the previous
+  desired state keeps running until on-call confirms it (``confirm_held``), or
+  until a further change of the files no longer removes that many.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
 from orchestrator.loading import DesiredState, directory_digest, load_directory
 from orchestrator.metrics import Metrics
+from orchestrator.records import OnboardingRecord, State
 
 log = logging.getLogger(__name__)
 
+#: cluster name -> names of the stored onboardings on it that are not Deleted
+InUse = Callable[[], dict[str, list[str]]]
+
+#: onboardings named in one problem at most; the rest are counted
+NAMED = 20
+
+
+@dataclass(frozen=True)
+class HeldChange:
+    """A valid change of the files, held because it would offboard too many at once."""
+
+    state: DesiredState
+    #: the onboardings it would offboard, sorted
+    removed: list[str]
+    #: file-declared onboardings running when it was held
+    declared: int
+    since: datetime
+    #: fingerprint of the files it was loaded from: confirming needs them unchanged
+    digest: str
+
+    @property
+    def share(self) -> float:
+        return len(self.removed) / self.declared if self.declared else 1.0
+
+
+def clusters_in_use(records: Iterable[OnboardingRecord]) -> dict[str, list[str]]:
+    """Cluster name -> the stored onboardings on it that are not Deleted, sorted."""
+    used: dict[str, list[str]] = {}
+    for record in records:
+        if record.state != State.DELETED:
+            used.setdefault(record.cluster, []).append(record.name)
+    return {cluster: sorted(names) for cluster, names in used.items()}
+
+
+def clusters_still_used(
+    missing: Iterable[str],
+    in_use: Mapping[str, list[str]],
+    *,
+    sources: Mapping[str, str],
+    fallback: str,
+) -> list[ConfigProblem]:
+    """A problem for each cluster in ``missing`` that stored onboardings still use.
+
+    ``sources`` locates where each cluster was declared (``file#index``);
+    ``fallback`` is the file named for a cluster it does not know.
+    """
+    problems = []
+    for cluster in sorted(missing):
+        names = in_use.get(cluster)
+        if not names:
+            continue
+        file, document = fallback, None
+        if (where := sources.get(f"Cluster/{cluster}")) is not None:
+            file, _, position = where.rpartition("#")
+            document = f"document {position} (Cluster {cluster})"
+        listed = ", ".join(names[:NAMED])
+        if len(names) > NAMED:
+            listed += f" and {len(names) - NAMED} more"
+        problems.append(
+            ConfigProblem(
+                file,
+                f"cluster {cluster!r} is not declared, but stored onboardings still use it:"
+                f" {listed}; keep it declared until they are Deleted",
+                document,
+            )
+        )
+    return problems
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
 
 class DesiredStateSource:
-    def __init__(self, directory: Path, *, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        metrics: Metrics,
+        offboard_hold_share: float = 0.25,
+        in_use: InUse | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        if not 0 < offboard_hold_share <= 1:
+            raise ValueError(f"offboard_hold_share must be in (0, 1], not {offboard_hold_share}")
         self.directory = directory
+        self.offboard_hold_share = offboard_hold_share
         self._metrics = metrics
+        self._in_use = in_use
+        self._clock = clock
         self._digest = directory_digest(directory)
         self.state = load_directory(directory)  # raises ConfigError: refuse to start
         self.last_error: ConfigError | None = None
+        self.held: HeldChange | None = None
         metrics.config_valid.set(1)
         metrics.config_last_success.set(time.time())
+        metrics.config_offboard_held.set(0)
+        self._report_undeclared_clusters()
 
     def reload_if_changed(self) -> bool:
         """Reload when the files changed; True when a new desired state was accepted."""
         digest = directory_digest(self.directory)
         if digest == self._digest:
             return False
-        self._digest = digest
         try:
             state = load_directory(self.directory)
+            self._check_clusters_kept(state)
         except ConfigError as error:
-            self.last_error = error
-            self._metrics.config_reload_errors.inc()
-            self._metrics.config_valid.set(0)
+            self._digest = digest
+            self._reject(error)
+            return False
+        except OrchestratorError as error:  # the store cannot be asked: evaluate it again later
             log.error(
-                "config change rejected; the previous desired state keeps running",
-                extra={"problems": [str(p) for p in error.problems]},
+                "config change not evaluated yet: cannot read which clusters are in use",
+                extra={"error": str(error)},
             )
             return False
+        self._digest = digest
+        removed = sorted(set(self.state.onboardings) - set(state.onboardings))
+        if self._too_many(removed):
+            self._hold(state, removed, digest)
+            return False
+        self._accept(state)
+        return True
+
+    def confirm_held(self) -> HeldChange:
+        """Run the held change; raises Conflict when none is held or the files changed since."""
+        held = self.held
+        if held is None:
+            raise Conflict("no config change is held")
+        if directory_digest(self.directory) != held.digest:
+            raise Conflict(
+                "the config files changed since the change was held; the next reload evaluates"
+                " them again: look at what is held then, and confirm that"
+            )
+        self._check_clusters_kept(held.state)
+        log.warning(
+            "held config change confirmed: offboarding",
+            extra={"onboardings": held.removed, "declared": held.declared},
+        )
+        self._accept(held.state)
+        return held
+
+    def replace(self, state: DesiredState) -> None:
+        """For tests and embedding: run this desired state."""
+        self.state = state
+
+    # --- inside -------------------------------------------------------------------
+
+    def _too_many(self, removed: list[str]) -> bool:
+        # Removing one onboarding is an ordinary edit, whatever the share.
+        declared = len(self.state.onboardings)
+        return len(removed) > 1 and len(removed) > self.offboard_hold_share * declared
+
+    def _check_clusters_kept(self, state: DesiredState) -> None:
+        """Raise ConfigError when ``state`` drops a cluster stored onboardings still use."""
+        dropped = set(self.state.clusters) - set(state.clusters)
+        if not dropped or self._in_use is None:
+            return
+        problems = clusters_still_used(
+            dropped, self._in_use(), sources=self.state.sources, fallback=str(self.directory)
+        )
+        if problems:
+            raise ConfigError(problems)
+
+    def _report_undeclared_clusters(self) -> None:
+        """At start, stored onboardings on undeclared clusters are logged, not fatal.
+
+        Refusing to start would brick the daemon on an old leftover; those
+        onboardings are neither reconciled nor offboarded until the cluster is back.
+        """
+        if self._in_use is None:
+            return
+        try:
+            in_use = self._in_use()
+        except OrchestratorError as error:
+            log.warning("cannot read which clusters are in use", extra={"error": str(error)})
+            return
+        missing = set(in_use) - set(self.state.clusters)
+        problems = clusters_still_used(
+            missing, in_use, sources=self.state.sources, fallback=str(self.directory)
+        )
+        if problems:
+            log.error(
+                "stored onboardings use clusters that are not declared; they are left alone"
+                " until the clusters are declared again",
+                extra={"problems": [str(p) for p in problems]},
+            )
+
+    def _reject(self, error: ConfigError) -> None:
+        self.last_error = error
+        self._metrics.config_reload_errors.inc()
+        self._metrics.config_valid.set(0)
+        log.error(
+            "config change rejected; the previous desired state keeps running",
+            extra={"problems": [str(p) for p in error.problems]},
+        )
+        if self.held is not None:
+            log.warning(
+                "the held config change is dropped: the files changed again",
+                extra={"onboardings": self.held.removed},
+            )
+            self._clear_hold()
+
+    def _hold(self, state: DesiredState, removed: list[str], digest: str) -> None:
+        replaced = self.held is not None
+        self.held = HeldChange(
+            state=state,
+            removed=removed,
+            declared=len(self.state.onboardings),
+            since=self._clock(),
+            digest=digest,
+        )
+        self.last_error = None
+        self._metrics.config_valid.set(1)  # valid, only not run yet
+        self._metrics.config_offboard_held.set(len(removed))
+        log.error(
+            "config change held: it would offboard more onboardings at once than allowed;"
+            " the previous desired state keeps running until it is confirmed"
+            " (orchestrator offboard --confirm) or the files are restored",
+            extra={
+                "onboardings": removed,
+                "declared": len(self.state.onboardings),
+                "limit": self.offboard_hold_share,
+                "replaces_held": replaced,
+            },
+        )
+
+    def _clear_hold(self) -> None:
+        self.held = None
+        self._metrics.config_offboard_held.set(0)
+
+    def _accept(self, state: DesiredState) -> None:
+        if self.held is not None:
+            if state is not self.held.state:
+                log.warning(
+                    "the held config change is dropped: the files changed again and no longer"
+                    " offboard too many at once",
+                    extra={"onboardings": self.held.removed},
+                )
+            self._clear_hold()
         self.state = state
         self.last_error = None
         self._metrics.config_valid.set(1)
@@ -52,8 +277,3 @@ class DesiredStateSource:
             "config reloaded",
             extra={"onboardings": len(state.onboardings), "clusters": len(state.clusters)},
         )
-        return True
-
-    def replace(self, state: DesiredState) -> None:
-        """For tests and embedding: run this desired state."""
-        self.state = state

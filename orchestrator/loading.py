@@ -26,6 +26,9 @@ KINDS: dict[str, type[Document]] = {
 }
 
 
+NO_DOCUMENT = "holds no document; to remove what it declared, delete the file"
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """What the files ask for; ``sources`` maps each document to its file."""
@@ -129,7 +132,11 @@ def _message(detail: Any) -> str:
 def load_documents(
     files: list[tuple[str, str]],
 ) -> DesiredState:
-    """Validate ``(file name, text)`` pairs into a DesiredState, or raise ConfigError."""
+    """Validate ``(file name, text)`` pairs into a DesiredState, or raise ConfigError.
+
+    A file that parses to no document (empty, only ``---``, ``null`` or comments)
+    is a problem, not a removal of what it held: to remove, delete the file.
+    """
     problems: list[ConfigProblem] = []
     clusters: dict[str, Cluster] = {}
     onboardings: dict[str, Onboarding] = {}
@@ -146,6 +153,11 @@ def load_documents(
             at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(error, "problem", None) or "not valid YAML"
             problems.append(ConfigProblem(file, f"not valid YAML{at}: {problem}"))
+            continue
+        if all(document is None for document in documents):
+            # An emptied file is more often an accident (a truncated write, a bad
+            # merge) than an intent, and taken as a removal it would offboard.
+            problems.append(ConfigProblem(file, NO_DOCUMENT))
             continue
         for index, document in enumerate(documents, start=1):
             if document is None:

@@ -8,20 +8,22 @@ reconciler does the I/O. Every fired transition appends a ``TransitionRecord``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from transitions import Machine, MachineError
 
 from orchestrator.errors import Conflict
 from orchestrator.records import OnboardingRecord, State, TransitionRecord
-from orchestrator.steps import COMPENSATION_OF, FORWARD_STEPS, Step, compensations_for
+from orchestrator.steps import FORWARD_STEPS, Step, forward_of, next_forward
 
 P = State.PENDING
 CS = State.CREATING_SUBACCOUNT
 RP = State.REGISTERING_PLATFORM
 IP = State.INSTALLING_PROXY
 RD = State.READY
+UP = State.UPDATING
+UF = State.UPDATE_FAILED
 RB = State.ROLLING_BACK
 FD = State.FAILED
 CF = State.CLEANUP_FAILED
@@ -30,21 +32,32 @@ DL = State.DELETED
 SU = State.SUSPENDED
 
 FORWARD = [CS, RP, IP]
+#: states that run a step (forward or compensation) and may have a workflow in flight
+RUNNING = [*FORWARD, UP, RB, OB]
 #: states an onboarding can be suspended in, and resumed to
-SUSPENDABLE = [P, CS, RP, IP, RD, RB, FD, CF, OB]
+SUSPENDABLE = [P, CS, RP, IP, RD, UP, UF, RB, FD, CF, OB]
+#: states that can be offboarded (the inventory is compensated, latest first)
+OFFBOARDABLE = [P, CS, RP, IP, RD, UP, UF, RB, FD, CF]
 
 #: (trigger, source(s), dest, conditions). Rows are tried in order; the first
 #: whose conditions hold fires. Reflexive rows (source == dest) are retries
 #: or progress within a state, recorded in the history like any other.
 TRANSITIONS: list[dict[str, Any]] = [
-    # forward
+    # forward: the first run of the steps
     {"trigger": "start", "source": P, "dest": CS},
     {"trigger": "step_succeeded", "source": CS, "dest": RP},
     {"trigger": "step_succeeded", "source": RP, "dest": IP},
     {"trigger": "step_succeeded", "source": IP, "dest": RD},
-    {"trigger": "step_retried", "source": FORWARD, "dest": "="},
+    # an update: the forward steps again, with the new spec, one after the other
+    {"trigger": "step_succeeded", "source": UP, "dest": RD, "conditions": "last_step"},
+    {"trigger": "step_succeeded", "source": UP, "dest": UP},
+    {"trigger": "step_retried", "source": [*FORWARD, UP], "dest": "="},
+    # a workflow that vanished (garbage-collected) runs again, not counted as a failure
+    {"trigger": "workflow_vanished", "source": RUNNING, "dest": "="},
+    # a first run that fails is rolled back; an update that fails never is
     {"trigger": "step_failed", "source": FORWARD, "dest": RB},
-    # compensation, after a failure or for offboarding
+    {"trigger": "step_failed", "source": UP, "dest": UF},
+    # compensation of the inventory, latest first, after a failure or for offboarding
     {"trigger": "compensated", "source": RB, "dest": FD, "conditions": "all_compensated"},
     {"trigger": "compensated", "source": RB, "dest": RB},
     {"trigger": "compensated", "source": OB, "dest": DL, "conditions": "all_compensated"},
@@ -52,14 +65,16 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "compensation_retried", "source": [RB, OB], "dest": "="},
     {"trigger": "compensation_exhausted", "source": [RB, OB], "dest": CF},
     # desired state changed
-    {"trigger": "spec_changed", "source": [RD, FD], "dest": P},
-    {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": DL,
+    {"trigger": "spec_changed", "source": [RD, UF], "dest": UP},
+    {"trigger": "spec_changed", "source": FD, "dest": P},
+    {"trigger": "offboard", "source": OFFBOARDABLE, "dest": DL,
      "conditions": "nothing_to_compensate"},
-    {"trigger": "offboard", "source": [P, CS, RP, IP, RD, RB, FD, CF], "dest": OB},
+    {"trigger": "offboard", "source": OFFBOARDABLE, "dest": OB},
     {"trigger": "forget", "source": [*SUSPENDABLE, SU], "dest": DL},
     {"trigger": "recreate", "source": DL, "dest": P},
     # on-call
     {"trigger": "retry", "source": FD, "dest": P},
+    {"trigger": "retry", "source": UF, "dest": UP},
     {"trigger": "retry", "source": CF, "dest": OB, "conditions": "is_offboarding"},
     {"trigger": "retry", "source": CF, "dest": RB},
     {"trigger": "suspend", "source": SUSPENDABLE, "dest": SU},
@@ -68,6 +83,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "resume", "source": SU, "dest": RP, "conditions": "resumes_to_registering_platform"},
     {"trigger": "resume", "source": SU, "dest": IP, "conditions": "resumes_to_installing_proxy"},
     {"trigger": "resume", "source": SU, "dest": RD, "conditions": "resumes_to_ready"},
+    {"trigger": "resume", "source": SU, "dest": UP, "conditions": "resumes_to_updating"},
+    {"trigger": "resume", "source": SU, "dest": UF, "conditions": "resumes_to_update_failed"},
     {"trigger": "resume", "source": SU, "dest": RB, "conditions": "resumes_to_rolling_back"},
     {"trigger": "resume", "source": SU, "dest": FD, "conditions": "resumes_to_failed"},
     {"trigger": "resume", "source": SU, "dest": CF, "conditions": "resumes_to_cleanup_failed"},
@@ -91,10 +108,16 @@ class _Model:
 
     # --- conditions -------------------------------------------------------------
     def all_compensated(self) -> bool:
-        return len(self.record.compensations) <= 1
+        """Nothing is left in the inventory once the compensation that ran is counted."""
+        undone = _undone_by(self.record.step)
+        return not [s for s in self.record.inventory if s != undone]
 
     def nothing_to_compensate(self) -> bool:
-        return not self.record.started_steps and not self.record.compensations
+        return not self.record.inventory
+
+    def last_step(self) -> bool:
+        step = self.record.step
+        return step is not None and next_forward(Step(step)) is None
 
     def is_offboarding(self) -> bool:
         return self.record.offboarding
@@ -116,6 +139,12 @@ class _Model:
 
     def resumes_to_ready(self) -> bool:
         return self._resumes_to(RD)
+
+    def resumes_to_updating(self) -> bool:
+        return self._resumes_to(UP)
+
+    def resumes_to_update_failed(self) -> bool:
+        return self._resumes_to(UF)
 
     def resumes_to_rolling_back(self) -> bool:
         return self._resumes_to(RB)
@@ -184,7 +213,7 @@ class OnboardingMachine:
         record = self.record
         dest = State(self.model.state)
         trigger = self._trigger
-        _effects(record, trigger=trigger, source=self._source, dest=dest)
+        _effects(record, trigger=trigger, source=self._source, dest=dest, now=self.model.now)
         record.state = dest
         if trigger not in ("compensated", "compensation_retried") or record.reason is None:
             # while compensating, the reason stays the failure that started it
@@ -202,6 +231,13 @@ class OnboardingMachine:
         )
 
 
+def _undone_by(step: str | None) -> str | None:
+    """The forward step whose work the compensation ``step`` undoes, if it is one."""
+    if step is None or not Step(step).is_compensation:
+        return None
+    return forward_of(Step(step)).value
+
+
 def _clear_step(record: OnboardingRecord) -> None:
     record.step = None
     record.attempt = 0
@@ -209,41 +245,60 @@ def _clear_step(record: OnboardingRecord) -> None:
     record.workflow_submitted = False
     record.step_started_at = None
     record.step_deadline = None
+    record.vanished = 0
 
 
-def _effects(record: OnboardingRecord, *, trigger: str, source: State, dest: State) -> None:
+def _effects(
+    record: OnboardingRecord, *, trigger: str, source: State, dest: State, now: datetime
+) -> None:
     """What a transition changes on the record besides its state.
 
-    Kept beside the table so a reader sees the whole behaviour in one file.
+    Kept beside the table so a reader sees the whole behaviour in one file. The
+    inventory only grows when a step starts (``reconciling.begin_attempt``) and
+    only shrinks here, when a compensation succeeded, or when the onboarding is
+    forgotten (deletionPolicy Orphan) or made anew after Deleted.
     """
     if trigger in ("step_retried", "compensation_retried"):
         # the same step runs again as a new attempt, which the planner submits
         record.workflow = None
         record.workflow_submitted = False
         return
-    if trigger in ("suspend", "resume"):
+    if trigger == "workflow_vanished":
+        # the same attempt again under a new name: not counted against the attempts
+        record.workflow = None
+        record.workflow_submitted = False
+        record.step_deadline = None
+        record.attempt = max(0, record.attempt - 1)
+        record.vanished += 1
+        return
+    if trigger == "suspend":
         # an in-flight workflow is left alone and observed again on resume
-        record.suspended_from = source if trigger == "suspend" else None
+        record.suspended_from = source
+        record.suspended_at = now
+        return
+    if trigger == "resume":
+        # the step's deadline does not run while suspended
+        if record.step_deadline is not None and record.suspended_at is not None:
+            record.step_deadline += max(now - record.suspended_at, timedelta(0))
+        record.suspended_from = None
+        record.suspended_at = None
         return
     record.error_count = 0
     record.next_attempt_at = None
-    if trigger == "offboard" and source in (RB, CF):
-        return  # the compensations under way simply go on, now towards Deleted
+    if trigger == "step_succeeded" and dest == UP:
+        # on to the next forward step of the update
+        following = next_forward(Step(record.step)) if record.step else FORWARD_STEPS[0]
+        _clear_step(record)
+        record.step = following.value if following else None
+        return
+    if trigger == "compensated":
+        undone = _undone_by(record.step)
+        record.inventory = [s for s in record.inventory if s != undone]
+    if trigger == "offboard" and source in (RB, CF) and _undone_by(record.step) is not None:
+        return  # the compensation under way simply goes on, now towards Deleted
     _clear_step(record)
     if dest == P:
-        record.started_steps = []
-        record.compensations = []
         record.offboarding = False
         record.last_error = None
-    elif trigger in ("step_failed", "offboard"):
-        record.compensations = [
-            c.value for c in compensations_for([Step(s) for s in record.started_steps])
-        ]
-    elif trigger == "compensated" and record.compensations:
-        done = Step(record.compensations.pop(0))
-        forward = next(f for f, c in COMPENSATION_OF.items() if c == done)
-        if forward.value in record.started_steps:
-            record.started_steps.remove(forward.value)
-    if dest == DL:
-        record.started_steps = []
-        record.compensations = []
+    if trigger in ("forget", "recreate"):
+        record.inventory = []

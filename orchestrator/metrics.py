@@ -103,7 +103,14 @@ class Metrics:
         )
         self.config_valid = Gauge(
             "orchestrator_config_valid",
-            "1 when the files on disk are what is running, 0 when the last reload was rejected.",
+            "1 when the files on disk are valid (running, or a held change waiting for"
+            " confirmation), 0 when the last reload was rejected.",
+            registry=r,
+        )
+        self.config_offboard_held = Gauge(
+            "orchestrator_config_offboard_held",
+            "Onboardings a held config change would offboard (it removes too many at once and"
+            " waits for `orchestrator offboard --confirm`); 0 when nothing is held.",
             registry=r,
         )
         self.cleanup_failed = Gauge(

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from orchestrator.configs import DeletionPolicy, OnboardingSpec
 from orchestrator.machine import STEP_OF_STATE
 from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
-from orchestrator.steps import HOPELESS_EXIT_CODES, Step
+from orchestrator.steps import FORWARD_STEPS, HOPELESS_EXIT_CODES, Step, compensations_for
 
 EXIT_CODE = re.compile(r"\(exit code (\d+)\)")
 
@@ -94,8 +95,11 @@ class Situation:
 
 
 def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
-    """Exponential back-off with full jitter in its upper half: never zero, capped."""
-    growth = limits.backoff_base_seconds * 2 ** max(0, attempt - 1)
+    """Exponential back-off with full jitter in its upper half: never zero, capped.
+
+    The exponent is bounded so a streak of any length cannot overflow.
+    """
+    growth = limits.backoff_base_seconds * 2 ** min(max(0, attempt - 1), 32)
     ceiling = min(limits.backoff_max_seconds, growth)
     return float(ceiling / 2 + ceiling / 2 * jitter)
 
@@ -103,7 +107,47 @@ def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
 FORWARD_STATES = frozenset(STEP_OF_STATE)
 COMPENSATING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
 #: states that hold one of the cluster's concurrency slots
-IN_FLIGHT = FORWARD_STATES | COMPENSATING
+IN_FLIGHT = FORWARD_STATES | {State.UPDATING} | COMPENSATING
+#: states in which nothing exists for the onboarding when its inventory is empty
+AT_REST = frozenset({State.PENDING, State.FAILED, State.DELETED})
+#: how often a step's workflow may vanish and be run again before it counts as failed
+MAX_VANISHED = 3
+
+
+def nothing_exists(record: OnboardingRecord) -> bool:
+    """True when no step ever started for this onboarding, or all were undone."""
+    return record.state in AT_REST and not record.inventory and record.workflow is None
+
+
+#: fields that name external resources; changing them would orphan what exists
+IMMUTABLE = {
+    "cluster": ("cluster",),
+    "namespace": ("namespace",),
+    "subaccount.subdomain": ("subaccount", "subdomain"),
+    "subaccount.region": ("subaccount", "region"),
+}
+
+
+def immutable_change(record: OnboardingRecord, desired: OnboardingSpec) -> str | None:
+    """Why the new spec is refused, or None. One rule for files, the API and ``plan``:
+    fields that name external resources cannot change while anything exists; once
+    nothing does (never started, rolled back, or Deleted) every change is allowed."""
+    if nothing_exists(record):
+        return None
+    new = desired.model_dump(mode="json", by_alias=True)
+    for label, path in IMMUTABLE.items():
+        old_value: Any = record.spec
+        new_value: Any = new
+        for key in path:
+            old_value = old_value.get(key) if isinstance(old_value, dict) else None
+            new_value = new_value.get(key) if isinstance(new_value, dict) else None
+        if old_value != new_value:
+            return (
+                f"spec.{label} cannot change from {old_value!r} to {new_value!r} while the"
+                " onboarding exists; the stored spec keeps running. Offboard it first (remove"
+                " it, wait for Deleted), then declare it anew"
+            )
+    return None
 
 
 def decide(s: Situation) -> list[Command]:
@@ -121,8 +165,13 @@ def decide(s: Situation) -> list[Command]:
         if not s.desired.suspend and record.reason == SUSPENDED_BY_SPEC:
             return [Fire("resume", "spec.suspend is false")]
         return [Wait("suspended")]
-    if s.desired.fingerprint() != record.spec_fingerprint and state in (State.READY, State.FAILED):
-        return [Fire("spec_changed", "the spec changed")]
+    if s.desired.fingerprint() != record.spec_fingerprint:
+        if state in (State.READY, State.UPDATE_FAILED):
+            if not s.slot_available:
+                return [Wait("the spec changed; the update waits for a free slot")]
+            return [Fire("spec_changed", "the spec changed: updating")]
+        if state == State.FAILED:
+            return [Fire("spec_changed", "the spec changed: starting again")]
     if record.next_attempt_at is not None and s.now < record.next_attempt_at:
         return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
     if state == State.PENDING:
@@ -131,11 +180,19 @@ def decide(s: Situation) -> list[Command]:
         return [Fire("start", "starting")]
     if state in FORWARD_STATES:
         return _run_step(s, STEP_OF_STATE[state])
+    if state == State.UPDATING:
+        return _run_step(s, Step(record.step) if record.step else FORWARD_STEPS[0])
     if state in COMPENSATING:
-        if not record.compensations:
-            return [Fire("compensated", "nothing left to compensate")]
-        return _run_step(s, Step(record.compensations[0]))
+        return decide_compensation(s)
     return [Wait(f"{state.value}: settled")]
+
+
+def next_compensation(record: OnboardingRecord) -> Step | None:
+    """The compensation to run now: the one under way, else the latest inventory entry's."""
+    if record.step is not None and Step(record.step).is_compensation:
+        return Step(record.step)
+    undo = compensations_for([Step(s) for s in record.inventory])
+    return undo[0] if undo else None
 
 
 def _removed(s: Situation) -> list[Command]:
@@ -145,16 +202,16 @@ def _removed(s: Situation) -> list[Command]:
     if policy == DeletionPolicy.ORPHAN:
         return [Fire("forget", "removed with deletionPolicy Orphan: left as it is")]
     if record.state == State.SUSPENDED:
-        return [Wait("removed, offboarding waits until it is resumed")]
-    if record.state in COMPENSATING and record.offboarding:
+        return [Wait("removed; offboarding waits until it is resumed (orchestrator resume)")]
+    if record.state == State.OFFBOARDING:
         return decide_compensation(s)
     if record.state == State.CLEANUP_FAILED and record.offboarding:
         return [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]
     commands: list[Command] = []
-    if record.state in FORWARD_STATES and record.workflow is not None:
+    if record.state in FORWARD_STATES | {State.UPDATING} and record.workflow is not None:
         observation = s.observation
         if observation is UNKNOWN:
-            return [Wait("removed, waiting for the cluster to stop the running step")]
+            return [Wait("removed; offboarding waits for the cluster to stop the running step")]
         if isinstance(observation, WorkflowStatus) and not observation.phase.finished:
             commands.append(Stop(record.workflow, "onboarding removed: offboarding"))
     commands.append(Fire("offboard", "removed from the desired state"))
@@ -165,9 +222,10 @@ def decide_compensation(s: Situation) -> list[Command]:
     record = s.record
     if record.next_attempt_at is not None and s.now < record.next_attempt_at:
         return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
-    if not record.compensations:
+    step = next_compensation(record)
+    if step is None:
         return [Fire("compensated", "nothing left to compensate")]
-    return _run_step(s, Step(record.compensations[0]))
+    return _run_step(s, step)
 
 
 def _run_step(s: Situation, step: Step) -> list[Command]:
@@ -181,7 +239,18 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
     if observation is None:
         if not record.workflow_submitted:
             return [Submit(step, new_attempt=False)]
-        return attempt_failed(s, step, f"workflow {workflow} disappeared")
+        if record.vanished < MAX_VANISHED:
+            return [
+                Fire(
+                    "workflow_vanished",
+                    f"workflow {workflow} vanished (deleted or garbage-collected before it was"
+                    f" seen to finish); {step.value} runs again, it is idempotent",
+                    workflow,
+                )
+            ]
+        return attempt_failed(
+            s, step, f"workflow {workflow} vanished {record.vanished + 1} times in a row"
+        )
     assert isinstance(observation, WorkflowStatus)
     if observation.phase == WorkflowPhase.SUCCEEDED:
         trigger = "compensated" if step.is_compensation else "step_succeeded"

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.configs import OnboardingSpec
 from orchestrator.loading import load_directory
-from orchestrator.planning import IN_FLIGHT, Situation, decide, describe
+from orchestrator.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
 from orchestrator.reconciling import new_record, utcnow
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
 from orchestrator.settings import Settings
@@ -55,6 +55,7 @@ def plan(settings: Settings) -> list[PlanLine]:
     lines: list[PlanLine] = []
     for name in sorted(records):
         record = records[name]
+        refused = None
         if record.source == Source.FILE:
             declared = desired.onboardings.get(name)
             spec = declared.spec if declared else None
@@ -62,7 +63,12 @@ def plan(settings: Settings) -> list[PlanLine]:
             spec = None
         else:
             spec = OnboardingSpec.model_validate(record.spec)
-        if record.workflow is not None and record.state not in SETTLED:
+        if spec is not None and (refused := immutable_change(record, spec)) is not None:
+            # the same rule as the daemon's: the stored spec keeps running
+            spec = OnboardingSpec.model_validate(record.spec)
+        if refused is not None:
+            action, detail = "refuse", refused
+        elif record.workflow is not None and record.state not in SETTLED:
             action, detail = "check", f"look at workflow {record.workflow} ({record.step})"
         else:
             cluster = desired.clusters.get(record.cluster)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from orchestrator.configs import Cluster, GlobalAccount, Onboarding
@@ -18,7 +19,7 @@ from orchestrator.records import (
     WorkflowStatus,
     WorkflowSubmission,
 )
-from orchestrator.views import ClusterView, OnboardingView, TransitionView
+from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
 
 
 class Store(Protocol):
@@ -33,7 +34,12 @@ class Store(Protocol):
       record with ``version`` incremented.
     - ``get`` returns None for an unknown name. ``list`` is ordered by name.
     - ``history`` is ordered oldest first (by time, then insertion order).
-    - Datetimes go in and come out timezone-aware UTC.
+    - ``prune`` deletes, in one transaction, every onboarding in state
+      ``Deleted`` whose ``updated_at`` is before ``deleted_before``, together
+      with its history, and returns their names sorted. Onboardings in any
+      other state, and younger Deleted ones, are left as they are.
+    - Datetimes go in and come out timezone-aware UTC; a naive one raises
+      ``ValueError``.
     """
 
     def create(
@@ -51,6 +57,8 @@ class Store(Protocol):
     ) -> OnboardingRecord: ...
 
     def history(self, name: str) -> builtins.list[TransitionRecord]: ...
+
+    def prune(self, *, deleted_before: datetime) -> builtins.list[str]: ...
 
     def close(self) -> None: ...
 
@@ -132,6 +140,15 @@ class Operations(Protocol):
         ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+    def held_offboarding(self) -> HeldOffboardingView:
+        """The config change held because it would offboard too many at once, if any."""
+        ...
+
+    async def confirm_offboarding(self) -> HeldOffboardingView:
+        """Run the held change; Conflict when none is held or the files changed since,
+        ConfigError when it has become invalid (a removed cluster is in use again)."""
+        ...
 
 
 class Targets(Protocol):

@@ -7,6 +7,7 @@ flight, plus the submissions and stops decided; settled onboardings cost none.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import Onboarding, OnboardingSpec
+from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import (
     ClusterUnavailable,
@@ -25,6 +26,7 @@ from orchestrator.errors import (
     PermanentError,
     TemporaryError,
     WorkflowExists,
+    WorkflowNotFound,
 )
 from orchestrator.machine import OnboardingMachine
 from orchestrator.metrics import Metrics
@@ -44,6 +46,9 @@ from orchestrator.planning import (
     attempt_failed,
     backoff,
     decide,
+    immutable_change,
+    next_compensation,
+    nothing_exists,
 )
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
@@ -55,7 +60,7 @@ from orchestrator.records import (
     WorkflowStatus,
     WorkflowSubmission,
 )
-from orchestrator.steps import Step
+from orchestrator.steps import Step, forward_of, inventory_order
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,15 @@ class Tuning:
     daemon_id: str = "orchestrator"
     step_timeout_seconds: int = 1800
     limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ClusterBackoff:
+    """A cluster that did not answer: its failures in a row and when to call it again."""
+
+    failures: int
+    until: datetime
+    reason: str
 
 
 @dataclass
@@ -120,6 +134,8 @@ class Reconciler:
         self.jitter = jitter
         #: when each cluster's WorkflowTemplates were last made current
         self._templates_applied: dict[str, datetime] = {}
+        #: clusters that failed lately, and when to call them again
+        self._cluster_backoff: dict[str, ClusterBackoff] = {}
 
     # --- the pass ----------------------------------------------------------------
 
@@ -132,6 +148,10 @@ class Reconciler:
             records = self._records(cluster, now)
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
+            backing_off = self._cluster_backoff.get(cluster)
+            if backing_off is not None and now < backing_off.until:
+                # the cluster failed lately: no call to it before its back-off ends
+                result.down = backing_off.reason
             observations = await self._observe(cluster, engine, records, result)
             busy = sum(1 for r in records if r.state in IN_FLIGHT)
             limit = self._limit(cluster)
@@ -156,19 +176,55 @@ class Reconciler:
         return entry.spec.max_concurrent if entry else 0
 
     def _records(self, cluster: str, now: datetime) -> list[OnboardingRecord]:
-        """The cluster's stored onboardings, creating those newly declared in files."""
-        stored = {r.name: r for r in self.store.list(cluster=cluster)}
+        """The cluster's stored onboardings, creating those newly declared in files and
+        taking over those declared anew here while nothing of them exists elsewhere."""
+        stored = {}
+        for record in self.store.list(cluster=cluster):
+            moving = self._declared_cluster(record)
+            if moving is not None and moving != cluster and nothing_exists(record):
+                continue  # the other cluster's pass takes it over
+            stored[record.name] = record
         for name, document in self.desired.state.onboardings.items():
             if document.spec.cluster != cluster or name in stored:
                 continue
-            if (other := self.store.get(name)) is not None:
-                log.error(
-                    "onboarding cannot move to another cluster; offboard it first",
-                    extra={"onboarding": name, "cluster": other.cluster},
-                )
-                continue
-            stored[name] = self._create(document, now, source=Source.FILE)
+            other = self.store.get(name)
+            if other is None:
+                stored[name] = self._create(document, now, source=Source.FILE)
+            elif nothing_exists(other):
+                moved = self._move(other, cluster, now)
+                if moved is not None:
+                    stored[name] = moved
+            # else: something exists on the other cluster; its pass keeps the stored
+            # spec running and says why the new cluster is refused
         return list(stored.values())
+
+    def _declared_cluster(self, record: OnboardingRecord) -> str | None:
+        if record.source != Source.FILE:
+            return None
+        document = self.desired.state.onboardings.get(record.name)
+        return document.spec.cluster if document else None
+
+    def _move(
+        self, record: OnboardingRecord, cluster: str, now: datetime
+    ) -> OnboardingRecord | None:
+        """Take over an onboarding declared anew on this cluster (nothing of it exists)."""
+        source = record.cluster
+        record.cluster = cluster
+        record.updated_at = now
+        entry = TransitionRecord(
+            onboarding=record.name,
+            from_state=record.state,
+            to_state=record.state,
+            trigger="moved",
+            reason=f"declared on cluster {cluster} (was {source}; nothing of it existed there)",
+            at=now,
+        )
+        try:
+            saved = self.store.save(record, [entry])
+        except Conflict:
+            return None
+        log.info("onboarding moved", extra={"onboarding": record.name, "cluster": cluster})
+        return saved
 
     def _create(self, document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:
         name = document.metadata.name
@@ -193,11 +249,15 @@ class Reconciler:
         records: list[OnboardingRecord],
         result: PassResult,
     ) -> dict[str, Observation]:
-        """One list call for the workflows in flight; UNKNOWN for all if it fails."""
+        """One list call for the workflows in flight; UNKNOWN for all if it fails.
+
+        A workflow the list does not show is looked up by name before it is taken
+        as vanished (rare: deleted, or garbage-collected during an outage).
+        """
         in_flight = [r for r in records if r.workflow is not None and r.state not in SETTLED]
         if not in_flight:
             return {}
-        if engine is None:
+        if engine is None or result.down is not None:
             return dict.fromkeys((r.name for r in in_flight), UNKNOWN)
         found: dict[str, WorkflowStatus] = {}
         names = sorted({r.name for r in in_flight})
@@ -209,23 +269,42 @@ class Reconciler:
                 )
                 for status in await engine.list(selector):
                     found[status.name] = status
-        except TemporaryError as error:
-            self._health(cluster, str(error))
-            self.metrics.reconcile_errors.labels(cluster=cluster, reason=error.reason).inc()
-            result.errors += 1
-            result.down = str(error)
             for record in in_flight:
-                self._note_error(record, error)
+                if record.workflow_submitted and record.workflow not in found:
+                    with contextlib.suppress(WorkflowNotFound):
+                        assert record.workflow is not None
+                        found[record.workflow] = await engine.get(record.workflow)
+        except TemporaryError as error:
+            self._cluster_failed(cluster, error, result)
             return dict.fromkeys(names, UNKNOWN)
         result.listed = True
-        self._health(cluster, None, latency=time.monotonic() - asked)
+        self._cluster_answered(cluster, latency=time.monotonic() - asked)
         return {r.name: found.get(r.workflow or "") for r in in_flight}
 
-    def _health(self, cluster: str, problem: str | None, *, latency: float | None = None) -> None:
-        """Note whether the cluster answered; ``problem`` None means it did."""
-        self.clusters.mark(
-            cluster, reachable=problem is None, reason=problem, now=self.clock(), latency=latency
+    def _cluster_failed(self, cluster: str, error: TemporaryError, result: PassResult) -> None:
+        """The cluster did not answer: back off the cluster, not its onboardings."""
+        self.clusters.mark(cluster, reachable=False, reason=str(error), now=self.clock())
+        self.metrics.reconcile_errors.labels(cluster=cluster, reason=error.reason).inc()
+        result.errors += 1
+        result.down = str(error)
+        previous = self._cluster_backoff.get(cluster)
+        failures = (previous.failures if previous else 0) + 1
+        delay = backoff(failures, limits=self.tuning.limits, jitter=self.jitter())
+        if error.delay is not None:
+            delay = max(delay, error.delay)
+        self._cluster_backoff[cluster] = ClusterBackoff(
+            failures=failures,
+            until=self.clock() + timedelta(seconds=delay),
+            reason=f"cluster {cluster} did not answer: {error}",
         )
+        log.warning(
+            "cluster did not answer; backing off",
+            extra={"cluster": cluster, "error": str(error), "retry_in": round(delay, 1)},
+        )
+
+    def _cluster_answered(self, cluster: str, *, latency: float | None = None) -> None:
+        self._cluster_backoff.pop(cluster, None)
+        self.clusters.mark(cluster, reachable=True, reason=None, now=self.clock(), latency=latency)
 
     # --- one onboarding --------------------------------------------------------
 
@@ -239,25 +318,35 @@ class Reconciler:
         result: PassResult,
     ) -> int:
         """Decide and act for one onboarding; returns 1 if it took a cluster slot."""
-        desired = self._desired_spec(record)
-        if desired is not None and record.state not in (State.DELETED,):
-            problem = immutable_change(record, desired)
-            if problem:
-                if record.last_error != problem:
-                    record.last_error = problem
-                    self._save(record, [])
-                return 0
+        stored_error = record.last_error
+        desired, refused = self._effective_spec(record)
+        changed = False
+        if desired is not None:
             spec = desired.model_dump(mode="json", by_alias=True)
-            changed = spec != record.spec
-            record.spec = spec
-        else:
-            changed = False
-        if record.error_count and isinstance(observation, WorkflowStatus):
-            # the cluster answered about this onboarding's workflow: the error is over
-            record.error_count = 0
-            record.last_error = None
-            record.next_attempt_at = None
+            if spec != record.spec or desired.namespace != record.namespace:
+                record.spec = spec
+                record.namespace = desired.namespace
+                changed = True
+            if record.offboarding and record.state not in (
+                State.OFFBOARDING,
+                State.CLEANUP_FAILED,
+            ):
+                record.offboarding = False  # declared again before the offboarding began
+                changed = True
+        elif record.state != State.DELETED and not record.offboarding and self._offboards(record):
+            # removed: shown as offboarding at once, even while the cluster cannot be reached
+            record.offboarding = True
             changed = True
+        if isinstance(observation, WorkflowStatus):
+            changed |= self._adopt(record, observation)
+            if record.error_count or record.last_error:
+                # the cluster answered about this onboarding's workflow: the error is over
+                record.error_count = 0
+                record.last_error = None
+                record.next_attempt_at = None
+                changed = True
+        elif observation is UNKNOWN and result.down is not None:
+            record.last_error = result.down
         took_slot = 0
         machine = OnboardingMachine(record, now=self.clock())
         try:
@@ -275,32 +364,34 @@ class Reconciler:
                 if isinstance(commands[0], Wait):
                     break
                 changed = True
-                if record.error_count:
-                    # it can act again: forget the error streak (a new error sets it anew)
-                    record.error_count = 0
-                    record.last_error = None
                 acted = await self._execute(machine, commands, engine, situation, result)
-                if acted and engine is not None:
-                    self.clusters.mark(
-                        record.cluster, reachable=True, reason=None, now=self.clock()
-                    )
+                if acted:
+                    # it acted on the cluster without an error: the error streak is over
+                    record.error_count = 0
+                    if record.last_error == stored_error:
+                        record.last_error = None
+                    self._cluster_answered(record.cluster)
                 if any(isinstance(c, Fire) and c.trigger == "start" for c in commands):
                     took_slot = 1
+                if any(isinstance(c, Fire) and c.trigger == "spec_changed" for c in commands):
+                    took_slot = int(record.state == State.UPDATING)
                 # after a transition the new state's first step has not been observed
                 observation = None
                 if acted:
                     break
-            if changed:
+            if refused is not None:
+                record.last_error = refused
+            if changed or record.last_error != stored_error:
                 self._save(record, machine.log)
+        except ClusterUnavailable as error:
+            # the cluster's fault, not this onboarding's: back off the cluster
+            if result.down is None:
+                self._cluster_failed(record.cluster, error, result)
+            record.last_error = refused or str(result.down or error)
+            self._save_quietly(record, machine.log)
         except TemporaryError as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
-            if isinstance(error, ClusterUnavailable) and result.down is None:
-                # stop calling this cluster for the rest of the pass: no pile of timeouts
-                result.down = str(error)
-                self.clusters.mark(
-                    record.cluster, reachable=False, reason=str(error), now=self.clock()
-                )
             self._note_error(record, error, machine.log)
         except Conflict as error:
             # changed meanwhile (an API action): the next pass starts from the stored record
@@ -315,6 +406,42 @@ class Reconciler:
                 record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
             )
         return took_slot
+
+    def _effective_spec(self, record: OnboardingRecord) -> tuple[OnboardingSpec | None, str | None]:
+        """The spec to run and, when the desired one was refused, why.
+
+        A refused change (a field naming an external resource, while something
+        exists) never stops the current work: the stored spec keeps running.
+        """
+        desired = self._desired_spec(record)
+        if desired is None:
+            return None, None
+        problem = immutable_change(record, desired)
+        if problem is None:
+            return desired, None
+        return OnboardingSpec.model_validate(record.spec), problem
+
+    def _offboards(self, record: OnboardingRecord) -> bool:
+        policy = record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value)
+        return bool(policy == DeletionPolicy.DELETE.value)
+
+    def _adopt(self, record: OnboardingRecord, status: WorkflowStatus) -> bool:
+        """The workflow exists: make sure that is recorded with its deadline.
+
+        Repairs a submission whose record was lost (an on-call action saved the
+        onboarding while the submit was under way)."""
+        changed = False
+        if not record.workflow_submitted:
+            record.workflow_submitted = True
+            changed = True
+        if record.step_deadline is None:
+            begun = status.started_at or self.clock()
+            record.step_started_at = record.step_started_at or begun
+            record.step_deadline = (
+                begun + timedelta(seconds=self.tuning.step_timeout_seconds) + DEADLINE_GRACE
+            )
+            changed = True
+        return changed
 
     def _desired_spec(self, record: OnboardingRecord) -> OnboardingSpec | None:
         if record.source == Source.FILE:
@@ -360,10 +487,7 @@ class Reconciler:
         if engine is not None:
             return engine
         if result.down is not None:
-            raise TemporaryError(
-                f"cluster {record.cluster} did not answer earlier in this pass: {result.down}",
-                reason="ClusterUnavailable",
-            )
+            raise ClusterUnavailable(result.down)
         raise TemporaryError(
             f"cluster {record.cluster} is not declared; cannot act on it",
             reason="UnknownCluster",
@@ -374,10 +498,14 @@ class Reconciler:
         source = record.state
         step = record.step
         started_at = record.step_started_at
-        if command.trigger == "start" and situation.desired is not None:
+        if command.trigger in ("start", "spec_changed") and situation.desired is not None:
+            # the spec this run (or update) carries out; a later edit updates again
             record.spec_fingerprint = situation.desired.fingerprint()
         if command.trigger == "recreate":
+            # a new incarnation: new workflow names, the new spec, nothing inherited
             record.incarnation = new_incarnation()
+            if situation.desired is not None:
+                record.spec_fingerprint = situation.desired.fingerprint()
         new = machine.fire(command.trigger, command.reason, workflow=command.workflow)
         if command.delay is not None:
             record.next_attempt_at = self.clock() + timedelta(seconds=command.delay)
@@ -416,7 +544,13 @@ class Reconciler:
         cluster = self.clusters.cluster(record.cluster)
         prepared = cluster is not None and cluster.spec.kubeconfig is not None
         if prepared and not step.is_compensation:
-            await self._prepare(record)
+            try:
+                await self._prepare(record)
+            except PermanentError as error:
+                # e.g. invalid BTP credentials, or a 4xx from Kubernetes: another
+                # pass cannot do better, so it counts as a failed attempt
+                self._refused(machine, situation, step, f"preparing the target failed: {error}")
+                return
         await self._apply_templates(record.cluster, engine)
         assert record.workflow is not None
         spec = OnboardingSpec.model_validate(record.spec)
@@ -443,14 +577,7 @@ class Reconciler:
             await engine.get(record.workflow)  # adopt it: it is ours by its name
             outcome = "adopted"
         except PermanentError as error:
-            self.metrics.workflow_submissions.labels(
-                cluster=record.cluster, step=step.value, result="rejected"
-            ).inc()
-            log.error("workflow rejected", extra=_fields(record, step=step.value, error=str(error)))
-            situation.record.last_error = str(error)
-            for failed in attempt_failed(situation, step, f"{step.value} rejected: {error}"):
-                if isinstance(failed, Fire):
-                    self._fire(machine, failed, situation)
+            self._refused(machine, situation, step, f"the workflow was rejected: {error}")
             return
         now = self.clock()
         record.workflow_submitted = True
@@ -467,6 +594,20 @@ class Reconciler:
                 record, step=step.value, workflow=record.workflow, attempt=record.attempt
             ),
         )
+
+    def _refused(
+        self, machine: OnboardingMachine, situation: Situation, step: Step, why: str
+    ) -> None:
+        """An attempt that could not even start: it counts as failed, with the real reason."""
+        record = machine.record
+        self.metrics.workflow_submissions.labels(
+            cluster=record.cluster, step=step.value, result="rejected"
+        ).inc()
+        log.error("attempt refused", extra=_fields(record, step=step.value, error=why))
+        record.last_error = f"{step.value}: {why}"
+        for failed in attempt_failed(situation, step, f"{step.value}: {why}"):
+            if isinstance(failed, Fire):
+                self._fire(machine, failed, situation)
 
     async def _prepare(self, record: OnboardingRecord) -> None:
         """Namespace, ServiceAccount, Roles and the BTP credentials Secret, before a step."""
@@ -536,8 +677,12 @@ class Reconciler:
             "will retry",
             extra=_fields(record, error=str(error), reason=error.reason, retry_in=round(delay, 1)),
         )
+        self._save_quietly(record, pending if pending is not None else [])
+
+    def _save_quietly(self, record: OnboardingRecord, pending: list[TransitionRecord]) -> None:
+        """Save what an error left; a conflict or a store error only loses this note."""
         try:
-            self._save(record, pending if pending is not None else [])
+            self._save(record, pending)
         except Conflict:
             pass
         except TemporaryError as store_error:
@@ -563,9 +708,11 @@ def _fields(record: OnboardingRecord, **extra: Any) -> dict[str, Any]:
 def ends_offboarding(record: OnboardingRecord, trigger: str) -> bool:
     """Whether firing ``trigger`` makes an offboarded onboarding Deleted (see the table)."""
     if trigger == "compensated":
-        return record.offboarding and len(record.compensations) <= 1
+        step = next_compensation(record)
+        undone = forward_of(step).value if step is not None else None
+        return record.offboarding and not [s for s in record.inventory if s != undone]
     if trigger == "offboard":
-        return not record.started_steps and not record.compensations
+        return not record.inventory
     return False
 
 
@@ -598,33 +745,6 @@ def begin_attempt(record: OnboardingRecord, step: Step) -> None:
     record.workflow_submitted = False
     record.step_started_at = None
     record.step_deadline = None
-    if not step.is_compensation and step.value not in record.started_steps:
-        record.started_steps = [*record.started_steps, step.value]
-
-
-#: fields that name things already created; changing them would orphan those
-IMMUTABLE = {
-    "cluster": ("cluster",),
-    "namespace": ("namespace",),
-    "subaccount.subdomain": ("subaccount", "subdomain"),
-    "subaccount.region": ("subaccount", "region"),
-}
-
-
-def immutable_change(record: OnboardingRecord, desired: OnboardingSpec) -> str | None:
-    """A reason to refuse the new spec while things exist, or None."""
-    if not record.started_steps and record.state in (State.PENDING, State.FAILED, State.DELETED):
-        return None
-    new = desired.model_dump(mode="json", by_alias=True)
-    for label, path in IMMUTABLE.items():
-        old_value: Any = record.spec
-        new_value: Any = new
-        for key in path:
-            old_value = old_value.get(key) if isinstance(old_value, dict) else None
-            new_value = new_value.get(key) if isinstance(new_value, dict) else None
-        if old_value != new_value:
-            return (
-                f"spec.{label} cannot change from {old_value!r} to {new_value!r} while the"
-                " onboarding exists; offboard it first (the new spec is ignored)"
-            )
-    return None
+    if not step.is_compensation and step.value not in record.inventory:
+        # from now on something may exist: only its compensation's success removes it
+        record.inventory = inventory_order([*record.inventory, step.value])

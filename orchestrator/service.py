@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import DeletionPolicy, Onboarding
-from orchestrator.desired import DesiredStateSource
+from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
+from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.machine import OnboardingMachine
-from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC
+from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import ClusterView, OnboardingView, TransitionView
+from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
 
 #: states after which waiting for an upsert ends
-DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
+DONE = frozenset(
+    {State.READY, State.UPDATE_FAILED, State.FAILED, State.CLEANUP_FAILED, State.DELETED}
+)
 
 ON_CALL_REASONS: dict[Action, str] = {
     "retry": "retried by on-call",
@@ -43,6 +45,7 @@ class Service:
         wake: Callable[[str], None],
         clock: Callable[[], datetime] = utcnow,
         poll_seconds: float = 0.25,
+        accepted: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.desired = desired
@@ -50,6 +53,8 @@ class Service:
         self.wake = wake
         self.clock = clock
         self.poll_seconds = poll_seconds
+        #: what the daemon does after a new desired state is accepted (wakes every cluster)
+        self.accepted = accepted
         self.started = False
 
     # --- reading ------------------------------------------------------------------
@@ -112,14 +117,33 @@ class Service:
             return False, f"database: {error}"
         if self.desired.last_error is not None:
             return True, "running the last valid config; the files on disk are invalid"
+        if (held := self.desired.held) is not None:
+            return True, (
+                f"running the previous config; a change that would offboard {len(held.removed)}"
+                " onboardings is held (orchestrator offboard)"
+            )
         return True, "ok"
 
+    def held_offboarding(self) -> HeldOffboardingView:
+        return _held_view(self.desired.held, self.desired.offboard_hold_share, waiting=True)
+
     # --- changing -----------------------------------------------------------------
+
+    async def confirm_offboarding(self) -> HeldOffboardingView:
+        held = self.desired.confirm_held()
+        if self.accepted is not None:
+            await self.accepted()
+        return _held_view(held, self.desired.offboard_hold_share, waiting=False)
 
     def _declared_in_file(self, name: str) -> str | None:
         if name in self.desired.state.onboardings:
             return self.desired.state.sources.get(f"Onboarding/{name}", "the config directory")
         return None
+
+    def _suspended_in_file(self, name: str) -> bool:
+        """Whether the files still declare this onboarding with ``suspend: true``."""
+        document = self.desired.state.onboardings.get(name)
+        return document is not None and document.spec.suspend
 
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         name = document.metadata.name
@@ -148,18 +172,17 @@ class Service:
             return self.view(created), True, True
         if record.source == Source.FILE and record.state != State.DELETED:
             raise Conflict(f"onboarding {name!r} is managed from files; change it there")
-        if record.cluster != cluster and record.state != State.DELETED:
-            raise Conflict(
-                f"onboarding {name!r} exists on cluster {record.cluster!r}; offboard it first"
-            )
-        alive = record.state != State.DELETED and not record.offboarding
+        if record.offboarding and record.state != State.DELETED:
+            raise Conflict(f"onboarding {name!r} is being offboarded; upsert it once Deleted")
+        if (problem := immutable_change(record, document.spec)) is not None:
+            raise Conflict(f"onboarding {name!r}: {problem}")
+        alive = record.state != State.DELETED
         if alive and record.spec == spec:
             return self.view(record), False, False
         machine = OnboardingMachine(record, now=now)
         if not alive:
-            if record.state != State.DELETED:
-                raise Conflict(f"onboarding {name!r} is being offboarded; upsert it once Deleted")
             record.incarnation = new_incarnation()
+            record.spec_fingerprint = document.spec.fingerprint()
             machine.fire("recreate", "declared again via the API")
         record.source = Source.API
         record.spec = spec
@@ -206,7 +229,11 @@ class Service:
                 record = self.store.save(record)
             self.wake(record.cluster)
             return self.view(record)
-        if action == "resume" and record.reason == SUSPENDED_BY_SPEC:
+        if (
+            action == "resume"
+            and record.reason == SUSPENDED_BY_SPEC
+            and self._suspended_in_file(name)
+        ):
             raise Conflict(f"onboarding {name!r} is suspended by spec.suspend; set it false there")
         machine = OnboardingMachine(record, now=self.clock())
         if not machine.can(action):
@@ -225,11 +252,35 @@ class Service:
         deadline = loop.time() + timeout
         while True:
             record = self._record(name)
-            if record.state in DONE:
+            if record.state in DONE and not _update_due(record):
                 return self.view(record), True
             if loop.time() >= deadline:
                 return self.view(record), False
             await asyncio.sleep(min(self.poll_seconds, max(0.0, deadline - loop.time())))
+
+
+def _update_due(record: OnboardingRecord) -> bool:
+    """A Ready onboarding whose stored spec has not been carried out yet (just upserted)."""
+    if record.state not in (State.READY, State.UPDATE_FAILED) or record.offboarding:
+        return False
+    spec = OnboardingSpec.model_validate(record.spec)
+    return spec.fingerprint() != record.spec_fingerprint
+
+
+def _held_view(
+    change: HeldChange | None, limit: float, *, waiting: bool
+) -> HeldOffboardingView:
+    """What is held (``waiting``), or what a confirmation has just applied."""
+    if change is None:
+        return HeldOffboardingView(held=False, limit=limit)
+    return HeldOffboardingView(
+        held=waiting,
+        onboardings=change.removed,
+        declared=change.declared,
+        share=round(change.share, 4),
+        limit=limit,
+        since=change.since,
+    )
 
 
 def _past(action: str) -> str:

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     )
     jitter_seconds: float = Field(default=1.0, ge=0, description="Random delay added to it.")
     config_poll_seconds: float = Field(default=2.0, gt=0, description="Config change check.")
+    offboard_hold_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="A config change that would offboard more than this share of the"
+        " file-declared onboardings at once (and more than one) is held until confirmed"
+        " with `orchestrator offboard --confirm`; 1 disables the guard.",
+    )
     step_timeout_seconds: int = Field(default=1800, gt=0, description="Deadline of one attempt.")
     step_attempts: int = Field(default=3, ge=1, description="Attempts per step before rollback.")
     compensation_attempts: int = Field(
@@ -47,6 +55,12 @@ class Settings(BaseSettings):
     )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First back-off.")
     backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest back-off.")
+    deleted_retention_seconds: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="How long a Deleted onboarding stays listed (with its history) before it"
+        " is pruned from the database.",
+    )
 
     def read_api_token(self) -> str | None:
         if self.api_token_file is not None:

@@ -53,3 +53,19 @@ def compensations_for(started: list[Step]) -> list[Step]:
     """
     ordered = [s for s in FORWARD_STEPS if s in started]
     return [COMPENSATION_OF[s] for s in reversed(ordered)]
+
+
+def forward_of(compensation: Step) -> Step:
+    """The forward step whose work ``compensation`` undoes."""
+    return next(f for f, c in COMPENSATION_OF.items() if c == compensation)
+
+
+def next_forward(step: Step) -> Step | None:
+    """The forward step after ``step``, None after the last."""
+    index = FORWARD_STEPS.index(step)
+    return FORWARD_STEPS[index + 1] if index + 1 < len(FORWARD_STEPS) else None
+
+
+def inventory_order(steps: list[str]) -> list[str]:
+    """``steps`` in pipeline order, each once."""
+    return [s.value for s in FORWARD_STEPS if s.value in steps]

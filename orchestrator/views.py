@@ -24,6 +24,10 @@ class OnboardingView(BaseModel):
     last_error: str | None = None
     suspended_from: State | None = None
     offboarding: bool = False
+    inventory: list[str] = Field(
+        default_factory=list,
+        description="Forward steps that may have created something; offboarding undoes them.",
+    )
     next_attempt_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -45,6 +49,7 @@ class OnboardingView(BaseModel):
             last_error=record.last_error,
             suspended_from=record.suspended_from,
             offboarding=record.offboarding,
+            inventory=list(record.inventory),
             next_attempt_at=record.next_attempt_at,
             created_at=record.created_at,
             updated_at=record.updated_at,
@@ -94,3 +99,23 @@ class ClusterView(BaseModel):
     )
     onboardings: int = Field(default=0, description="Onboardings on it, in any state.")
     in_flight: int = Field(default=0, description="Onboardings with a step or undo under way.")
+
+
+class HeldOffboardingView(BaseModel):
+    """A config change held because it would offboard many onboardings at once."""
+
+    held: bool = Field(description="True while a change waits for confirmation.")
+    onboardings: list[str] = Field(
+        default_factory=list,
+        description="What the change would offboard; after a confirmation, what it offboards.",
+    )
+    declared: int = Field(
+        default=0, description="File-declared onboardings running when it was held."
+    )
+    share: float | None = Field(
+        default=None, description="The share of those it would offboard (0 to 1)."
+    )
+    limit: float = Field(
+        description="A change offboarding more than this share (and more than one) is held."
+    )
+    since: datetime | None = Field(default=None, description="When the change was held.")

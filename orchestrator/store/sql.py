@@ -6,9 +6,10 @@ import builtins
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import Conflict, PermanentError
@@ -124,6 +125,27 @@ class SqlStore:
         )
         with failures.translated(self._engine.url), self._engine.connect() as connection:
             return [rows.transition_from_row(row) for row in connection.execute(query)]
+
+    def prune(self, *, deleted_before: datetime) -> builtins.list[str]:
+        if deleted_before.utcoffset() is None:
+            raise ValueError(f"deleted_before={deleted_before.isoformat()} has no time zone")
+        # One statement picks and deletes, so a row saved meanwhile is either
+        # pruned before that save (which then conflicts) or not at all. The
+        # transitions go by their ON DELETE CASCADE: PostgreSQL always
+        # enforces it, SQLite because ``engines`` turns its foreign keys on.
+        statement = (
+            delete(onboardings)
+            .where(
+                onboardings.c.state == State.DELETED.value,
+                onboardings.c.updated_at < deleted_before,
+            )
+            .returning(onboardings.c.name)
+        )
+        with failures.translated(self._engine.url), self._engine.begin() as connection:
+            pruned = sorted(connection.execute(statement).scalars())
+        if pruned:
+            log.info("pruned %d deleted onboardings: %s", len(pruned), ", ".join(pruned))
+        return pruned
 
     def close(self) -> None:
         self._engine.dispose()

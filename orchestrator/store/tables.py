@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 #: Kubernetes object names are DNS subdomains: at most 253 characters.
@@ -84,14 +85,15 @@ onboardings = Table(
     Column("state", String(32), nullable=False, index=True),
     Column("suspended_from", String(32)),
     Column("offboarding", Boolean, nullable=False),
-    Column("started_steps", JSON, nullable=False),
-    Column("compensations", JSON, nullable=False),
+    Column("inventory", JSON, nullable=False),
     Column("step", String(NAME_LENGTH)),
     Column("attempt", Integer, nullable=False),
     Column("workflow", String(NAME_LENGTH)),
     Column("workflow_submitted", Boolean, nullable=False),
     Column("step_started_at", UTCDateTime),
     Column("step_deadline", UTCDateTime),
+    Column("suspended_at", UTCDateTime),
+    Column("vanished", Integer, nullable=False, server_default=text("0")),
     Column("attempt_counters", JSON, nullable=False),
     Column("next_attempt_at", UTCDateTime),
     Column("error_count", Integer, nullable=False),

@@ -22,8 +22,11 @@ from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.machine import STEP_OF_STATE, OnboardingMachine
 from orchestrator.ports import Action, Operations
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import ClusterView, OnboardingView, TransitionView
+from orchestrator.steps import COMPENSATION_OF, Step
+from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
 
+#: states in which the compensations of the inventory run
+UNDOING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
 #: what ``wait`` waits for
 DONE = frozenset({State.READY, State.FAILED, State.CLEANUP_FAILED, State.DELETED})
 UI = "https://argo.example.test/workflows/argo"
@@ -58,6 +61,11 @@ class FakeOperations:
         self.files: dict[str, str] = {}
         self.ready: tuple[bool, str] = (True, "leader; desired state loaded")
         self.acted: list[tuple[str, Action]] = []
+        #: the config change held because it would offboard many at once (``hold``)
+        self.held: HeldOffboardingView | None = None
+        self.hold_limit = 0.25
+        #: the names each confirmation offboarded
+        self.confirmed: list[list[str]] = []
         #: raised by every call when set
         self.broken: Exception | None = None
         # the API calls from its event loop while tests call ``fire`` from theirs
@@ -72,6 +80,17 @@ class FakeOperations:
             self._create(model, Source.FILE)
             self.files[model.metadata.name] = file
             return self._view(model.metadata.name)
+
+    def hold(self, *names: str, declared: int, since: datetime | None = None) -> None:
+        """A config change that would offboard ``names`` is held."""
+        self.held = HeldOffboardingView(
+            held=True,
+            onboardings=sorted(names),
+            declared=declared,
+            share=len(names) / declared,
+            limit=self.hold_limit,
+            since=since or self.now(),
+        )
 
     def fire(self, name: str, *triggers: str, reason: str = "by the test") -> State:
         with self._lock:
@@ -202,6 +221,23 @@ class FakeOperations:
         self._check()
         return self.ready
 
+    def held_offboarding(self) -> HeldOffboardingView:
+        self._check()
+        return self.held or HeldOffboardingView(held=False, limit=self.hold_limit)
+
+    async def confirm_offboarding(self) -> HeldOffboardingView:
+        self._check()
+        with self._lock:
+            if self.held is None:
+                raise Conflict("no config change is held")
+            confirmed = self.held.model_copy(update={"held": False})
+            self.held = None
+            for name in confirmed.onboardings:
+                if name in self.records and self.records[name].state is not State.DELETED:
+                    self._fire(self.records[name], "offboard", "removed from the files")
+            self.confirmed.append(confirmed.onboardings)
+            return confirmed
+
     # --- inside -------------------------------------------------------------------
 
     def _check(self) -> None:
@@ -249,8 +285,12 @@ class FakeOperations:
         step = STEP_OF_STATE.get(record.state)
         if step is not None and trigger != "resume":
             record.step, record.attempt, record.workflow = step.value, 1, workflow
-            if step.value not in record.started_steps:
-                record.started_steps.append(step.value)
+            if step.value not in record.inventory:
+                record.inventory.append(step.value)
+        elif record.state in UNDOING and record.inventory and record.step is None:
+            # the latest step in the inventory is compensated first
+            undo = COMPENSATION_OF[Step(record.inventory[-1])]
+            record.step, record.attempt = undo.value, 1
         record.updated_at = self.now()
         record.version += 1
         self.transitions[record.name].extend(machine.log)

@@ -141,7 +141,7 @@ def test_upsert_with_a_changed_spec_answers_200_changed(
     answer = put(client, auth, doc=changed)
     assert answer.status_code == 200
     assert answer.json()["changed"] is True
-    assert answer.json()["onboarding"]["state"] == "Pending"
+    assert answer.json()["onboarding"]["state"] == "Updating"
     assert answer.json()["onboarding"]["spec"]["proxyChart"]["version"] == "2.0.0"
 
 

@@ -16,6 +16,7 @@ from .conftest import TOKEN
 from .fakes import FakeOperations, document
 
 URL = "/api/v1/onboardings"
+HELD = "/api/v1/config/held-offboarding"
 
 #: every mutating route, with a body where it takes one
 MUTATING = [
@@ -25,15 +26,19 @@ MUTATING = [
     ("POST", f"{URL}/tenant-a/retry", None),
     ("POST", f"{URL}/tenant-a/suspend", None),
     ("POST", f"{URL}/tenant-a/resume", None),
+    ("POST", f"{HELD}/confirm", None),
 ]
 MUTATING_IDS = [f"{method} {path.removeprefix(URL)}" for method, path, _ in MUTATING]
 
-READING = ["/healthz", "/readyz", "/metrics", URL, f"{URL}/tenant-a", f"{URL}/tenant-a/history"]
+READING = [
+    "/healthz", "/readyz", "/metrics", URL, f"{URL}/tenant-a", f"{URL}/tenant-a/history", HELD
+]  # fmt: skip
 
 
 @pytest.fixture
 def existing(operations: FakeOperations) -> FakeOperations:
     operations.declare(document("tenant-a"), file="clusters/tenants.yaml")
+    operations.hold("tenant-a", "tenant-z", declared=3)
     return operations
 
 
@@ -67,6 +72,7 @@ def test_mutating_calls_without_the_right_token_are_401(
     assert answer.headers["WWW-Authenticate"] == "Bearer"
     assert answer.json()["error"] == "Unauthorized"
     assert existing.acted == []
+    assert existing.confirmed == []
     assert existing.records["tenant-a"].version == 1
 
 
@@ -86,6 +92,7 @@ def test_mutating_calls_are_refused_when_no_token_is_configured(
         "error": "NoToken",
         "message": "no API token configured; mutating calls are refused",
     }
+    assert existing.confirmed == []
     assert existing.records["tenant-a"].version == 1
 
 
@@ -243,12 +250,16 @@ def test_the_openapi_document_lists_every_route(app: FastAPI, client: TestClient
         ("/api/v1/onboardings/{name}/retry", "POST"),
         ("/api/v1/onboardings/{name}/suspend", "POST"),
         ("/api/v1/onboardings/{name}/resume", "POST"),
+        ("/api/v1/config/held-offboarding", "GET"),
+        ("/api/v1/config/held-offboarding/confirm", "POST"),
     }
 
 
 def test_the_openapi_document_describes_answers_errors_and_auth(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
-    assert {t["name"] for t in document["tags"]} == {"onboardings", "on-call", "operations"}
+    assert {t["name"] for t in document["tags"]} == {
+        "onboardings", "on-call", "operations", "config"
+    }  # fmt: skip
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     schemas = document["components"]["schemas"]
     assert {"OnboardingView", "TransitionView", "UpsertResult", "ErrorBody", "Onboarding"} <= set(

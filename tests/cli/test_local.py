@@ -19,6 +19,7 @@ from orchestrator import __version__
 from orchestrator.cli import main
 from orchestrator.errors import ConfigError, ConfigProblem
 from orchestrator.planning_report import PlanLine
+from orchestrator.records import OnboardingRecord, Source, State
 from orchestrator.settings import Settings
 from orchestrator.tables import age, relative
 
@@ -245,3 +246,91 @@ def test_ages(when: datetime | None, shown: str) -> None:
     assert age(when, now=NOW) == shown
     if when is not None:
         assert relative(when, now=NOW) == (shown if when > NOW else f"{shown} ago")
+
+
+# --- validate: accidents ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "---\n", "null\n", "# tenant-c moved to c.yml\n", "---\n# nothing\n---\n"],
+    ids=["empty", "only-separator", "null", "only-comment", "separators-and-comment"],
+)
+def test_validate_reports_a_file_that_holds_no_document(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, text: str
+) -> None:
+    emptied = valid_dir / "tenants" / "c.yml"
+    emptied.write_text(text)
+
+    assert main(["validate", str(valid_dir)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{emptied}: holds no document; to remove what it declared, delete the file",
+        f"{valid_dir}: invalid (1 problem)",
+    ]
+
+
+def stored(db: Path, *onboardings: tuple[str, str, State]) -> str:
+    """A SQLite database holding ``(name, cluster, state)`` onboardings; returns its URL."""
+    from orchestrator.store import open_store
+
+    url = f"sqlite:///{db}"
+    store = open_store(url)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        for name, on, state in onboardings:
+            spec = document(name, cluster=on)["spec"]
+            store.create(
+                OnboardingRecord(
+                    name=name, cluster=on, namespace=name, source=Source.FILE, spec=spec,
+                    spec_fingerprint="f", incarnation="i", created_at=now, updated_at=now,
+                    state=state,
+                )
+            )  # fmt: skip
+    finally:
+        store.close()
+    return url
+
+
+def test_validate_with_a_db_names_onboardings_on_a_removed_cluster(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, tmp_path: Path
+) -> None:
+    url = stored(
+        tmp_path / "o.db",
+        ("tenant-a", "c1", State.READY),
+        ("old-1", "c3", State.READY),
+        ("old-2", "c3", State.OFFBOARDING),
+        ("gone", "c4", State.DELETED),
+    )
+
+    assert main(["validate", str(valid_dir), "--db", url]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{valid_dir}: cluster 'c3' is not declared, but stored onboardings still use it:"
+        " old-1, old-2; keep it declared until they are Deleted",
+        f"{valid_dir}: invalid (1 problem)",
+    ]
+
+
+def test_validate_with_a_db_whose_clusters_are_all_declared(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, tmp_path: Path
+) -> None:
+    url = stored(tmp_path / "o.db", ("tenant-a", "c1", State.READY), ("x", "c9", State.DELETED))
+
+    assert main(["validate", str(valid_dir), "--db", url]) == 0
+    assert capsys.readouterr().out == f"3 onboardings, 2 clusters in {valid_dir}: valid\n"
+
+
+def test_validate_with_a_sqlite_file_that_does_not_exist_creates_none(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "none" / "o.db"
+
+    assert main(["validate", str(valid_dir), "--db", f"sqlite:///{db}"]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert not db.parent.exists()
+
+
+def test_validate_with_a_db_url_that_is_not_one_exits_1(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path
+) -> None:
+    assert main(["validate", str(valid_dir), "--db", "not a url"]) == 1
+    assert capsys.readouterr().err == "error: --db: not a database URL\n"

@@ -211,3 +211,71 @@ def test_clusters_lists_their_health(capsys: pytest.CaptureFixture[str], tenants
     assert [line.split()[:2] for line in lines[1:]] == [["c1", "yes"], ["c2", "yes"]]
     code, out, _ = run(capsys, "clusters", "-o", "json", daemon=tenants)
     assert {c["name"]: c["onboardings"] for c in json.loads(out)} == {"c1": 2, "c2": 1}
+
+
+# --- the held mass offboarding ---------------------------------------------------
+
+
+@pytest.fixture
+def held(tenants: Daemon) -> Daemon:
+    """A config change that would offboard two of the three tenants is held."""
+    tenants.operations.hold(
+        "tenant-b", "tenant-c", declared=3, since=datetime.now(UTC) - timedelta(minutes=5)
+    )
+    return tenants
+
+
+def test_offboard_shows_the_held_change(capsys: pytest.CaptureFixture[str], held: Daemon) -> None:
+    code, out, err = run(capsys, "offboard", daemon=held)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "Held:        a config change would offboard 2 of 3 file-declared onboardings (67%)",
+        "Limit:       more than 25% at once is held",
+        "Since:       5m ago",
+        "Onboardings: tenant-b, tenant-c",
+        "The previous config keeps running. Confirm with `orchestrator offboard --confirm`, or"
+        " restore the files.",
+    ]
+    assert held.operations.confirmed == []
+
+
+def test_offboard_when_nothing_is_held(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:
+    assert run(capsys, "offboard", daemon=daemon) == (0, "no config change is held\n", "")
+
+
+def test_offboard_as_json(capsys: pytest.CaptureFixture[str], held: Daemon) -> None:
+    code, out, _ = run(capsys, "offboard", "-o", "json", daemon=held)
+    assert code == 0
+    view = json.loads(out)
+    assert (view["held"], view["onboardings"], view["declared"]) == (
+        True, ["tenant-b", "tenant-c"], 3
+    )  # fmt: skip
+
+
+def test_offboard_confirm_applies_it(capsys: pytest.CaptureFixture[str], held: Daemon) -> None:
+    code, out, err = run(capsys, "offboard", "--confirm", daemon=held)
+    assert (code, err) == (0, "")
+    assert out == "confirmed: offboarding 2 onboardings: tenant-b, tenant-c\n"
+    assert held.operations.confirmed == [["tenant-b", "tenant-c"]]
+    assert [held.operations.get(n).state for n in ("tenant-a", "tenant-b", "tenant-c")] == [
+        "CreatingSubaccount", "Deleted", "Deleted"
+    ]  # fmt: skip
+    assert run(capsys, "offboard", daemon=held)[1] == "no config change is held\n"
+
+
+def test_offboard_confirm_with_nothing_held_exits_1(
+    capsys: pytest.CaptureFixture[str], daemon: Daemon
+) -> None:
+    code, out, err = run(capsys, "offboard", "--confirm", daemon=daemon)
+    assert (code, out) == (1, "")
+    assert err == "error: 409 Conflict: no config change is held\n"
+
+
+def test_offboard_confirm_without_a_token_exits_1_and_confirms_nothing(
+    capsys: pytest.CaptureFixture[str], held: Daemon
+) -> None:
+    code, _, err = run(capsys, "offboard", "--confirm", "--api", held.url)
+    assert code == 1
+    assert "401 Unauthorized" in err
+    assert held.operations.confirmed == []
+    assert held.operations.held is not None

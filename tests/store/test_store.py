@@ -85,14 +85,15 @@ def every_field_set(name: str = "team-a") -> OnboardingRecord:
         state=State.ROLLING_BACK,
         suspended_from=State.INSTALLING_PROXY,
         offboarding=True,
-        started_steps=["create-subaccount", "register-platform"],
-        compensations=["unregister-platform", "delete-subaccount"],
+        inventory=["create-subaccount", "register-platform"],
         step="unregister-platform",
         attempt=2,
         workflow="team-a-unregister-platform-2",
         workflow_submitted=True,
         step_started_at=T0 + timedelta(minutes=1),
         step_deadline=T0 + timedelta(minutes=31),
+        suspended_at=T0 + timedelta(minutes=5),
+        vanished=1,
         attempt_counters={"create-subaccount": 1, "unregister-platform": 2},
         next_attempt_at=T0 + timedelta(seconds=90),
         error_count=3,
@@ -295,6 +296,75 @@ def test_history_keeps_the_workflow(store: SqlStore) -> None:
     assert store.history("team-a")[0].workflow == "team-a-create-subaccount-1"
 
 
+# --- prune ---------------------------------------------------------------------------
+
+
+def test_prune_removes_only_deleted_onboardings_older_than_the_cutoff(store: SqlStore) -> None:
+    cutoff = T0 + timedelta(hours=1)
+    old = T0
+    for name in ("old-deleted-b", "old-deleted-a"):
+        store.create(
+            onboarding(name, state=State.DELETED, updated_at=old),
+            [transition(name), transition(name, to=State.DELETED, trigger="compensated")],
+        )
+    store.create(
+        onboarding("deleted-at-the-cutoff", state=State.DELETED, updated_at=cutoff),
+        [transition("deleted-at-the-cutoff")],
+    )
+    store.create(
+        onboarding("young-deleted", state=State.DELETED, updated_at=cutoff + timedelta(hours=1)),
+        [transition("young-deleted")],
+    )
+    others = {f"old-{state.value.lower()}": state for state in State if state != State.DELETED}
+    for name, state in others.items():
+        store.create(onboarding(name, state=state, updated_at=old), [transition(name)])
+
+    pruned = store.prune(deleted_before=cutoff)
+
+    assert pruned == ["old-deleted-a", "old-deleted-b"]
+    kept = sorted(["deleted-at-the-cutoff", "young-deleted", *others])
+    assert [r.name for r in store.list()] == kept
+    assert store.history("old-deleted-a") == []
+    assert store.history("old-deleted-b") == []
+    assert all(len(store.history(name)) == 1 for name in kept), "other histories are kept"
+
+
+def test_a_pruned_name_starts_afresh(store: SqlStore) -> None:
+    """No transition of the pruned onboarding survives to be read as the new one's."""
+    store.create(onboarding(state=State.DELETED), [transition(reason="the first life")])
+    store.prune(deleted_before=T0 + timedelta(seconds=1))
+
+    store.create(onboarding(), [transition(reason="the second life")])
+
+    assert [t.reason for t in store.history("team-a")] == ["the second life"]
+
+
+def test_prune_with_nothing_to_prune_changes_nothing(store: SqlStore) -> None:
+    created = store.create(onboarding(state=State.READY), [transition()])
+
+    assert store.prune(deleted_before=T0 + timedelta(days=365)) == []
+    assert store.get("team-a") == created
+    assert store.history("team-a") == [transition()]
+
+
+def test_prune_refuses_a_naive_cutoff(store: SqlStore) -> None:
+    store.create(onboarding(state=State.DELETED))
+
+    with pytest.raises(ValueError, match="deleted_before"):
+        store.prune(deleted_before=datetime(2027, 1, 1))
+
+    assert store.get("team-a") is not None
+
+
+def test_prune_compares_instants_not_wall_clocks(store: SqlStore) -> None:
+    store.create(onboarding(state=State.DELETED, updated_at=T0))
+    # 13:00 in CEST is 11:00 UTC, an hour before T0: team-a is not older than that.
+    before_t0 = (T0 - timedelta(hours=1)).astimezone(CEST)
+
+    assert store.prune(deleted_before=before_t0) == []
+    assert store.prune(deleted_before=(T0 + timedelta(hours=1)).astimezone(CEST)) == ["team-a"]
+
+
 # --- values round trip ---------------------------------------------------------------
 
 
@@ -309,33 +379,34 @@ def test_history_keeps_the_workflow(store: SqlStore) -> None:
     ],
 )
 def test_json_columns_round_trip(store: SqlStore, spec: dict[str, Any]) -> None:
-    store.create(onboarding(spec=spec, started_steps=["b", "a"], attempt_counters={"z": 2, "a": 1}))
+    store.create(onboarding(spec=spec, inventory=["b", "a"], attempt_counters={"z": 2, "a": 1}))
 
     stored = store.get("team-a")
 
     assert stored is not None
     assert stored.spec == spec
     assert list(stored.spec) == list(spec), "key order is kept"
-    assert stored.started_steps == ["b", "a"]
+    assert stored.inventory == ["b", "a"], "kept as given, not sorted"
     assert stored.attempt_counters == {"z": 2, "a": 1}
 
 
 def test_datetimes_come_back_aware_in_utc(store: SqlStore) -> None:
     local = datetime(2026, 3, 1, 14, 0, 0, 654321, tzinfo=CEST)
-    store.create(onboarding(created_at=local, next_attempt_at=local), [transition(at=local)])
+    record = onboarding(created_at=local, next_attempt_at=local, suspended_at=local)
+    store.create(record, [transition(at=local)])
 
     stored = store.get("team-a")
     (step,) = store.history("team-a")
 
     assert stored is not None
-    for value in (stored.created_at, stored.next_attempt_at, step.at):
+    for value in (stored.created_at, stored.next_attempt_at, stored.suspended_at, step.at):
         assert value is not None
         assert value.tzinfo == UTC
         assert value == local, "the same instant, to the microsecond"
     assert stored.step_deadline is None
 
 
-@pytest.mark.parametrize("field", ["created_at", "step_deadline"])
+@pytest.mark.parametrize("field", ["created_at", "step_deadline", "suspended_at"])
 def test_naive_datetimes_are_refused(store: SqlStore, field: str) -> None:
     record = onboarding()
     setattr(record, field, datetime(2026, 3, 1, 12, 0))
@@ -363,7 +434,9 @@ def test_opening_twice_migrates_once_and_keeps_the_data(database_url: str) -> No
         again.close()
 
 
-@pytest.mark.parametrize("start", ["base", "head"], ids=["downgraded-to-base", "at-head"])
+@pytest.mark.parametrize(
+    "start", ["base", "0001", "head"], ids=["downgraded-to-base", "downgraded-to-0001", "at-head"]
+)
 def test_open_brings_an_existing_database_to_head(database_url: str, start: str) -> None:
     open_store(database_url).close()
     engine = create_engine(urls.parse(database_url))

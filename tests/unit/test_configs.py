@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from orchestrator.configs import json_schema
-from orchestrator.errors import ConfigError
+from orchestrator.desired import DesiredStateSource
+from orchestrator.errors import ConfigError, Conflict, TemporaryError
 from orchestrator.loading import load_directory, load_documents
+from orchestrator.metrics import Metrics
+from orchestrator.settings import Settings
 
 CLUSTER = """\
 apiVersion: orchestrator.dev/v1alpha1
@@ -302,3 +307,358 @@ def test_one_global_account_per_cluster() -> None:
         " 'local-a' already uses GlobalAccount 'acme' (onboarding 'team-a'); one GlobalAccount"
         " per cluster"
     )
+
+
+# --- a file that holds no document -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n\n", "---\n", "--- \n---\n", "null\n", "~\n", "# moved to b.yaml\n", "---\n# x\n..."],
+    ids=[
+        "empty", "blank-lines", "only-separator", "two-separators", "null", "tilde",
+        "only-comment", "separator-comment-end-marker",
+    ],
+)  # fmt: skip
+def test_a_file_that_holds_no_document_is_invalid_not_a_removal(text: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    assert [str(p) for p in raised.value.problems] == [
+        "o.yaml: holds no document; to remove what it declared, delete the file"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [ONBOARDING + "---\n", "---\n" + ONBOARDING, "# team A\n" + ONBOARDING, ONBOARDING + "...\n"],
+    ids=["trailing-separator", "leading-separator", "leading-comment", "end-marker"],
+)
+def test_empty_documents_beside_a_real_one_are_fine(text: str) -> None:
+    state = load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    assert list(state.onboardings) == ["team-a"]
+
+
+def test_an_emptied_file_rejects_the_whole_directory(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "a.yaml").write_text(ONBOARDING)
+    (tmp_path / "b.yaml").write_text("")
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(tmp_path)
+
+    assert [p.file for p in raised.value.problems] == [str(tmp_path / "b.yaml")]
+
+
+# --- reloads: a mass offboarding is held, a cluster in use is kept -----------------
+
+CLUSTER_B = CLUSTER.replace("name: local-a", "name: local-b")
+SINCE = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def named(name: str, cluster: str = "local-a") -> str:
+    return onboarding(
+        **{
+            "name: team-a}": f"name: {name}}}",
+            "subdomain: team-a-dev": f"subdomain: {name}",
+            "cluster: local-a": f"cluster: {cluster}",
+        }
+    )
+
+
+class Config:
+    """A config directory on disk and the DesiredStateSource that runs it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.metrics = Metrics()
+        self.now = SINCE
+        self.used: dict[str, list[str]] = {}
+        (directory / "cluster-a.yaml").write_text(CLUSTER)
+        (directory / "cluster-b.yaml").write_text(CLUSTER_B)
+
+    def start(self, *, share: float = 0.25) -> DesiredStateSource:
+        self.source = DesiredStateSource(
+            self.directory,
+            metrics=self.metrics,
+            offboard_hold_share=share,
+            in_use=lambda: self.used,
+            clock=lambda: self.now,
+        )
+        return self.source
+
+    def declare(self, *names: str, cluster: str = "local-a") -> None:
+        for name in names:
+            (self.directory / f"{name}.yaml").write_text(named(name, cluster))
+
+    def remove(self, *names: str) -> None:
+        for name in names:
+            (self.directory / f"{name}.yaml").unlink()
+
+    def sample(self, metric: str) -> float | None:
+        return self.metrics.registry.get_sample_value(f"orchestrator_{metric}")
+
+    @property
+    def running(self) -> list[str]:
+        return sorted(self.source.state.onboardings)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(tmp_path)
+
+
+TENANTS = [f"tenant-{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    ("declared", "removed", "share", "held"),
+    [
+        pytest.param(4, 1, 0.25, False, id="one-is-an-ordinary-edit"),
+        pytest.param(2, 1, 0.25, False, id="one-of-two-is-still-one"),
+        pytest.param(4, 2, 0.25, True, id="two-of-four"),
+        pytest.param(8, 2, 0.25, False, id="exactly-the-share"),
+        pytest.param(8, 3, 0.25, True, id="more-than-the-share"),
+        pytest.param(4, 4, 0.25, True, id="all"),
+        pytest.param(10, 5, 0.5, False, id="half-with-share-half"),
+        pytest.param(10, 6, 0.5, True, id="more-than-half-with-share-half"),
+        pytest.param(4, 4, 1.0, False, id="share-1-disables-the-guard"),
+    ],
+)
+def test_a_reload_removing_too_many_is_held(
+    config: Config, declared: int, removed: int, share: float, held: bool
+) -> None:
+    config.declare(*TENANTS[:declared])
+    source = config.start(share=share)
+    config.remove(*TENANTS[:removed])
+
+    accepted = source.reload_if_changed()
+
+    assert accepted is not held
+    assert (source.held is not None) is held
+    assert config.sample("config_offboard_held") == (removed if held else 0)
+    assert config.sample("config_valid") == 1
+    assert len(config.running) == (declared if held else declared - removed)
+
+
+def test_a_held_change_keeps_the_previous_state_and_says_what_it_holds(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    before = source.state
+    config.remove("b", "c", "d")
+
+    assert source.reload_if_changed() is False
+
+    assert source.state is before
+    assert source.held is not None
+    assert source.held.removed == ["b", "c", "d"]
+    assert (source.held.declared, source.held.share, source.held.since) == (4, 0.75, SINCE)
+    assert source.last_error is None
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "config change held" in logged.getMessage()
+    assert logged.onboardings == ["b", "c", "d"]  # type: ignore[attr-defined]
+    # nothing changes on disk: nothing more happens
+    assert source.reload_if_changed() is False
+    assert source.held.since == SINCE
+
+
+def test_a_further_change_that_removes_few_enough_is_applied_and_clears_the_hold(
+    config: Config,
+) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    config.remove("b", "c", "d")
+    source.reload_if_changed()
+    config.declare("b", "c")  # restored; the change now removes only d
+
+    assert source.reload_if_changed() is True
+
+    assert source.held is None
+    assert config.sample("config_offboard_held") == 0
+    assert config.running == ["a", "b", "c"]
+
+
+def test_a_further_change_that_still_removes_too_many_replaces_the_hold(config: Config) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    config.remove("b", "c", "d")
+    source.reload_if_changed()
+    config.declare("d")  # against the running state: still b and c
+    config.now = SINCE + timedelta(minutes=5)
+
+    assert source.reload_if_changed() is False
+
+    assert source.held is not None
+    assert (source.held.removed, source.held.since) == (["b", "c"], config.now)
+    assert config.sample("config_offboard_held") == 2
+    assert config.running == ["a", "b", "c", "d"]
+
+
+def test_an_invalid_change_while_held_drops_the_hold(config: Config) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    config.remove("b", "c", "d")
+    source.reload_if_changed()
+    (config.directory / "a.yaml").write_text("")
+
+    assert source.reload_if_changed() is False
+
+    assert source.held is None
+    assert source.last_error is not None
+    assert config.sample("config_offboard_held") == 0
+    assert config.sample("config_valid") == 0
+    assert config.running == ["a", "b", "c", "d"]
+    with pytest.raises(Conflict, match="no config change is held"):
+        source.confirm_held()
+
+
+def test_confirming_runs_exactly_the_held_state(config: Config) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    config.remove("b", "c", "d")
+    source.reload_if_changed()
+    assert source.held is not None
+    held_state = source.held.state
+
+    confirmed = source.confirm_held()
+
+    assert confirmed.removed == ["b", "c", "d"]
+    assert source.state is held_state
+    assert source.held is None
+    assert config.sample("config_offboard_held") == 0
+    assert config.running == ["a"]
+    assert source.reload_if_changed() is False  # the files are what runs now
+    with pytest.raises(Conflict, match="no config change is held"):
+        source.confirm_held()
+
+
+def test_confirming_after_the_files_changed_is_refused(config: Config) -> None:
+    config.declare("a", "b", "c", "d")
+    source = config.start()
+    config.remove("b", "c", "d")
+    source.reload_if_changed()
+    config.declare("e")
+
+    with pytest.raises(Conflict, match="the config files changed since the change was held"):
+        source.confirm_held()
+
+    assert config.running == ["a", "b", "c", "d"]
+    assert source.held is not None
+    # the next reload evaluates the files as they are now: still too many
+    assert source.reload_if_changed() is False
+    assert source.held.state.onboardings.keys() == {"a", "e"}
+
+
+def test_removing_a_cluster_stored_onboardings_use_is_invalid(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.declare("a", "b")
+    config.declare("x", cluster="local-b")
+    source = config.start()
+    config.used = {"local-a": ["a", "b"], "local-b": ["x", "y-from-the-api"]}
+    config.remove("x")
+    (config.directory / "cluster-b.yaml").unlink()
+
+    assert source.reload_if_changed() is False
+
+    assert source.last_error is not None
+    assert [str(p) for p in source.last_error.problems] == [
+        f"{config.directory / 'cluster-b.yaml'}: document 1 (Cluster local-b): cluster"
+        " 'local-b' is not declared, but stored onboardings still use it: x, y-from-the-api;"
+        " keep it declared until they are Deleted"
+    ]
+    assert config.sample("config_valid") == 0
+    assert config.sample("config_reload_errors_total") == 1
+    assert sorted(source.state.clusters) == ["local-a", "local-b"]
+    assert "config change rejected" in caplog.text
+
+    # once they are Deleted (no longer listed), the same files are accepted
+    config.used = {"local-a": ["a", "b"]}
+    (config.directory / "touch.yaml").write_text(named("z"))
+    assert source.reload_if_changed() is True
+    assert sorted(source.state.clusters) == ["local-a"]
+
+
+def test_many_onboardings_on_a_removed_cluster_are_named_up_to_a_limit(config: Config) -> None:
+    config.declare("a")
+    source = config.start()
+    config.used = {"local-b": [f"t{i:02}" for i in range(25)]}
+    (config.directory / "cluster-b.yaml").unlink()
+
+    source.reload_if_changed()
+
+    assert source.last_error is not None
+    assert "t00, t01," in str(source.last_error)
+    assert "t19 and 5 more;" in str(source.last_error)
+
+
+def test_a_held_change_is_checked_for_clusters_in_use_again_on_confirmation(
+    config: Config,
+) -> None:
+    config.declare("a", "b", "c")
+    source = config.start()
+    config.remove("b", "c")
+    (config.directory / "cluster-b.yaml").unlink()  # unused when held
+    source.reload_if_changed()
+    assert source.held is not None
+    config.used = {"local-b": ["late"]}  # e.g. upserted through the API since
+
+    with pytest.raises(ConfigError, match="stored onboardings still use it: late"):
+        source.confirm_held()
+
+    assert config.running == ["a", "b", "c"]
+
+
+def test_at_start_a_cluster_in_use_but_not_declared_is_logged_not_fatal(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.declare("a")
+    config.used = {"local-a": ["a"], "gone": ["old-1", "old-2"]}
+
+    source = config.start()
+
+    assert config.running == ["a"]
+    assert source.last_error is None
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "not declared" in logged.getMessage()
+    assert logged.problems == [  # type: ignore[attr-defined]
+        f"{config.directory}: cluster 'gone' is not declared, but stored onboardings still use"
+        " it: old-1, old-2; keep it declared until they are Deleted"
+    ]
+    # a later reload is judged only on what it drops itself
+    config.declare("b")
+    assert source.reload_if_changed() is True
+
+
+def test_a_store_that_cannot_be_asked_postpones_the_reload(config: Config) -> None:
+    config.declare("a")
+    source = config.start()
+
+    def unavailable() -> dict[str, list[str]]:
+        raise TemporaryError("database unavailable", reason="DatabaseUnavailable")
+
+    source._in_use = unavailable
+    (config.directory / "cluster-b.yaml").unlink()
+
+    assert source.reload_if_changed() is False
+    assert source.last_error is None
+    assert sorted(source.state.clusters) == ["local-a", "local-b"]
+    source._in_use = lambda: {}
+    assert source.reload_if_changed() is True  # evaluated again at the next poll
+    assert sorted(source.state.clusters) == ["local-a"]
+
+
+@pytest.mark.parametrize("share", [0, -0.1, 1.01], ids=["zero", "negative", "above-one"])
+def test_the_hold_share_is_between_0_and_1(config: Config, share: float) -> None:
+    with pytest.raises(ValidationError, match="offboard_hold_share"):
+        Settings(offboard_hold_share=share)
+    with pytest.raises(ValueError, match="offboard_hold_share"):
+        config.start(share=share)
+
+
+def test_the_hold_share_defaults_to_a_quarter() -> None:
+    assert Settings().offboard_hold_share == 0.25
+    assert Settings(offboard_hold_share=1).offboard_hold_share == 1

@@ -20,6 +20,7 @@ from orchestrator.planning import (
     Wait,
     backoff,
     decide,
+    immutable_change,
 )
 from orchestrator.records import OnboardingRecord, Source, State, WorkflowPhase, WorkflowStatus
 from orchestrator.steps import Step
@@ -65,7 +66,7 @@ def wf(phase: WorkflowPhase, message: str | None = None) -> WorkflowStatus:
 RUNNING_CS = {"step": "create-subaccount", "workflow": "wf", "attempt": 1,
               "workflow_submitted": True, "step_deadline": NOW + timedelta(minutes=5)}  # fmt: skip
 LAST_CS = {**RUNNING_CS, "attempt": 3}
-COMPENSATING = {"compensations": ["unregister-platform", "delete-subaccount"],
+COMPENSATING = {"inventory": ["create-subaccount", "register-platform"],
                 "step": "unregister-platform", "workflow": "wf", "attempt": 1,
                 "workflow_submitted": True}  # fmt: skip
 
@@ -109,17 +110,24 @@ CASES = [
     ("unconfirmed-submission-missing-is-resubmitted",
      record(State.CREATING_SUBACCOUNT, **{**RUNNING_CS, "workflow_submitted": False}), SPEC,
      None, True, [Submit(Step.CREATE_SUBACCOUNT, new_attempt=False)]),
-    ("confirmed-workflow-vanished-fails-the-attempt",
+    ("confirmed-workflow-vanished-runs-again-uncounted",
      record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, None, True,
-     [Fire("step_retried", "workflow wf disappeared; attempt 1 of 3", "wf", 3.75)]),
+     [Fire("workflow_vanished", "workflow wf vanished (deleted or garbage-collected before it"
+           " was seen to finish); create-subaccount runs again, it is idempotent", "wf")]),
+    ("vanishing-again-and-again-fails-the-attempt",
+     record(State.CREATING_SUBACCOUNT, **{**RUNNING_CS, "vanished": 3}), SPEC, None, True,
+     [Fire("step_retried", "workflow wf vanished 4 times in a row; attempt 1 of 3", "wf",
+           3.75)]),
     ("cluster-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, UNKNOWN,
      True, [Wait("cannot reach the cluster")]),
     ("backing-off-waits",
      record(State.CREATING_SUBACCOUNT, next_attempt_at=NOW + timedelta(seconds=1)), SPEC, None,
      True, [Wait("backing off until 2026-01-01T12:00:01+00:00")]),
-    ("compensation-runs-head-first", record(State.ROLLING_BACK,
-     compensations=["unregister-platform", "delete-subaccount"]), SPEC, None, True,
+    ("compensation-undoes-the-latest-inventory-entry-first", record(State.ROLLING_BACK,
+     inventory=["create-subaccount", "register-platform"]), SPEC, None, True,
      [Submit(Step.UNREGISTER_PLATFORM)]),
+    ("compensation-with-an-empty-inventory-is-done", record(State.ROLLING_BACK), SPEC, None,
+     True, [Fire("compensated", "nothing left to compensate")]),
     ("compensation-succeeded", record(State.ROLLING_BACK, **COMPENSATING), SPEC,
      wf(WorkflowPhase.SUCCEEDED), True,
      [Fire("compensated", "unregister-platform succeeded", "wf")]),
@@ -128,10 +136,33 @@ CASES = [
      [Fire("compensation_exhausted", "unregister-platform failed: 422; gave up after 5"
            " attempts, waiting for on-call", "wf")]),
     ("ready-is-settled", record(State.READY), SPEC, None, True, [Wait("Ready: settled")]),
-    ("ready-with-a-new-spec-runs-again", record(State.READY), CHANGED, None, True,
-     [Fire("spec_changed", "the spec changed")]),
+    ("ready-with-a-new-spec-updates", record(State.READY), CHANGED, None, True,
+     [Fire("spec_changed", "the spec changed: updating")]),
+    ("ready-with-a-new-spec-waits-for-a-slot", record(State.READY), CHANGED, None, False,
+     [Wait("the spec changed; the update waits for a free slot")]),
+    ("update-failed-with-a-new-spec-updates-again", record(State.UPDATE_FAILED), CHANGED, None,
+     True, [Fire("spec_changed", "the spec changed: updating")]),
+    ("update-failed-is-settled", record(State.UPDATE_FAILED), SPEC, None, True,
+     [Wait("UpdateFailed: settled")]),
     ("failed-with-a-new-spec-runs-again", record(State.FAILED), CHANGED, None, True,
-     [Fire("spec_changed", "the spec changed")]),
+     [Fire("spec_changed", "the spec changed: starting again")]),
+    ("in-flight-with-a-new-spec-goes-on", record(State.CREATING_SUBACCOUNT, **RUNNING_CS),
+     CHANGED, wf(WorkflowPhase.RUNNING), True, [Wait("create-subaccount is Running")]),
+    ("update-starts-with-the-first-step", record(State.UPDATING), SPEC, None, True,
+     [Submit(Step.CREATE_SUBACCOUNT)]),
+    ("update-runs-its-current-step", record(State.UPDATING, step="install-proxy"), SPEC, None,
+     True, [Submit(Step.INSTALL_PROXY)]),
+    ("update-step-failing-for-good-parks", record(State.UPDATING, **{**LAST_CS}), SPEC,
+     wf(WorkflowPhase.FAILED, "boom"), True,
+     [Fire("step_failed", "create-subaccount failed: boom; gave up after 3 attempts", "wf")]),
+    ("removed-while-updating-stops-then-offboards",
+     record(State.UPDATING, **RUNNING_CS), None, wf(WorkflowPhase.RUNNING), True,
+     [Stop("wf", "onboarding removed: offboarding"),
+      Fire("offboard", "removed from the desired state")]),
+    ("removed-update-failed-offboards", record(State.UPDATE_FAILED), None, None, True,
+     [Fire("offboard", "removed from the desired state")]),
+    ("removed-rolling-back-offboards", record(State.ROLLING_BACK, **COMPENSATING), None,
+     wf(WorkflowPhase.RUNNING), True, [Fire("offboard", "removed from the desired state")]),
     ("spec-suspend-suspends", record(State.READY), SUSPENDED, None, True,
      [Fire("suspend", SUSPENDED_BY_SPEC)]),
     ("spec-unsuspend-resumes", record(State.SUSPENDED, reason=SUSPENDED_BY_SPEC), SPEC, None,
@@ -145,13 +176,20 @@ CASES = [
      [Stop("wf", "onboarding removed: offboarding"),
       Fire("offboard", "removed from the desired state")]),
     ("removed-mid-step-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), None,
-     UNKNOWN, True, [Wait("removed, waiting for the cluster to stop the running step")]),
+     UNKNOWN, True,
+     [Wait("removed; offboarding waits for the cluster to stop the running step")]),
     ("removed-orphan-is-forgotten", record(State.READY, spec=ORPHAN), None, None, True,
      [Fire("forget", "removed with deletionPolicy Orphan: left as it is")]),
     ("removed-suspended-waits", record(State.SUSPENDED), None, None, True,
-     [Wait("removed, offboarding waits until it is resumed")]),
+     [Wait("removed; offboarding waits until it is resumed (orchestrator resume)")]),
+    ("removed-suspended-by-spec-waits-too",
+     record(State.SUSPENDED, reason=SUSPENDED_BY_SPEC), None, None, True,
+     [Wait("removed; offboarding waits until it is resumed (orchestrator resume)")]),
     ("offboarding-continues", record(State.OFFBOARDING, offboarding=True,
-     compensations=["delete-subaccount"]), None, None, True, [Submit(Step.DELETE_SUBACCOUNT)]),
+     inventory=["create-subaccount"]), None, None, True, [Submit(Step.DELETE_SUBACCOUNT)]),
+    ("offboarding-of-everything-starts-with-the-proxy", record(State.OFFBOARDING,
+     offboarding=True, inventory=["create-subaccount", "register-platform", "install-proxy"]),
+     None, None, True, [Submit(Step.UNINSTALL_PROXY)]),
     ("offboarding-stalled-waits-for-on-call", record(State.CLEANUP_FAILED, offboarding=True),
      None, None, True,
      [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]),
@@ -186,7 +224,61 @@ def test_decide(
 
 @pytest.mark.parametrize(
     ("attempt", "jitter", "expected"),
-    [(1, 0.0, 2.5), (1, 1.0, 5.0), (2, 0.5, 7.5), (3, 0.0, 10.0), (10, 1.0, 300.0)],
+    [
+        (1, 0.0, 2.5),
+        (1, 1.0, 5.0),
+        (2, 0.5, 7.5),
+        (3, 0.0, 10.0),
+        (10, 1.0, 300.0),
+        # a streak of any length stays capped (it once overflowed after about 85 minutes)
+        (5000, 1.0, 300.0),
+        (10**9, 0.0, 150.0),
+    ],
 )
 def test_backoff_grows_is_jittered_and_capped(attempt: int, jitter: float, expected: float) -> None:
     assert backoff(attempt, limits=Limits(), jitter=jitter) == expected
+
+
+MOVED = SPEC.model_copy(update={"cluster": "local-b"})
+RESUBDOMAINED = OnboardingSpec.model_validate(
+    {**SPEC.model_dump(by_alias=True),
+     "subaccount": {"displayName": "A", "subdomain": "team-a2", "region": "eu10"}}
+)  # fmt: skip
+RENAMESPACED = SPEC.model_copy(update={"namespace": "team-a2"})
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "refused"),
+    [
+        pytest.param(record(State.READY, inventory=["create-subaccount"]), MOVED,
+                     "spec.cluster", id="ready-cluster"),
+        pytest.param(record(State.READY, inventory=["create-subaccount"]), RESUBDOMAINED,
+                     "spec.subaccount.subdomain", id="ready-subdomain"),
+        pytest.param(record(State.UPDATE_FAILED, inventory=["create-subaccount"]),
+                     RENAMESPACED, "spec.namespace", id="update-failed-namespace"),
+        pytest.param(record(State.CREATING_SUBACCOUNT, **RUNNING_CS,
+                            inventory=["create-subaccount"]), MOVED, "spec.cluster",
+                     id="in-flight-cluster"),
+        pytest.param(record(State.SUSPENDED), MOVED, "spec.cluster",
+                     id="suspended-cluster"),
+        pytest.param(record(State.CLEANUP_FAILED, inventory=["create-subaccount"]),
+                     RESUBDOMAINED, "spec.subaccount.subdomain", id="cleanup-failed-subdomain"),
+        pytest.param(record(State.READY, inventory=["create-subaccount"]), CHANGED, None,
+                     id="ready-mutable-field"),
+        pytest.param(record(State.PENDING), MOVED, None, id="pending-nothing-exists"),
+        pytest.param(record(State.FAILED), RESUBDOMAINED, None, id="failed-rolled-back"),
+        pytest.param(record(State.DELETED), MOVED, None, id="deleted"),
+        pytest.param(record(State.FAILED, inventory=["create-subaccount"]), MOVED,
+                     "spec.cluster", id="failed-with-something-left"),
+    ],
+)  # fmt: skip
+def test_one_rule_for_fields_naming_external_resources(
+    current: OnboardingRecord, desired: OnboardingSpec, refused: str | None
+) -> None:
+    problem = immutable_change(current, desired)
+
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and problem.startswith(refused + " cannot change")
+        assert "the stored spec keeps running" in problem
