@@ -267,9 +267,7 @@ def _update_due(record: OnboardingRecord) -> bool:
     return spec.fingerprint() != record.spec_fingerprint
 
 
-def _held_view(
-    change: HeldChange | None, limit: float, *, waiting: bool
-) -> HeldOffboardingView:
+def _held_view(change: HeldChange | None, limit: float, *, waiting: bool) -> HeldOffboardingView:
     """What is held (``waiting``), or what a confirmation has just applied."""
     if change is None:
         return HeldOffboardingView(held=False, limit=limit)

@@ -38,7 +38,9 @@ def test_nothing_held_says_so(client: TestClient, operations: FakeOperations) ->
     }
 
 
-def test_a_held_change_shows_names_since_and_share(client: TestClient, held: FakeOperations) -> None:
+def test_a_held_change_shows_names_since_and_share(
+    client: TestClient, held: FakeOperations
+) -> None:
     answer = client.get(HELD)
 
     assert answer.status_code == 200

@@ -280,5 +280,6 @@ def test_one_rule_for_fields_naming_external_resources(
     if refused is None:
         assert problem is None
     else:
-        assert problem is not None and problem.startswith(refused + " cannot change")
+        assert problem is not None
+        assert problem.startswith(refused + " cannot change")
         assert "the stored spec keeps running" in problem
