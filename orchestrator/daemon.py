@@ -26,7 +26,7 @@ from orchestrator.api import create_app
 from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
 from orchestrator.configs import Cluster, Kubeconfig
-from orchestrator.desired import DesiredStateSource, clusters_in_use
+from orchestrator.desired import DesiredStateSource, clusters_in_use, declared_in_files
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.globalaccounts import GlobalAccountCredentials
 from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
@@ -237,6 +237,7 @@ async def build(
             metrics=metrics,
             offboard_hold_share=settings.offboard_hold_share,
             in_use=lambda: clusters_in_use(store.list()),
+            declared=lambda: declared_in_files(store.list()),
             clock=clock or utcnow,
         )
     except BaseException:

@@ -14,6 +14,7 @@ subaccounts, so two more accidents are caught here rather than acted on:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,15 +22,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator.configs import Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
 from orchestrator.loading import DesiredState, directory_digest, load_directory
 from orchestrator.metrics import Metrics
-from orchestrator.records import OnboardingRecord, State
+from orchestrator.records import OnboardingRecord, Source, State
 
 log = logging.getLogger(__name__)
 
 #: cluster name -> names of the stored onboardings on it that are not Deleted
 InUse = Callable[[], dict[str, list[str]]]
+
+#: the file-declared onboardings the store holds (not Deleted, not offboarding), as
+#: documents rebuilt from their stored specs
+Declared = Callable[[], dict[str, Onboarding]]
 
 #: onboardings named in one problem at most; the rest are counted
 NAMED = 20
@@ -51,6 +57,22 @@ class HeldChange:
     @property
     def share(self) -> float:
         return len(self.removed) / self.declared if self.declared else 1.0
+
+
+def declared_in_files(records: Iterable[OnboardingRecord]) -> dict[str, Onboarding]:
+    """The file-declared onboardings that exist (not Deleted, not offboarding), as documents."""
+    return {
+        record.name: Onboarding.model_validate(
+            {
+                "apiVersion": "orchestrator.dev/v1alpha1",
+                "kind": "Onboarding",
+                "metadata": {"name": record.name},
+                "spec": record.spec,
+            }
+        )
+        for record in records
+        if record.source == Source.FILE and record.state != State.DELETED and not record.offboarding
+    }
 
 
 def clusters_in_use(records: Iterable[OnboardingRecord]) -> dict[str, list[str]]:
@@ -109,6 +131,7 @@ class DesiredStateSource:
         metrics: Metrics,
         offboard_hold_share: float = 0.25,
         in_use: InUse | None = None,
+        declared: Declared | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         if not 0 < offboard_hold_share <= 1:
@@ -126,6 +149,8 @@ class DesiredStateSource:
         metrics.config_last_success.set(time.time())
         metrics.config_offboard_held.set(0)
         self._report_undeclared_clusters()
+        if declared is not None:
+            self._hold_at_start(declared)
 
     def reload_if_changed(self) -> bool:
         """Reload when the files changed; True when a new desired state was accepted."""
@@ -192,6 +217,32 @@ class DesiredStateSource:
         )
         if problems:
             raise ConfigError(problems)
+
+    def _hold_at_start(self, declared: Declared) -> None:
+        """The same guard across a restart: files that would offboard too many of the
+        stored onboardings at once are held, and the stored specs of the removed ones
+        keep running until the change is confirmed."""
+        try:
+            stored = declared()
+        except OrchestratorError as error:
+            log.warning("cannot read the stored onboardings", extra={"error": str(error)})
+            return
+        loaded = self.state
+        removed = sorted(set(stored) - set(loaded.onboardings))
+        if not (len(removed) > 1 and len(removed) > self.offboard_hold_share * len(stored)):
+            return
+        kept = {
+            name: stored[name] for name in removed if stored[name].spec.cluster in loaded.clusters
+        }
+        self.state = dataclasses.replace(
+            loaded,
+            onboardings={**loaded.onboardings, **kept},
+            sources={
+                **loaded.sources,
+                **{f"Onboarding/{name}": "the stored spec (its file is gone)" for name in kept},
+            },
+        )
+        self._hold(loaded, removed, self._digest)
 
     def _report_undeclared_clusters(self) -> None:
         """At start, stored onboardings on undeclared clusters are logged, not fatal.

@@ -69,3 +69,27 @@ async def test_an_emptied_file_and_a_mass_removal_offboard_nothing_until_confirm
     assert world.steps_run("local-a", "team-b")[-3:] == [
         "uninstall-proxy", "unregister-platform", "delete-subaccount"
     ]  # fmt: skip
+
+
+async def test_a_mass_removal_while_the_daemon_was_down_is_held_at_start(world: World) -> None:
+    for name in TEAMS:
+        world.declare(name, "local-a")
+    await world.start()
+    await world.until(lambda: all_in(world, State.READY))
+
+    # the files lose three onboardings while no daemon runs; a new one starts
+    for name in ("team-b", "team-c", "team-d"):
+        world.remove(name)
+    daemon = await world.restart(graceful=True)
+    for _ in range(8):
+        await world.step()
+        assert all_in(world, State.READY), world.states()
+    compensations = [s for n in TEAMS for s in world.steps_run("local-a", n) if s in COMPENSATIONS]
+    assert compensations == []
+    held = daemon.service.held_offboarding()
+    assert (held.held, held.onboardings) == (True, ["team-b", "team-c", "team-d"])
+    assert daemon.metrics.registry.get_sample_value("orchestrator_config_offboard_held") == 3
+
+    await daemon.service.confirm_offboarding()
+    await world.until(lambda: all_in(world, State.DELETED, ("team-b", "team-c", "team-d")))
+    assert world.state("team-a") == State.READY
