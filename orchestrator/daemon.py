@@ -97,7 +97,10 @@ class Daemon:
             self._running.discard(cluster)
 
     def wake(self, cluster: str) -> None:
+        """Run the cluster's pass now: something changed (an API call, a reload), so a
+        back-off after the cluster's last failure is not waited out."""
         self._dirty.add(cluster)
+        self.reconciler.forget_backoff(cluster)
         if self.scheduler is not None and self.scheduler.get_job(_job(cluster)) is not None:
             self.scheduler.modify_job(_job(cluster), next_run_time=datetime.now(UTC))
 
@@ -130,7 +133,7 @@ class Daemon:
                 extra={"problems": [str(p) for p in error.problems]},
             )
             return
-        self.reconciler.templates = templates
+        self.reconciler.actor.templates = templates
         self.reconciler.forget_templates()
         log.info("WorkflowTemplates reloaded", extra={"templates": len(templates)})
 

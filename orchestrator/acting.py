@@ -1,0 +1,316 @@
+"""Carrying out the planner's commands for one onboarding: fire its transitions, submit
+and stop its workflows, prepare and release its target, keep the cluster's
+WorkflowTemplates current. The outcome is recorded by the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.clusters import ClusterRegistry
+from orchestrator.configs import OnboardingSpec
+from orchestrator.desired import DesiredStateSource
+from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
+from orchestrator.machine import OnboardingMachine
+from orchestrator.metrics import Metrics
+from orchestrator.naming import workflow_labels, workflow_name
+from orchestrator.parameters import step_parameters
+from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning
+from orchestrator.planning import (
+    Command,
+    Fire,
+    Situation,
+    Stop,
+    Submit,
+    attempt_failed,
+    next_compensation,
+)
+from orchestrator.ports import Credentials, Targets, WorkflowEngine
+from orchestrator.records import OnboardingRecord, State, TransitionRecord, WorkflowSubmission
+from orchestrator.steps import Step, forward_of, inventory_order
+
+log = logging.getLogger(__name__)
+
+#: how often templates are compared again before a submission (someone may have changed them)
+TEMPLATES_RECHECK = timedelta(minutes=5)
+
+#: saves the record with the transitions so far (the reconciler's recording)
+Save = Callable[[OnboardingRecord, list[TransitionRecord]], None]
+
+
+class Actor:
+    def __init__(
+        self,
+        *,
+        desired: DesiredStateSource,
+        clusters: ClusterRegistry,
+        templates: list[dict[str, Any]],
+        metrics: Metrics,
+        tuning: Tuning,
+        clock: Callable[[], datetime],
+        save: Save,
+        targets: Targets | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.desired = desired
+        self.clusters = clusters
+        self.templates = templates
+        self.metrics = metrics
+        self.tuning = tuning
+        self.clock = clock
+        self._save = save
+        self.targets = targets
+        self.credentials = credentials
+        #: when each cluster's WorkflowTemplates were last made current
+        self._templates_applied: dict[str, datetime] = {}
+
+    async def execute(
+        self,
+        machine: OnboardingMachine,
+        commands: list[Command],
+        engine: WorkflowEngine | None,
+        situation: Situation,
+        result: PassResult,
+    ) -> bool:
+        """Carry out the commands in order; True when it talked to Argo (ends the turn)."""
+        record = machine.record
+        acted = False
+        for command in commands:
+            if isinstance(command, Fire):
+                if ends_offboarding(record, command.trigger):
+                    await self.release(record)
+                self.fire(machine, command, situation)
+            elif isinstance(command, Stop):
+                await self._require(engine, record, result).stop(
+                    command.workflow, message=command.message
+                )
+                log.info("workflow stopped", extra=log_fields(record, workflow=command.workflow))
+                acted = True
+            elif isinstance(command, Submit):
+                await self._submit(
+                    machine, command, self._require(engine, record, result), situation
+                )
+                result.submitted += 1
+                acted = True
+        return acted
+
+    def _require(
+        self, engine: WorkflowEngine | None, record: OnboardingRecord, result: PassResult
+    ) -> WorkflowEngine:
+        if engine is not None:
+            return engine
+        if result.down is not None:
+            raise ClusterUnavailable(result.down)
+        raise TemporaryError(
+            f"cluster {record.cluster} is not declared; cannot act on it",
+            reason="UnknownCluster",
+        )
+
+    def fire(self, machine: OnboardingMachine, command: Fire, situation: Situation) -> None:
+        record = machine.record
+        source = record.state
+        step = record.step
+        started_at = record.step_started_at
+        if command.trigger in ("start", "spec_changed") and situation.desired is not None:
+            # the spec this run (or update) carries out; a later edit updates again
+            record.spec_fingerprint = situation.desired.fingerprint()
+        if command.trigger == "recreate":
+            # a new incarnation: new workflow names, the new spec, nothing inherited
+            record.incarnation = new_incarnation()
+            if situation.desired is not None:
+                record.spec_fingerprint = situation.desired.fingerprint()
+        new = machine.fire(command.trigger, command.reason, workflow=command.workflow)
+        if command.delay is not None:
+            record.next_attempt_at = self.clock() + timedelta(seconds=command.delay)
+        self.metrics.transitions.labels(
+            from_state=source.value, to_state=new.value, trigger=command.trigger
+        ).inc()
+        outcome = _OUTCOMES.get(command.trigger)
+        if outcome and step:
+            self.metrics.step_outcomes.labels(
+                step=step, cluster=record.cluster, outcome=outcome
+            ).inc()
+            if started_at is not None:
+                elapsed = (self.clock() - started_at).total_seconds()
+                self.metrics.step_duration.labels(step=step, outcome=outcome).observe(elapsed)
+        level = logging.WARNING if new in (State.FAILED, State.CLEANUP_FAILED) else logging.INFO
+        log.log(
+            level,
+            f"{source.value} -> {new.value}: {command.reason}",
+            extra=log_fields(record, step=step, workflow=command.workflow, trigger=command.trigger),
+        )
+
+    async def _submit(
+        self,
+        machine: OnboardingMachine,
+        command: Submit,
+        engine: WorkflowEngine,
+        situation: Situation,
+    ) -> None:
+        record = machine.record
+        step = command.step
+        if command.new_attempt:
+            begin_attempt(record, step)
+            # the intent is stored before Argo hears of it: after a crash the
+            # same name is looked up, then resubmitted, never run twice
+            self._save(record, machine.log)
+        cluster = self.clusters.cluster(record.cluster)
+        prepared = cluster is not None and cluster.spec.kubeconfig is not None
+        if prepared and not step.is_compensation:
+            try:
+                await self._prepare(record)
+            except PermanentError as error:
+                # e.g. invalid BTP credentials, or a 4xx from Kubernetes: another
+                # pass cannot do better, so it counts as a failed attempt
+                self._refused(machine, situation, step, f"preparing the target failed: {error}")
+                return
+        await self.apply_templates(record.cluster, engine)
+        assert record.workflow is not None
+        spec = OnboardingSpec.model_validate(record.spec)
+        counter = record.attempt_counters[step.value]
+        submission = WorkflowSubmission(
+            name=record.workflow,
+            template=step.template,
+            parameters=step_parameters(onboarding=record.name, spec=spec, step=step),
+            labels=workflow_labels(
+                onboarding=record.name,
+                incarnation=record.incarnation,
+                step=step,
+                attempt=counter,
+                daemon=self.tuning.daemon_id,
+            ),
+            active_deadline_seconds=self.tuning.step_timeout_seconds,
+            # a cluster the daemon prepares runs the steps as the ServiceAccount it made
+            service_account=cluster.spec.argo.service_account if cluster and prepared else None,
+        )
+        try:
+            await engine.submit(submission)
+            outcome = "created"
+        except WorkflowExists:
+            await engine.get(record.workflow)  # adopt it: it is ours by its name
+            outcome = "adopted"
+        except PermanentError as error:
+            self._refused(machine, situation, step, f"the workflow was rejected: {error}")
+            return
+        now = self.clock()
+        record.workflow_submitted = True
+        record.step_started_at = now
+        record.step_deadline = (
+            now + timedelta(seconds=self.tuning.step_timeout_seconds) + DEADLINE_GRACE
+        )
+        self.metrics.workflow_submissions.labels(
+            cluster=record.cluster, step=step.value, result=outcome
+        ).inc()
+        log.info(
+            f"workflow {outcome}",
+            extra=log_fields(
+                record, step=step.value, workflow=record.workflow, attempt=record.attempt
+            ),
+        )
+
+    def _refused(
+        self, machine: OnboardingMachine, situation: Situation, step: Step, why: str
+    ) -> None:
+        """An attempt that could not even start: it counts as failed, with the real reason."""
+        record = machine.record
+        self.metrics.workflow_submissions.labels(
+            cluster=record.cluster, step=step.value, result="rejected"
+        ).inc()
+        log.error("attempt refused", extra=log_fields(record, step=step.value, error=why))
+        record.last_error = f"{step.value}: {why}"
+        for failed in attempt_failed(situation, step, f"{step.value}: {why}"):
+            if isinstance(failed, Fire):
+                self.fire(machine, failed, situation)
+
+    async def _prepare(self, record: OnboardingRecord) -> None:
+        """Namespace, ServiceAccount, Roles and the BTP credentials Secret, before a step."""
+        cluster = self.clusters.cluster(record.cluster)
+        if self.targets is None or cluster is None:
+            return
+        spec = OnboardingSpec.model_validate(record.spec)
+        btp: dict[str, str] | None = None
+        name = spec.subaccount.global_account
+        account = self.desired.state.global_accounts.get(name) if name else None
+        if account is not None and self.credentials is not None:
+            btp = await self.credentials.read(account)
+        for line in await self.targets.prepare(
+            cluster, onboarding=record.name, namespace=record.namespace, btp_secret=btp
+        ):
+            log.info(f"prepared: {line}", extra=log_fields(record))
+
+    async def release(self, record: OnboardingRecord) -> None:
+        """Remove what ``_prepare`` made for this onboarding, before it becomes Deleted."""
+        cluster = self.clusters.cluster(record.cluster)
+        if self.targets is None or cluster is None or cluster.spec.kubeconfig is None:
+            return
+        for line in await self.targets.release(
+            cluster, onboarding=record.name, namespace=record.namespace
+        ):
+            log.info(f"released: {line}", extra=log_fields(record))
+
+    async def apply_templates(self, cluster: str, engine: WorkflowEngine) -> None:
+        applied = self._templates_applied.get(cluster)
+        if applied is not None and self.clock() - applied < TEMPLATES_RECHECK:
+            return
+        for manifest in self.templates:
+            change = await engine.apply_template(manifest)
+            if change != "unchanged":
+                log.info(
+                    f"WorkflowTemplate {change}",
+                    extra={"cluster": cluster, "template": manifest["metadata"]["name"]},
+                )
+        self._templates_applied[cluster] = self.clock()
+
+    def forget_templates(self) -> None:
+        """Make the next pass re-check every cluster's WorkflowTemplates."""
+        self._templates_applied.clear()
+
+
+_OUTCOMES = {
+    "step_succeeded": "succeeded",
+    "compensated": "succeeded",
+    "step_retried": "failed",
+    "compensation_retried": "failed",
+    "step_failed": "failed",
+    "compensation_exhausted": "failed",
+}
+
+
+def log_fields(record: OnboardingRecord, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"onboarding": record.name, "cluster": record.cluster}
+    fields.update({k: v for k, v in extra.items() if v is not None})
+    return fields
+
+
+def ends_offboarding(record: OnboardingRecord, trigger: str) -> bool:
+    """Whether firing ``trigger`` makes an offboarded onboarding Deleted (see the table)."""
+    if trigger == "compensated":
+        step = next_compensation(record)
+        undone = forward_of(step).value if step is not None else None
+        return record.offboarding and not [s for s in record.inventory if s != undone]
+    if trigger == "offboard":
+        return not record.inventory
+    return False
+
+
+def begin_attempt(record: OnboardingRecord, step: Step) -> None:
+    """Record a new attempt of ``step`` and its deterministic workflow name."""
+    record.attempt = record.attempt + 1 if record.step == step.value else 1
+    record.step = step.value
+    counter = record.attempt_counters.get(step.value, 0) + 1
+    record.attempt_counters = {**record.attempt_counters, step.value: counter}
+    record.workflow = workflow_name(record.name, record.incarnation, step, counter)
+    record.workflow_submitted = False
+    record.step_started_at = None
+    record.step_deadline = None
+    if not step.is_compensation and step.value not in record.inventory:
+        # from now on something may exist: only its compensation's success removes it
+        record.inventory = inventory_order([*record.inventory, step.value])
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(3)[:5]
