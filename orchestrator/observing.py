@@ -113,7 +113,8 @@ class Observer:
         failures = (previous.failures if previous else 0) + 1
         delay = backoff(failures, limits=self.tuning.limits, jitter=self.jitter())
         if error.delay is not None:
-            delay = max(delay, error.delay)
+            # the server's Retry-After is honoured, up to the longest back-off
+            delay = max(delay, min(error.delay, self.tuning.limits.backoff_max_seconds))
         self._backoff[cluster] = ClusterBackoff(
             failures=failures,
             until=self.clock() + timedelta(seconds=delay),

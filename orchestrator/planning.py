@@ -116,7 +116,10 @@ MAX_VANISHED = 3
 
 def nothing_exists(record: OnboardingRecord) -> bool:
     """True when no step ever started for this onboarding, or all were undone."""
-    return record.state in AT_REST and not record.inventory and record.workflow is None
+    state = record.state
+    if state == State.SUSPENDED:
+        state = record.suspended_from or State.PENDING
+    return state in AT_REST and not record.inventory and record.workflow is None
 
 
 #: fields that name external resources; changing them would orphan what exists

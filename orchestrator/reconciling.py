@@ -273,11 +273,20 @@ class Reconciler:
             if changed or record.last_error != stored_error:
                 self._save(record, machine.log)
         except ClusterUnavailable as error:
-            # the cluster's fault, not this onboarding's: back off the cluster
-            if result.down is None:
-                self.observer.failed(record.cluster, error, result)
-            record.last_error = refused or str(result.down or error)
-            self._save_quietly(record, machine.log)
+            if result.listed:
+                # the cluster answered this pass's list call: the failure is this
+                # onboarding's (its submit or stop), so it backs off on its own
+                result.errors += 1
+                self.metrics.reconcile_errors.labels(
+                    cluster=record.cluster, reason=error.reason
+                ).inc()
+                self._note_error(record, error, machine.log)
+            else:
+                # the cluster's fault, not this onboarding's: back off the cluster
+                if result.down is None:
+                    self.observer.failed(record.cluster, error, result)
+                record.last_error = refused or str(result.down or error)
+                self._save_quietly(record, machine.log)
         except TemporaryError as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
@@ -366,7 +375,8 @@ class Reconciler:
         record.error_count += 1
         delay = backoff(record.error_count, limits=self.tuning.limits, jitter=self.jitter())
         if error.delay is not None:
-            delay = max(delay, error.delay)
+            # the server's Retry-After is honoured, up to the longest back-off
+            delay = max(delay, min(error.delay, self.tuning.limits.backoff_max_seconds))
         record.last_error = str(error)
         record.next_attempt_at = self.clock() + timedelta(seconds=delay)
         log.warning(
