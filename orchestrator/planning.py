@@ -122,6 +122,30 @@ def nothing_exists(record: OnboardingRecord) -> bool:
     return state in AT_REST and not record.inventory and record.workflow is None
 
 
+#: ``spec_fingerprint`` of a run whose steps did not all see the same spec
+MIXED_SPECS = "mixed: the spec changed while the steps ran"
+
+
+def take_spec(record: OnboardingRecord, spec: OnboardingSpec) -> bool:
+    """Make ``spec`` the one the next steps run with; True when anything changed.
+
+    While a run (first run or update) is under way, the steps done so far ran
+    with the old spec: the run is marked mixed, so Ready is followed by one
+    more update with the spec as it is then.
+    """
+    values = spec.model_dump(mode="json", by_alias=True)
+    if values == record.spec and spec.namespace == record.namespace:
+        return False
+    state = record.state
+    if state == State.SUSPENDED:
+        state = record.suspended_from or State.PENDING
+    if state in FORWARD_STATES or state == State.UPDATING:
+        record.spec_fingerprint = MIXED_SPECS
+    record.spec = values
+    record.namespace = spec.namespace
+    return True
+
+
 #: fields that name external resources; changing them would orphan what exists
 IMMUTABLE = {
     "cluster": ("cluster",),

@@ -37,6 +37,7 @@ from orchestrator.planning import (
     decide,
     immutable_change,
     nothing_exists,
+    take_spec,
 )
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
@@ -211,11 +212,7 @@ class Reconciler:
         desired, refused = self._effective_spec(record)
         changed = False
         if desired is not None:
-            spec = desired.model_dump(mode="json", by_alias=True)
-            if spec != record.spec or desired.namespace != record.namespace:
-                record.spec = spec
-                record.namespace = desired.namespace
-                changed = True
+            changed = take_spec(record, desired)
             if record.offboarding and record.state not in (
                 State.OFFBOARDING,
                 State.CLEANUP_FAILED,

@@ -17,7 +17,7 @@ from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.machine import OnboardingMachine
-from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change
+from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
@@ -185,9 +185,8 @@ class Service:
             record.spec_fingerprint = document.spec.fingerprint()
             machine.fire("recreate", "declared again via the API")
         record.source = Source.API
-        record.spec = spec
+        take_spec(record, document.spec)
         record.cluster = cluster
-        record.namespace = document.spec.namespace
         record.updated_at = now
         saved = self.store.save(record, machine.log)
         self.wake(cluster)

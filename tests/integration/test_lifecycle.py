@@ -150,6 +150,30 @@ async def test_an_edit_waiting_for_a_slot_then_removed_offboards_everything(
     assert world.record("team-a").inventory == []
 
 
+async def test_edits_back_and_forth_during_the_first_run_end_with_the_last_spec_everywhere(
+    world: World,
+) -> None:
+    """Found by the model-based test: the run's steps saw 2.0.0, the file ended at
+    1.0.0 (the spec the run started with), and Ready kept the 2.0.0 release."""
+    world.declare("team-a", "local-a")
+    await world.start()
+    await world.until(world.is_("team-a", State.CREATING_SUBACCOUNT))
+    world.declare("team-a", "local-a", version="2.0.0")  # install-proxy will run with 2.0.0 ...
+    await world.until(world.is_("team-a", State.INSTALLING_PROXY))
+    assert parameters(workflows(world, "local-a", "team-a")[-1])["chart-version"] == "2.0.0"
+    world.declare("team-a", "local-a", version="1.0.0")  # ... and the file goes back
+
+    await world.until(world.is_("team-a", State.READY))
+    for _ in range(3):  # time for the update that the mixed run needs
+        await world.step()
+    await world.until(world.is_("team-a", State.READY))
+
+    installs = [w for w in workflows(world, "local-a", "team-a")
+                if w["metadata"]["labels"]["orchestrator.dev/step"] == "install-proxy"]  # fmt: skip
+    assert parameters(installs[-1])["chart-version"] == "1.0.0"
+    assert world.record("team-a").spec["proxyChart"]["version"] == "1.0.0"
+
+
 async def test_an_update_whose_first_step_fails_parks_without_compensating(
     world: World,
 ) -> None:

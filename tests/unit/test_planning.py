@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.configs import DeletionPolicy, OnboardingSpec
 from orchestrator.planning import (
+    MIXED_SPECS,
     SUSPENDED_BY_SPEC,
     UNKNOWN,
     Fire,
@@ -21,6 +22,7 @@ from orchestrator.planning import (
     backoff,
     decide,
     immutable_change,
+    take_spec,
 )
 from orchestrator.records import OnboardingRecord, Source, State, WorkflowPhase, WorkflowStatus
 from orchestrator.steps import Step
@@ -285,3 +287,25 @@ def test_one_rule_for_fields_naming_external_resources(
         assert problem is not None
         assert problem.startswith(refused + " cannot change")
         assert "the stored spec keeps running" in problem
+
+
+@pytest.mark.parametrize(
+    ("state", "suspended_from", "mixed"),
+    [
+        pytest.param(State.CREATING_SUBACCOUNT, None, True, id="first-run"),
+        pytest.param(State.UPDATING, None, True, id="update"),
+        pytest.param(State.SUSPENDED, State.INSTALLING_PROXY, True, id="suspended-mid-run"),
+        pytest.param(State.PENDING, None, False, id="pending"),
+        pytest.param(State.READY, None, False, id="ready"),
+        pytest.param(State.FAILED, None, False, id="failed"),
+    ],
+)
+def test_a_spec_taken_while_the_steps_run_marks_the_run_mixed(
+    state: State, suspended_from: State | None, mixed: bool
+) -> None:
+    current = record(state, suspended_from=suspended_from)
+
+    assert take_spec(current, CHANGED)
+    assert current.spec["proxyChart"]["version"] == "2.0.0"
+    assert (current.spec_fingerprint == MIXED_SPECS) is mixed
+    assert not take_spec(current, CHANGED)  # the same spec again changes nothing
