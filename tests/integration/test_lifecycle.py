@@ -866,3 +866,21 @@ async def test_deleted_onboardings_are_pruned_after_the_retention(world: World) 
     assert daemon.store.get("team-a") is None
     assert daemon.store.history("team-a") == []
     assert world.state("team-b") == State.READY
+
+
+async def test_plan_shows_the_same_rule_and_the_update_it_would_run(world: World) -> None:
+    from orchestrator.planning_report import plan
+
+    await ready(world, "team-a")
+    await ready(world, "team-b")
+    world.write("team-a", document_yaml("team-a", "local-a", subdomain="team-a-new"))
+    world.declare("team-b", "local-a", version="2.0.0")
+
+    lines = {line.onboarding: line for line in plan(world.settings)}
+
+    assert lines["team-a"].action == "refuse"
+    assert "spec.subaccount.subdomain cannot change" in lines["team-a"].detail
+    assert (lines["team-b"].action, lines["team-b"].detail) == (
+        "spec_changed",
+        "the spec changed: updating",
+    )
