@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 CONFIG ?= clusters
 DB ?= sqlite:///$(HOME)/.cache/orchestrator/orchestrator.db
 LISTEN ?= 127.0.0.1:8080
+# where the example clusters' kubeconfigs, tokens and CAs lie (written by cluster-up)
+SECRETS_DIR ?= $(HOME)/.cache/orchestrator/clusters
 
 .DEFAULT_GOAL := help
 
@@ -58,7 +60,8 @@ run: install ## Set up and start the local clusters, then the daemon on SQLite w
 	@echo "              https://127.0.0.1:2746/api/v1/workflows/argo"
 	@echo "Stop        Ctrl-C, then make cluster-down"
 	@echo "--------------------------------------------------------------------------------"
-	$(BIN)/orchestrator run --config $(CONFIG) --db $(DB) --listen $(LISTEN) --api-token-file $(API_TOKEN_FILE)
+	$(BIN)/orchestrator run --config $(CONFIG) --db $(DB) --listen $(LISTEN) --api-token-file $(API_TOKEN_FILE) \
+		--secrets-dir $(SECRETS_DIR)
 
 .PHONY: run-fake
 run-fake: install ## Like run, with the Argo test server instead of the local clusters (no build)

@@ -1,8 +1,15 @@
 """The daemon's HTTP API: health, metrics, onboardings and the on-call actions.
 
 Everything here translates HTTP to ``ports.Operations`` and back; no decision
-about onboardings is taken in this module. Mutating calls need the bearer
-token; without a configured token they are refused, never open by default.
+about onboardings is taken in this module.
+
+Every request passes the ``Guard`` first, before FastAPI reads anything: it
+finds the route, answers ``OPTIONS`` and unknown methods itself, checks the
+bearer token (mutating calls always; reads of ``/api/v1/*`` when a read token
+is configured) and only then reads the body, at most ``max_body_bytes`` of
+it, refusing what is not I-JSON (UTF-8, finite numbers, unique names). Without
+a configured token mutating calls are refused, never open by default. Every
+error answer is an ``ErrorBody``.
 
 The synchronous ``Operations`` methods are called on the event loop (not in a
 thread pool) so the daemon's in-memory state is only ever touched from one
@@ -12,21 +19,28 @@ thread; they are meant to be quick reads.
 from __future__ import annotations
 
 import hmac
+import importlib.resources
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response, Security
+from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import __version__
-from orchestrator.configs import Onboarding
+from orchestrator.configs import DNSLabel, Onboarding
 from orchestrator.errors import (
     ConfigError,
     Conflict,
@@ -49,6 +63,17 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 MAX_WAIT_SECONDS = 3600.0
+#: the default limit of a request body (``api_max_body_bytes``)
+MAX_BODY_BYTES = 1024 * 1024
+#: JSON nested deeper than this is refused (no onboarding document needs a tenth of it)
+MAX_JSON_DEPTH = 64
+#: methods that change nothing; any other method needs the API token
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: open: probes, metrics and the OpenAPI document; read: ``GET /api/v1/*``; write: the rest
+Access = Literal["open", "read", "write"]
+#: the scope key where the ``Guard`` leaves the access it granted; routes check it too
+GRANTED = "orchestrator.granted"
 
 #: The on-call actions and what each does, shown in the OpenAPI document.
 ACTIONS: dict[Action, str] = {
@@ -60,10 +85,41 @@ ACTIONS: dict[Action, str] = {
     "resume": "Go back to the state the onboarding was suspended in.",
 }
 
-#: Documents the scheme; the check itself is ``authorize`` in ``create_app``.
-bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="The daemon's API token.")
+#: Documents the scheme; the check itself is the ``Guard``'s (and ``_granted``'s).
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="The daemon's API token; for reads (when they need a token) the read token"
+    " does too.",
+)
 
-Name = Annotated[str, Path(description="Name of the onboarding.", max_length=253)]
+#: an Onboarding document as the OpenAPI document shows it
+EXAMPLE: dict[str, Any] = {
+    "apiVersion": "orchestrator.dev/v1alpha1",
+    "kind": "Onboarding",
+    "metadata": {"name": "team-a-dev"},
+    "spec": {
+        "cluster": "prod-eu",
+        "namespace": "team-a-dev",
+        "subaccount": {
+            "displayName": "Team A (dev)",
+            "subdomain": "team-a-dev",
+            "region": "eu10",
+            "admins": ["team-a-leads@example.com"],
+        },
+        "platform": {"name": "team-a-dev-k8s"},
+        "proxyChart": {
+            "repo": "oci://registry.example.com/charts",
+            "name": "service-proxy",
+            "version": "1.4.2",
+        },
+    },
+}
+
+Name = Annotated[
+    DNSLabel,
+    Path(description="Name of the onboarding (a DNS-1123 label).", examples=["team-a-dev"]),
+]
 
 TAGS = [
     {"name": "onboardings", "description": "Desired onboardings, their state and history."},
@@ -116,16 +172,35 @@ def _answer(error: ApiError) -> JSONResponse:
     )
 
 
-def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        401: "Missing or wrong bearer token.",
-        404: "No onboarding of that name.",
-        409: "Not allowed in the current state, or the onboarding is declared in files.",
-        422: "Invalid request: the problems name the field or parameter.",
-        500: "Unexpected error; details are in the daemon's log only.",
-        503: "No API token configured, or the daemon cannot serve this now.",
+#: what each error status means, as the OpenAPI document says it
+STATUSES: dict[int, str] = {
+    401: "Missing or wrong bearer token.",
+    403: "The read token was given for a call that changes something.",
+    404: "No onboarding of that name.",
+    409: "Not allowed in the current state, or the onboarding is declared in files.",
+    413: "The body is larger than the daemon's limit (api_max_body_bytes).",
+    415: "The body is not JSON: send Content-Type: application/json.",
+    422: "Invalid request: the problems name the field or parameter. `Invalid` is what this"
+    " document rules out; another error (`InvalidConfig`: e.g. an unknown cluster;"
+    " `NameMismatch`: the path and metadata.name differ) is refused for what it means.",
+    500: "Unexpected error; details are in the daemon's log only.",
+    503: "No token configured for this call, or the daemon cannot serve this now.",
+}
+
+
+#: the 422 of a route that takes a body
+INVALID_BODY = (
+    f"{STATUSES[422]} A body must be I-JSON (RFC 7493: UTF-8, finite numbers, unique names"
+    f" in each object, no unpaired surrogates) nested at most {MAX_JSON_DEPTH} levels deep."
+)
+
+
+def _documented(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route; ``descriptions`` (``e422=...``) replace the usual ones."""
+    return {
+        s: {"model": ErrorBody, "description": descriptions.get(f"e{s}", STATUSES[s])}
+        for s in sorted(set(statuses))
     }
-    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
 
 
 # --- mapping errors --------------------------------------------------------------
@@ -168,8 +243,13 @@ def _problem(detail: dict[str, Any]) -> str:
     else:
         message = str(detail.get("msg", "invalid")).removeprefix("Value error, ")
         given = detail.get("input")
-        if isinstance(given, str | int | float | bool) and len(str(given)) <= 100:
-            message += f" (got {given!r})"
+        shown = repr(given)
+        if (
+            isinstance(given, str | int | float | bool)
+            and len(shown) <= 100
+            and shown not in message
+        ):
+            message += f" (got {shown})"
     return f"{_location(tuple(detail.get('loc', ())))}: {message}"
 
 
@@ -188,41 +268,408 @@ def _http_error(error: StarletteHTTPException) -> ApiError:
     return ApiError(error.status_code, reason, str(error.detail), headers=headers)
 
 
+# --- the guard: route, token and body, before FastAPI reads anything --------------
+
+
+def access_of(path: str, method: str) -> Access:
+    """Who may call ``method`` on the route ``path``: anything that is not a read is a write."""
+    if method not in SAFE_METHODS:
+        return "write"
+    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+        return "read"
+    return "open"
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "Unauthorized",
+        "a valid bearer token is required (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _ask(source: Callable[[], str | None], what: str) -> str | None:
+    try:
+        return source() or None
+    except OSError:
+        log.error("the %s cannot be read; refusing the calls that need it", what)
+        return None
+
+
+def _same(given: bytes | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+class Tokens:
+    """The bearer tokens the API accepts, asked on each request so that they can rotate.
+
+    ``read`` None: reads are open. Otherwise reads need the token it answers or
+    the API token; answering None (or failing) leaves only the API token.
+    """
+
+    def __init__(
+        self, write: Callable[[], str | None], read: Callable[[], str | None] | None
+    ) -> None:
+        self.write = write
+        self.read = read
+
+    def refusal(self, access: Access, given: bytes | None) -> ApiError | None:
+        """Why a request with the bearer token ``given`` may not have ``access``, or None."""
+        if access == "open" or (access == "read" and self.read is None):
+            return None
+        write = _ask(self.write, "API token")
+        read = _ask(self.read, "API read token") if self.read is not None else None
+        if access == "write":
+            if write is None:
+                return ApiError(
+                    503, "NoToken", "no API token configured; mutating calls are refused"
+                )
+            if _same(given, write):
+                return None
+            if read is not None and _same(given, read):
+                return ApiError(
+                    403, "Forbidden", "the read token cannot change anything; use the API token"
+                )
+            return _unauthorized()
+        accepted = [t for t in (read, write) if t is not None]
+        if not accepted:
+            return ApiError(503, "NoToken", "no API token configured; reads are refused")
+        if any([_same(given, t) for t in accepted]):  # a list: compare with every token
+            return None
+        return _unauthorized()
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    """The credentials of ``Authorization: Bearer <token>``, as sent."""
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            scheme, _, credentials = bytes(value).partition(b" ")
+            credentials = credentials.strip(b" \t")
+            return credentials if scheme.lower() == b"bearer" and credentials else None
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, in UTF-8 if a charset is named."""
+    media, *parameters = content_type.split(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return False
+    for parameter in parameters:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return number
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique (a repeated name would silently win otherwise)."""
+    value: dict[str, Any] = {}
+    for key, inner in pairs:
+        if key in value:
+            raise ValueError(f"the name {key[:40]!r} appears twice in one object")
+        value[key] = inner
+    return value
+
+
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string holds an unpaired surrogate"
+    return None
+
+
+def _content_problem(value: Any) -> str | None:
+    """What in parsed JSON the daemon cannot store or answer faithfully, or None."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if (problem := _text_problem(key)) is not None:
+                    return problem
+                stack.append((inner, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((inner, depth + 1) for inner in item)
+        elif isinstance(item, str) and (problem := _text_problem(item)) is not None:
+            return problem
+    return None
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why ``body`` is not I-JSON (RFC 7493: UTF-8, finite numbers, unique names, no unpaired
+    surrogates) nested at most ``MAX_JSON_DEPTH`` deep, or None (also when it is empty)."""
+    if not body:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})"
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=_unique
+        )
+    except RecursionError:
+        return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    except json.JSONDecodeError as error:
+        return f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+    except ValueError as error:  # NaN, a huge number, a repeated name
+        return f"not valid JSON: {error}"
+    problem = _content_problem(value)
+    return f"not valid JSON: {problem}" if problem else None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app: the body already read, then the client's own messages."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _headless(send: Send) -> Send:
+    """``send`` for a HEAD answered as a GET: the headers (with the length), no body."""
+
+    async def headless(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return headless
+
+
+class Guard:
+    """In front of the whole app (pure ASGI): nothing is read before it has said yes.
+
+    Finds the route as the router will; answers ``OPTIONS`` (204 with the real
+    ``Allow``) and methods a path does not take (405 with ``Allow``); checks the
+    token the route's access needs, without reading the body; then reads the
+    body of a route that takes one, refusing more than ``max_body_bytes`` (413),
+    a media type other than JSON (415) and anything but I-JSON (422).
+    HEAD is answered as GET without the body. Unknown paths go on to the router
+    (404), untouched.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, router: Router, tokens: Tokens, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.router = router
+        self.tokens = tokens
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        headless = method == "HEAD"
+        routed = {**scope, "method": "GET"} if headless else dict(scope)
+        route, allowed = self._route(routed)
+        if not allowed:
+            await self.app(scope, receive, send)
+            return
+        allow = ", ".join(sorted(allowed))
+        if method == "OPTIONS":
+            await Response(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            return
+        if route is None:
+            message = f"{method} is not allowed here; allowed: {allow}"
+            wrong = ApiError(405, "MethodNotAllowed", message, headers={"Allow": allow})
+            await _answer(wrong)(scope, receive, send)
+            return
+        access = access_of(route.path, routed["method"])
+        if (refusal := self.tokens.refusal(access, _bearer(scope))) is not None:
+            await _answer(refusal)(scope, receive, send)
+            return
+        routed[GRANTED] = access
+        if isinstance(route, APIRoute) and route.body_field is not None:
+            body = await self._body(scope, receive)
+            if body is None:  # the client went away
+                return
+            if isinstance(body, ApiError):
+                await _answer(body)(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        await self.app(routed, receive, _headless(send) if headless else send)
+
+    def _route(self, scope: Scope) -> tuple[Route | None, set[str]]:
+        """The route the router will pick, and every method the path takes."""
+        chosen: Route | None = None
+        allowed: set[str] = set()
+        for route in self.router.routes:
+            if not isinstance(route, Route):
+                continue
+            match, _ = route.matches(scope)
+            if match is Match.NONE:
+                continue
+            allowed |= route.methods or {scope["method"]}
+            if match is Match.FULL and chosen is None:
+                chosen = route
+        if allowed:
+            allowed |= {"OPTIONS", "HEAD"} if "GET" in allowed else {"OPTIONS"}
+        return chosen, allowed
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | ApiError | None:
+        """The whole body, or why it is refused; None when the client disconnected."""
+        headers = dict((k.lower(), v) for k, v in scope.get("headers", ()))
+        content_type = headers.get(b"content-type")
+        if content_type is not None and not _is_json(content_type.decode("latin-1")):
+            return ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body must be JSON (Content-Type: application/json)",
+            )
+        length = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if length.isdecimal() and int(length) > self.max_body_bytes:
+            return self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (problem := json_problem(body)) is not None:
+            return ApiError(422, "Invalid", f"body: {problem}", problems=[f"body: {problem}"])
+        return body
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413,
+            "ContentTooLarge",
+            f"the body is larger than {self.max_body_bytes} bytes, the daemon's limit",
+        )
+
+
+def _granted(access: Access) -> Callable[[Request], None]:
+    """A route's own check that the ``Guard`` granted it: without the guard, nothing passes."""
+
+    def granted(request: Request) -> None:
+        if request.scope.get(GRANTED) != access:
+            raise _unauthorized()
+
+    return granted
+
+
+# --- Swagger UI, from local files -------------------------------------------------------
+
+#: Swagger UI's files as the fastapi-offline package ships them: no CDN, so the page works
+#: in an air-gapped cluster
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon.png": "image/png",
+}
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs``, its files at ``/docs/<file>``; every URL relative, so the
+    page also works behind a proxy that serves the API under a path prefix."""
+    static = importlib.resources.files("fastapi_offline").joinpath("static")
+    for file, media_type in DOCS_ASSETS.items():
+        app.add_api_route(
+            f"/docs/{file}",
+            _static(static.joinpath(file).read_bytes(), media_type),
+            methods=["GET"],
+            include_in_schema=False,
+        )
+    page = get_swagger_ui_html(
+        openapi_url="openapi.json",
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url="docs/swagger-ui-bundle.js",
+        swagger_css_url="docs/swagger-ui.css",
+        swagger_favicon_url="docs/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    ).body
+
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+
+
+def _static(content: bytes, media_type: str) -> Callable[[], Awaitable[Response]]:
+    async def serve() -> Response:
+        return Response(content, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+    return serve
+
+
 # --- the application -------------------------------------------------------------
 
 
 def create_app(
-    operations: Operations, *, metrics: Metrics, token: Callable[[], str | None]
+    operations: Operations,
+    *,
+    metrics: Metrics,
+    token: Callable[[], str | None],
+    read_token: Callable[[], str | None] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    docs: bool = False,
 ) -> FastAPI:
-    """The API over ``operations``; ``token`` is asked on each mutating call, so it can rotate."""
+    """The API over ``operations``.
+
+    ``token`` is asked on each mutating call, so it can rotate. ``read_token``
+    None leaves reads open; otherwise ``GET /api/v1/*`` needs the token it
+    answers or ``token`` (a ``read_token`` answering None: ``token`` only).
+    ``docs`` serves Swagger UI at ``/docs`` from local files; ``/openapi.json``
+    is always served.
+    """
+    reads_guarded = read_token is not None
     app = FastAPI(
         title="Onboarding orchestrator",
         version=__version__,
         description="Onboards tenant namespaces onto Kubernetes clusters and SAP BTP. Mutating"
-        " calls need `Authorization: Bearer <token>`.",
+        " calls need `Authorization: Bearer <token>`"
+        + (
+            "; so do reads of `/api/v1/*` (the read token or the API token)."
+            if reads_guarded
+            else "; reads are open."
+        )
+        + f" A body is JSON (UTF-8) of at most {max_body_bytes} bytes. Every error answer is"
+        " an `ErrorBody`.",
         openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
     )
 
-    def authorize(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
-        try:
-            expected = token()
-        except OSError:
-            log.error("the API token cannot be read; refusing mutating calls")
-            expected = None
-        if not expected:
-            raise ApiError(503, "NoToken", "no API token configured; mutating calls are refused")
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(
-                401,
-                "Unauthorized",
-                "a valid bearer token is required (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    mutating = [Depends(authorize)]
+    writing = [Security(bearer), Depends(_granted("write"))]
+    reading = [Security(bearer), Depends(_granted("read"))] if reads_guarded else []
+    # what any call may answer: 500, and 503 when the store is busy (or no token is set)
+    write_errors = (401, 403, 500, 503) if reads_guarded else (401, 500, 503)
+    read_errors = (401, 500, 503) if reads_guarded else (500, 503)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -251,6 +698,14 @@ def create_app(
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.url.path)
             return _answer(ApiError(500, "InternalError", "internal error; see the daemon's log"))
+
+    # outermost: added last
+    app.add_middleware(
+        Guard,
+        router=app.router,
+        tokens=Tokens(write=token, read=read_token),
+        max_body_bytes=max_body_bytes,
+    )
 
     # --- operations --------------------------------------------------------------
 
@@ -287,7 +742,8 @@ def create_app(
         f"{PREFIX}/clusters",
         tags=["operations"],
         response_model=list[ClusterView],
-        responses=_documented(500),
+        dependencies=reading,
+        responses=_documented(*read_errors),
     )
     async def list_clusters() -> list[ClusterView]:
         """Every declared cluster: reachable or not, why, since when, and its latency."""
@@ -299,7 +755,8 @@ def create_app(
         f"{PREFIX}/config/held-offboarding",
         tags=["config"],
         response_model=HeldOffboardingView,
-        responses=_documented(500),
+        dependencies=reading,
+        responses=_documented(*read_errors),
     )
     async def held_offboarding() -> HeldOffboardingView:
         """The config change held because it would offboard too many onboardings at once:
@@ -310,9 +767,9 @@ def create_app(
         f"{PREFIX}/config/held-offboarding/confirm",
         tags=["config"],
         response_model=HeldOffboardingView,
-        dependencies=mutating,
+        dependencies=writing,
         responses={
-            **_documented(401, 422, 500, 503),
+            **_documented(*write_errors, 422),
             409: {
                 "model": ErrorBody,
                 "description": "Nothing is held, or the files changed since it was held.",
@@ -337,20 +794,22 @@ def create_app(
         f"{PREFIX}/onboardings",
         tags=["onboardings"],
         response_model=list[OnboardingView],
-        responses=_documented(422, 500),
+        dependencies=reading,
+        responses=_documented(*read_errors, 422),
     )
     async def list_onboardings(
         state: Annotated[State | None, Query(description="Only in this state.")] = None,
-        cluster: Annotated[str | None, Query(description="Only on this cluster.")] = None,
+        cluster: Annotated[DNSLabel | None, Query(description="Only on this cluster.")] = None,
     ) -> list[OnboardingView]:
         """Onboardings, ordered by name."""
-        return operations.list(state=state, cluster=cluster or None)
+        return operations.list(state=state, cluster=cluster)
 
     @app.get(
         f"{PREFIX}/onboardings/{{name}}",
         tags=["onboardings"],
         response_model=OnboardingView,
-        responses=_documented(404, 500),
+        dependencies=reading,
+        responses=_documented(*read_errors, 404, 422),
     )
     async def get_onboarding(name: Name) -> OnboardingView:
         """One onboarding: state, current step and workflow, last error, Argo UI link."""
@@ -360,7 +819,8 @@ def create_app(
         f"{PREFIX}/onboardings/{{name}}/history",
         tags=["onboardings"],
         response_model=list[TransitionView],
-        responses=_documented(404, 500),
+        dependencies=reading,
+        responses=_documented(*read_errors, 404, 422),
     )
     async def onboarding_history(name: Name) -> list[TransitionView]:
         """Every transition of the onboarding, oldest first."""
@@ -370,15 +830,22 @@ def create_app(
         f"{PREFIX}/onboardings/{{name}}",
         tags=["onboardings"],
         response_model=UpsertResult,
-        dependencies=mutating,
+        dependencies=writing,
         responses={
             201: {"model": UpsertResult, "description": "Created."},
-            **_documented(401, 409, 422, 500, 503),
+            **_documented(*write_errors, 409, 413, 415, 422, e422=INVALID_BODY),
         },
     )
     async def upsert_onboarding(
         name: Name,
-        document: Onboarding,
+        document: Annotated[
+            Onboarding,
+            Body(
+                description="The Onboarding document, as in a config file; metadata.name is"
+                " the name in the path.",
+                openapi_examples={"onboarding": {"summary": "An onboarding", "value": EXAMPLE}},
+            ),
+        ],
         response: Response,
         wait: Annotated[
             bool, Query(description="Answer when Ready or failed, or when the timeout passes.")
@@ -397,7 +864,8 @@ def create_app(
                 f"metadata.name: {document.metadata.name!r} does not match the name in the"
                 f" path {name!r}"
             )
-            raise ApiError(422, "Invalid", problem, problems=[problem])
+            # not ``Invalid``: that is kept for what the OpenAPI document itself rules out
+            raise ApiError(422, "NameMismatch", problem, problems=[problem])
         view, created, changed = await operations.upsert(document)
         log.info("onboarding %s upserted through the API (created=%s, changed=%s)",
                  name, created, changed)  # fmt: skip
@@ -412,8 +880,8 @@ def create_app(
         tags=["onboardings"],
         status_code=202,
         response_model=OnboardingView,
-        dependencies=mutating,
-        responses=_documented(401, 404, 409, 500, 503),
+        dependencies=writing,
+        responses=_documented(*write_errors, 404, 409, 422),
     )
     async def delete_onboarding(name: Name) -> OnboardingView:
         """Offboard an onboarding declared through the API, per its deletion policy."""
@@ -439,8 +907,10 @@ def create_app(
             summary=f"{action.capitalize()} an onboarding",
             tags=["on-call"],
             response_model=OnboardingView,
-            dependencies=mutating,
-            responses=_documented(401, 404, 409, 500, 503),
+            dependencies=writing,
+            responses=_documented(*write_errors, 404, 409, 422),
         )
 
+    if docs:
+        _serve_docs(app)
     return app

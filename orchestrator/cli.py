@@ -1,7 +1,9 @@
 """The ``orchestrator`` command: run the daemon, check config, and the on-call verbs.
 
 Exit codes: 0 success; 1 the request or the config was refused (the reason
-goes to stderr); 2 the daemon could not be reached, or the command line is wrong.
+goes to stderr); 2 the daemon could not be reached, or the command line is wrong;
+4 ``run`` cannot listen on its address (taken, or not ours to bind), so nothing
+was started.
 """
 
 from __future__ import annotations
@@ -67,11 +69,15 @@ class CommandError(Exception):
 def _settings(args: argparse.Namespace) -> Settings:
     """``Settings`` from ORCHESTRATOR_* env, with the flags given on top."""
     flags = {
-        "config_dir": args.config,
+        "config_dir": getattr(args, "config", None) or getattr(args, "directory", None),
         "db_url": args.db,
         "listen": getattr(args, "listen", None),
         "templates_dir": getattr(args, "templates", None),
         "api_token_file": getattr(args, "api_token_file", None),
+        "api_read_token_file": getattr(args, "api_read_token_file", None),
+        "api_docs": getattr(args, "api_docs", None),
+        "secrets_dirs": getattr(args, "secrets_dirs", None),
+        "denied_namespaces": getattr(args, "denied_namespaces", None),
     }
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -127,10 +133,11 @@ def _in_use(db_url: str) -> dict[str, list[str]]:
 
 def cmd_validate(args: argparse.Namespace, io: Output) -> int:
     from orchestrator.desired import clusters_still_used
-    from orchestrator.loading import load_directory
+    from orchestrator.loading import load_directory, rules_of
 
+    settings = _settings(args)  # the daemon's rules: ORCHESTRATOR_* env and the flags
     try:
-        state = load_directory(Path(args.directory))
+        state = load_directory(Path(args.directory), rules_of(settings))
         if args.db is not None:
             in_use = _in_use(args.db)
             missing = set(in_use) - set(state.clusters)
@@ -331,15 +338,45 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the daemon")
+    rules = argparse.ArgumentParser(add_help=False)
+    rules.add_argument(
+        "--secrets-dir",
+        metavar="DIR",
+        action="append",
+        dest="secrets_dirs",
+        help="a directory besides the config directory where the files the documents name"
+        " (tokenFile, caFile, kubeconfig.path, credentials file) may lie; repeatable"
+        " (default $ORCHESTRATOR_SECRETS_DIRS)",
+    )
+    rules.add_argument(
+        "--denied-namespaces",
+        metavar="LIST",
+        help="comma-separated namespace patterns no onboarding may target; replaces the"
+        " default 'default,kube-*' (each cluster's Argo namespace is always refused)",
+    )
+
+    run = commands.add_parser("run", parents=[rules], help="run the daemon")
     run.add_argument("--config", metavar="DIR", help="desired-state directory")
     run.add_argument("--db", metavar="URL", help="SQLite or PostgreSQL URL")
     run.add_argument("--listen", metavar="ADDR", help="host:port of the HTTP API")
     run.add_argument("--templates", metavar="DIR", help="WorkflowTemplates directory")
     run.add_argument("--api-token-file", metavar="FILE", help="bearer token of the API")
+    run.add_argument(
+        "--api-read-token-file",
+        metavar="FILE",
+        help="a token that can only read; then reads of /api/v1/* need it or the API token",
+    )
+    run.add_argument(
+        "--api-docs",
+        action="store_const",
+        const=True,
+        help="serve Swagger UI at /docs (local files, no CDN)",
+    )
     run.set_defaults(func=cmd_run)
 
-    validate = commands.add_parser("validate", help="check a config directory, change nothing")
+    validate = commands.add_parser(
+        "validate", parents=[rules], help="check a config directory, change nothing"
+    )
     validate.add_argument("directory", metavar="DIR")
     validate.add_argument(
         "--db",
@@ -358,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     plan = commands.add_parser(
-        "plan", parents=[output], help="show what the daemon would do next, doing nothing"
+        "plan", parents=[output, rules], help="show what the daemon would do next, doing nothing"
     )
     plan.add_argument("--config", metavar="DIR", help="desired-state directory")
     plan.add_argument("--db", metavar="URL", help="SQLite or PostgreSQL URL")

@@ -14,7 +14,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    WithJsonSchema,
+    model_validator,
+)
 
 from orchestrator import API_VERSION
 
@@ -22,12 +30,18 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9-]+$")
 
 
+def _shown(value: str) -> str:
+    """``repr(value)``, cut short: a message never repeats a huge value."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:79] + "…"
+
+
 def _dns1123_label(value: str) -> str:
     if len(value) > 63:
-        raise ValueError(f"{value!r} is longer than 63 characters (DNS-1123 label)")
-    if not DNS1123_LABEL.match(value):
+        raise ValueError(f"{_shown(value)} is longer than 63 characters (DNS-1123 label)")
+    if not DNS1123_LABEL.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a DNS-1123 label: lower-case letters, digits and '-',"
+            f"{_shown(value)} is not a DNS-1123 label: lower-case letters, digits and '-',"
             " starting and ending with a letter or digit"
         )
     return value
@@ -35,18 +49,28 @@ def _dns1123_label(value: str) -> str:
 
 def _btp_subdomain(value: str) -> str:
     if len(value) > 63:
-        raise ValueError(f"subdomain {value!r} is longer than 63 characters")
-    if not SUBDOMAIN.match(value):
-        raise ValueError(f"subdomain {value!r} may contain only a-z, 0-9 and '-'")
+        raise ValueError(f"subdomain {_shown(value)} is longer than 63 characters")
+    if not SUBDOMAIN.fullmatch(value):
+        raise ValueError(f"subdomain {_shown(value)} may contain only a-z, 0-9 and '-'")
     if value.startswith("-") or value.endswith("-"):
-        raise ValueError(f"subdomain {value!r} may not start or end with '-'")
+        raise ValueError(f"subdomain {_shown(value)} may not start or end with '-'")
     return value
 
 
-DNSLabel = Annotated[str, AfterValidator(_dns1123_label)]
+#: what the validators above accept, said in JSON Schema (the editors' schema and the
+#: API's OpenAPI document), so a document valid by the schema is valid here too
+LABEL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 63,
+    "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+}
+
+DNSLabel = Annotated[str, AfterValidator(_dns1123_label), WithJsonSchema(LABEL_SCHEMA)]
 #: a file path; ``~`` is expanded so examples can point into the home directory
 FilePath = Annotated[str, AfterValidator(os.path.expanduser)]
-Subdomain = Annotated[str, AfterValidator(_btp_subdomain)]
+#: a BTP subdomain is spelled like a DNS-1123 label
+Subdomain = Annotated[str, AfterValidator(_btp_subdomain), WithJsonSchema(LABEL_SCHEMA)]
 
 
 class Strict(BaseModel):

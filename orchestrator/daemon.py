@@ -9,15 +9,16 @@ once; a wake that arrives during a pass makes that pass run again.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -30,7 +31,7 @@ from orchestrator.desired import DesiredStateSource, clusters_in_use, declared_i
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.globalaccounts import GlobalAccountCredentials
 from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
-from orchestrator.loading import directory_digest
+from orchestrator.loading import directory_digest, rules_of
 from orchestrator.logs import configure, register_secret
 from orchestrator.metrics import Metrics
 from orchestrator.planning import Limits
@@ -85,12 +86,14 @@ class Daemon:
             while True:
                 self._dirty.discard(cluster)
                 try:
-                    await self.reconciler.reconcile_cluster(cluster)
+                    result = await self.reconciler.reconcile_cluster(cluster)
                 except OrchestratorError as error:
                     log.error(
                         "reconcile pass failed", extra={"cluster": cluster, "error": str(error)}
                     )
-                self._count_states()
+                else:
+                    # the pass read the cluster's onboardings anyway: no second read
+                    self.metrics.count_cluster(cluster, result.states)
                 if cluster not in self._dirty:
                     break
         finally:
@@ -106,7 +109,7 @@ class Daemon:
 
     async def reload_config(self) -> None:
         self._reload_templates()
-        if not self.desired.reload_if_changed():
+        if not await self.desired.reload():  # files read and validated off the loop
             return
         await self.desired_state_accepted()
 
@@ -181,15 +184,6 @@ class Daemon:
         if pruned:
             log.info("pruned Deleted onboardings", extra={"onboardings": pruned})
 
-    def _count_states(self) -> None:
-        counts: dict[Any, int] = {}
-        clusters = set(self.clusters.names())
-        for record in self.store.list():
-            key = (record.state, record.cluster)
-            counts[key] = counts.get(key, 0) + 1
-            clusters.add(record.cluster)
-        self.metrics.count_states(counts, clusters)
-
     async def aclose(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -242,6 +236,7 @@ async def build(
             in_use=lambda: clusters_in_use(store.list()),
             declared=lambda: declared_in_files(store.list()),
             clock=clock or utcnow,
+            rules=rules_of(settings),
         )
     except BaseException:
         store.close()
@@ -287,14 +282,77 @@ async def build(
     return daemon
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code."""
+#: exit code of ``orchestrator run`` when its address cannot be bound
+CANNOT_LISTEN = 4
+
+
+class CannotListen(OrchestratorError):
+    """The API's address is taken or not ours to bind; nothing was started."""
+
+    reason = "CannotListen"
+
+
+def listen_socket(listen: str) -> socket.socket:
+    """The API's socket, bound and listening; raises CannotListen with a one-line reason."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, ValueError) as error:
+        raise CannotListen(f"cannot listen on {listen}: {_reason(error)}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise CannotListen(f"cannot listen on {listen}: {_reason(error)}") from None
+    return sock
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower() if error.strerror[:1].isupper() else error.strerror
+    return str(error)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (of ``--listen``) is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code.
+
+    The API's socket is bound first (``sock``, or bound here): when the address is
+    taken, CannotListen is raised before any config is loaded or any job starts.
+    """
+    sock = sock or listen_socket(settings.listen)
     token = settings.read_api_token()
     register_secret(token)
-    daemon = await build(settings)
+    try:
+        daemon = await build(settings)
+    except BaseException:
+        sock.close()
+        raise
+    if settings.api_reads_guarded:
+        settings.read_api_read_token()  # registered with the log masker from the start
+    app = create_app(
+        daemon.service,
+        metrics=daemon.metrics,
+        token=settings.read_api_token,
+        read_token=settings.read_api_read_token if settings.api_reads_guarded else None,
+        max_body_bytes=settings.api_max_body_bytes,
+        docs=settings.api_docs,
+    )
     host, _, port = settings.listen.rpartition(":")
-    app = create_app(daemon.service, metrics=daemon.metrics, token=settings.read_api_token)
-    server = uvicorn.Server(
+    server = uvicorn.Server(  # host and port only name the socket in uvicorn's log
         uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None)
     )
     daemon.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -316,7 +374,7 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    api = asyncio.create_task(server.serve())
+    api = asyncio.create_task(server.serve(sockets=[sock]))
     log.info(
         "daemon started",
         extra={
@@ -328,6 +386,12 @@ async def serve(settings: Settings) -> int:
     )
     if token is None:
         log.warning("no API token configured: mutating API calls are refused")
+    if not settings.api_reads_guarded and not _loopback(host):
+        log.warning(
+            "reads of /api/v1/* are open to anyone who can reach %s (full specs, admin"
+            " e-mails included): set --api-read-token-file or ORCHESTRATOR_API_READS_NEED_TOKEN",
+            settings.listen,
+        )
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
@@ -344,7 +408,12 @@ def run(settings: Settings) -> int:
     """Entry point of ``orchestrator run``."""
     configure()
     try:
-        return asyncio.run(serve(settings))
+        sock = listen_socket(settings.listen)
+    except CannotListen as error:
+        print(f"orchestrator: {error}", file=sys.stderr)
+        return CANNOT_LISTEN
+    try:
+        return asyncio.run(serve(settings, sock=sock))
     except ConfigError as error:
         log.error("refusing to start: invalid configuration")
         for problem in error.problems:

@@ -1,7 +1,9 @@
 """The desired state as the daemon runs it, reloaded when the files change.
 
 A reload that fails validation is rejected whole: the previous desired state
-keeps running, the problems are logged and counted. Offboarding deletes BTP
+keeps running, the problems are logged and counted. The files are read, parsed
+and validated in a worker thread (``reload``), so a large or hostile file never
+blocks the event loop; only a whole, valid result is applied, on the loop. Offboarding deletes BTP
 subaccounts, so two more accidents are caught here rather than acted on:
 
 - a reload that removes a Cluster which stored onboardings still use is
@@ -14,6 +16,7 @@ subaccounts, so two more accidents are caught here rather than acted on:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from orchestrator.configs import Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
-from orchestrator.loading import DesiredState, directory_digest, load_directory
+from orchestrator.loading import ConfigRules, DesiredState, directory_digest, load_directory
 from orchestrator.metrics import Metrics
 from orchestrator.records import OnboardingRecord, Source, State
 
@@ -123,6 +126,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """The files as read in the worker thread: a desired state or why not."""
+
+    digest: str
+    state: DesiredState | None = None
+    error: ConfigError | None = None
+
+
 class DesiredStateSource:
     def __init__(
         self,
@@ -133,16 +145,18 @@ class DesiredStateSource:
         in_use: InUse | None = None,
         declared: Declared | None = None,
         clock: Callable[[], datetime] = _now,
+        rules: ConfigRules | None = None,
     ) -> None:
         if not 0 < offboard_hold_share <= 1:
             raise ValueError(f"offboard_hold_share must be in (0, 1], not {offboard_hold_share}")
         self.directory = directory
         self.offboard_hold_share = offboard_hold_share
+        self.rules = rules or ConfigRules()
         self._metrics = metrics
         self._in_use = in_use
         self._clock = clock
-        self._digest = directory_digest(directory)
-        self.state = load_directory(directory)  # raises ConfigError: refuse to start
+        self._digest = self._fingerprint()
+        self.state = load_directory(directory, self.rules)  # raises ConfigError: refuse to start
         self.last_error: ConfigError | None = None
         self.held: HeldChange | None = None
         metrics.config_valid.set(1)
@@ -152,13 +166,45 @@ class DesiredStateSource:
         if declared is not None:
             self._hold_at_start(declared)
 
+    async def reload(self) -> bool:
+        """Reload when the files changed, reading and validating them in a worker
+        thread; True when a new desired state was accepted."""
+        return self._apply(await asyncio.to_thread(self._load))
+
     def reload_if_changed(self) -> bool:
-        """Reload when the files changed; True when a new desired state was accepted."""
-        digest = directory_digest(self.directory)
+        """``reload``, all of it in the calling thread (for tests and tools)."""
+        return self._apply(self._load())
+
+    def _fingerprint(self) -> str:
+        return directory_digest(self.directory, max_file_bytes=self.rules.max_file_bytes)
+
+    def _load(self) -> Loaded | None:
+        """Read, parse and validate the files when they changed; touches no state, so it
+        may run in a worker thread. None when nothing changed."""
+        digest = self._fingerprint()
         if digest == self._digest:
-            return False
+            return None
         try:
-            state = load_directory(self.directory)
+            return Loaded(digest, state=load_directory(self.directory, self.rules))
+        except ConfigError as error:
+            return Loaded(digest, error=error)
+        except Exception as error:  # a bug must not leave the old config marked valid
+            log.exception("loading the config failed")
+            problem = ConfigProblem(
+                str(self.directory), f"cannot be loaded: {type(error).__name__}: {str(error)[:300]}"
+            )
+            return Loaded(digest, error=ConfigError([problem]))
+
+    def _apply(self, loaded: Loaded | None) -> bool:
+        """On the loop: run what ``_load`` found, when it is whole and valid."""
+        if loaded is None or loaded.digest == self._digest:
+            return False
+        digest = loaded.digest
+        try:
+            if loaded.error is not None:
+                raise loaded.error
+            assert loaded.state is not None
+            state = loaded.state
             self._check_clusters_kept(state)
         except ConfigError as error:
             self._digest = digest
@@ -183,7 +229,7 @@ class DesiredStateSource:
         held = self.held
         if held is None:
             raise Conflict("no config change is held")
-        if directory_digest(self.directory) != held.digest:
+        if self._fingerprint() != held.digest:
             raise Conflict(
                 "the config files changed since the change was held; the next reload evaluates"
                 " them again: look at what is held then, and confirm that"

@@ -1,7 +1,8 @@
 """The BTP credentials of each GlobalAccount, from a file or a Secret.
 
 They are synced into each target cluster as the Secret the step templates
-read; the values are secrets and never logged.
+read; the values are secrets and never logged: the client id and secret are
+registered with the log masker as soon as they are read.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import yaml
 from orchestrator.configs import GlobalAccount
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.kube import KubeAccess
+from orchestrator.logs import register_secret
 
 #: the keys of the Secret the templates read
 KEYS = ("client-id", "client-secret", "token-url", "accounts-url")
+#: those of them that are secrets (the URLs are not, and stay readable in messages)
+SECRET_KEYS = ("client-id", "client-secret")
 
 
 class GlobalAccountCredentials:
@@ -48,6 +52,9 @@ class GlobalAccountCredentials:
                     reason="CredentialsMissing",
                 )
             data = found
+        for key in SECRET_KEYS:
+            # masked in every log line from now on, before anything can quote them
+            register_secret(data.get(key))
         missing = [k for k in KEYS if not data.get(k)]
         if missing:
             raise TemporaryError(

@@ -2,11 +2,24 @@
 
 The whole directory is loaded and validated at once: a ``DesiredState`` exists
 only when every file is valid, so an invalid change can never half-apply.
+
+Nothing a file holds may break the loader itself: a file is refused before it
+is read when it is larger than ``ConfigRules.max_file_bytes``; its YAML is
+scanned as a stream of events first, so nesting deeper than ``MAX_DEPTH``, an
+alias expanding to more than ``MAX_NODES`` nodes (a "billion laughs") or an
+alias inside itself is refused before anything is built from it; a mapping
+that repeats a key is refused (YAML would keep the last one silently); and any
+other failure of the parser becomes a problem naming the file and document.
+Beyond the schema, ``ConfigRules`` refuses namespaces no tenant may have and
+file references outside the directories allowed for them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +27,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.configs import Cluster, GlobalAccount, Onboarding
+from orchestrator.configs import Cluster, GlobalAccount, Onboarding, OnboardingSpec
 from orchestrator.errors import ConfigError, ConfigProblem
+from orchestrator.settings import CONFIG_MAX_FILE_BYTES, DENIED_NAMESPACES, Settings
 
 Document = Onboarding | Cluster | GlobalAccount
 
@@ -25,8 +39,35 @@ KINDS: dict[str, type[Document]] = {
     "GlobalAccount": GlobalAccount,
 }
 
-
 NO_DOCUMENT = "holds no document; to remove what it declared, delete the file"
+
+#: YAML nested deeper than this is refused before it is built (the parser recurses)
+MAX_DEPTH = 64
+#: nodes in one file, an alias counting as the nodes it repeats
+MAX_NODES = 100_000
+#: problems listed per document; the rest are counted
+MAX_PROBLEMS = 20
+#: longest value quoted in a message
+SHOWN = 60
+
+
+@dataclass(frozen=True)
+class ConfigRules:
+    """What the files may hold beyond their schema (from the daemon's settings)."""
+
+    max_file_bytes: int = CONFIG_MAX_FILE_BYTES
+    #: shell-style patterns; each cluster's Argo namespace is refused besides
+    denied_namespaces: tuple[str, ...] = DENIED_NAMESPACES
+    #: where referenced files may lie besides the config directory
+    secrets_dirs: tuple[Path, ...] = ()
+
+
+def rules_of(settings: Settings) -> ConfigRules:
+    return ConfigRules(
+        max_file_bytes=settings.config_max_file_bytes,
+        denied_namespaces=tuple(settings.denied_namespaces),
+        secrets_dirs=tuple(settings.secrets_dirs),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +79,9 @@ class DesiredState:
     global_accounts: dict[str, GlobalAccount] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     digest: str = ""
+
+
+# --- the directory -------------------------------------------------------------------
 
 
 def config_files(directory: Path) -> list[Path]:
@@ -58,29 +102,364 @@ def config_files(directory: Path) -> list[Path]:
     return found
 
 
-def directory_digest(directory: Path) -> str:
-    """A cheap fingerprint of the directory's YAML content, to notice changes."""
+def directory_digest(directory: Path, *, max_file_bytes: int = CONFIG_MAX_FILE_BYTES) -> str:
+    """A cheap fingerprint of the directory's YAML content, to notice changes.
+
+    A file over the size limit, or one that links out of the directory, counts
+    by its size and time, so a huge file is never read to notice it changed.
+    """
     digest = hashlib.sha256()
     try:
         files = config_files(directory)
     except ConfigError:
         return "missing"
+    root = directory.resolve()
     for path in files:
         digest.update(str(path.relative_to(directory)).encode())
         try:
-            digest.update(path.read_bytes())
-        except OSError:
+            stat = path.stat()
+            if stat.st_size > max_file_bytes or not path.resolve().is_relative_to(root):
+                digest.update(f"<{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}>".encode())
+                continue
+            with path.open("rb") as opened:
+                digest.update(opened.read(max_file_bytes + 1))
+        except (OSError, RuntimeError):
             digest.update(b"<unreadable>")
     return digest.hexdigest()
+
+
+def read_file(path: Path, *, root: Path, max_file_bytes: int) -> str:
+    """The text of one config file, or ConfigError: too large, outside, not UTF-8."""
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(str(path), message)])
+
+    try:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise refuse(f"links to {str(resolved)!r}, outside the config directory")
+        size = path.stat().st_size
+        if size <= max_file_bytes:
+            with path.open("rb") as opened:
+                data = opened.read(max_file_bytes + 1)
+            size = len(data)
+        if size > max_file_bytes:
+            raise refuse(
+                f"is {size} bytes, more than the limit of {max_file_bytes}"
+                " (ORCHESTRATOR_CONFIG_MAX_FILE_BYTES); it was not read"
+            )
+    except (OSError, RuntimeError) as error:
+        raise refuse(f"cannot read: {_shorten(str(error), 200)}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise refuse(f"is not UTF-8 text (byte {error.start})") from None
+
+
+def load_directory(directory: Path, rules: ConfigRules | None = None) -> DesiredState:
+    """Load and validate every YAML file under ``directory``.
+
+    Files the documents reference must lie in ``directory`` or one of the
+    ``rules.secrets_dirs``.
+    """
+    rules = rules or ConfigRules()
+    root = directory.resolve()
+    files: list[tuple[str, str]] = []
+    problems: list[ConfigProblem] = []
+    for path in config_files(directory):
+        try:
+            files.append(
+                (str(path), read_file(path, root=root, max_file_bytes=rules.max_file_bytes))
+            )
+        except ConfigError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise ConfigError(problems)
+    roots = [root, *(_resolved(d) for d in rules.secrets_dirs)]
+    return load_documents(files, rules, roots=roots)
+
+
+def _resolved(directory: Path) -> Path:
+    try:
+        return directory.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return directory.expanduser().absolute()
+
+
+# --- YAML ---------------------------------------------------------------------------
+
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, node: yaml.Node, first: yaml.Node) -> None:
+        super().__init__(
+            None,
+            None,
+            f"duplicate key {_shown(key)} (first at line {first.start_mark.line + 1})",
+            node.start_mark,
+        )
+        self.node = node
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that repeats a key (merge keys aside)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # unhashable: the base constructor says so
+                    continue
+                if first is not key_node:
+                    raise DuplicateKey(key, key_node, first)
+        return super().construct_mapping(node, deep=deep)
+
+
+@dataclass
+class _Open:
+    """A collection being scanned: its size so far and where inside it the scan is."""
+
+    anchor: str | None
+    mapping: bool
+    nodes: int = 1
+    entries: int = 0  # completed children (keys and values alike in a mapping)
+    key: str = "?"
+
+
+@dataclass
+class _Found:
+    """What the scan refuses, located."""
+
+    message: str
+    document: int
+    path: str = ""
+    label: str = ""
+
+
+def _join(path: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else part
+
+
+def _path(stack: list[_Open]) -> str:
+    path = ""
+    for entry in stack:
+        if entry.mapping:
+            path = _join(path, entry.key if entry.entries % 2 else "?")
+        else:
+            path = _join(path, entry.entries)
+    return path
+
+
+def _scan(text: str) -> _Found | None:
+    """Walk the event stream (no recursion, nothing built): too deep, too many nodes
+    once aliases are expanded, an alias inside itself, or not YAML at all."""
+    stack: list[_Open] = []
+    anchors: dict[str, int] = {}
+    document, between, nodes = 0, True, 0
+    kind = name = ""
+
+    def found(message: str, *, path: str | None = None) -> _Found:
+        label = f"{kind or '?'} {name or '?'}" if (kind or name) else ""
+        where = _path(stack) if path is None else path
+        return _Found(message, max(document, 1) + (1 if between and document else 0), where, label)
+
+    def count(size: int, line: int) -> _Found | None:
+        nonlocal nodes
+        nodes += size
+        if nodes > MAX_NODES:
+            return found(
+                f"more than {MAX_NODES} nodes by line {line} (an alias counts as the nodes it"
+                " repeats)"
+            )
+        return None
+
+    def complete(size: int, value: str | None) -> None:
+        nonlocal kind, name
+        if not stack:
+            return
+        parent = stack[-1]
+        parent.nodes += size
+        if parent.mapping and parent.entries % 2 == 0:
+            parent.key = _shorten(value, SHOWN) if value is not None else "?"
+        elif value is not None and parent.mapping:
+            if len(stack) == 1 and parent.key == "kind":
+                kind = _shorten(value, SHOWN)
+            elif len(stack) == 2 and parent.key == "name" and stack[0].key == "metadata":
+                name = _shorten(value, SHOWN)
+        parent.entries += 1
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            problem: _Found | None = None
+            line = event.start_mark.line + 1 if event.start_mark else 0
+            if isinstance(event, yaml.DocumentStartEvent):
+                document, between, kind, name = document + 1, False, "", ""
+                anchors.clear()
+            elif isinstance(event, yaml.DocumentEndEvent):
+                between = True
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    return found(f"nested deeper than {MAX_DEPTH} levels at line {line}")
+                problem = count(1, line)
+                stack.append(_Open(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                done = stack.pop()
+                if done.anchor is not None:
+                    anchors[done.anchor] = done.nodes
+                complete(done.nodes, None)
+            elif isinstance(event, yaml.AliasEvent):
+                if any(entry.anchor == event.anchor for entry in stack):
+                    return found(
+                        f"alias *{_shorten(event.anchor, SHOWN)} at line {line} is inside the"
+                        " node it refers to"
+                    )
+                size = anchors.get(event.anchor or "", 1)
+                problem = count(size, line)
+                complete(size, None)
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    anchors[event.anchor] = 1
+                problem = count(1, line)
+                complete(1, event.value)
+            if problem is not None:
+                return problem
+    except yaml.reader.ReaderError as error:
+        # The reader checks the whole text before the first event: place it by position.
+        return _Found(_yaml_message(error, text), _document_at(text, error.position))
+    except yaml.YAMLError as error:
+        return found(_yaml_message(error, text), path="")
+    return None
+
+
+def _document_at(text: str, position: int) -> int:
+    """The number of the document that ``position`` falls in, by its ``---`` lines."""
+    lines = text[:position].split("\n")
+    separators = sum(1 for line in lines if line == "---" or line.startswith(("--- ", "---\t")))
+    return max(separators + (0 if text.startswith("---") else 1), 1)
+
+
+def _yaml_message(error: yaml.YAMLError, text: str) -> str:
+    if isinstance(error, yaml.reader.ReaderError):
+        before = text[: error.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        character = error.character
+        shown = f"#x{character:04x}" if isinstance(character, int) else repr(character)
+        return (
+            f"not valid YAML at line {line}, column {column}: unacceptable character {shown}:"
+            f" {error.reason}"
+        )
+    mark = getattr(error, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or "not valid YAML"
+    return f"not valid YAML{at}: {_shorten(str(problem), 200)}"
+
+
+def _node_path(root: yaml.Node, target: yaml.Node) -> str:
+    """The field path of the key ``target`` in the document ``root`` (no recursion)."""
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while todo:
+        node, path = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                part = _shorten(key.value, SHOWN) if isinstance(key, yaml.ScalarNode) else "?"
+                if key is target:
+                    return _join(path, part)
+                todo.append((value, _join(path, part)))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, _join(path, i)) for i, item in enumerate(node.value))
+    return ""
+
+
+def _node_label(root: yaml.Node) -> str:
+    """``Kind name`` read from a document's nodes, for a document that failed to build."""
+    if not isinstance(root, yaml.MappingNode):
+        return ""
+
+    def first(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+        """The value of ``key``'s first occurrence (a repeated key is what failed)."""
+        return next(
+            (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None
+        )
+
+    kind = first(root, "kind")
+    metadata = first(root, "metadata")
+    name = first(metadata, "name") if isinstance(metadata, yaml.MappingNode) else None
+    shown = [
+        _shorten(n.value, SHOWN) if isinstance(n, yaml.ScalarNode) else "?" for n in (kind, name)
+    ]
+    return " ".join(shown) if kind is not None or name is not None else ""
+
+
+def _document(index: int, label: str = "") -> str:
+    return f"document {index} ({label})" if label else f"document {index}"
+
+
+def parse_yaml(file: str, text: str) -> tuple[list[Any], list[ConfigProblem]]:
+    """The documents of one file (``None`` for an empty one), or the problems found."""
+    found = _scan(text)
+    if found is not None:
+        return [], [
+            ConfigProblem(
+                file,
+                found.message,
+                _document(found.document, found.label),
+                _shorten(found.path, 120) or None,
+            )
+        ]
+    documents: list[Any] = []
+    loader = _Loader(text)
+    node: yaml.Node | None = None
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            documents.append(loader.construct_document(node) if node is not None else None)
+    except DuplicateKey as error:
+        assert node is not None
+        index = len(documents) + 1
+        where = _document(index, _node_label(node))
+        return [], [
+            ConfigProblem(file, _yaml_message(error, text), where, _node_path(node, error.node))
+        ]
+    except yaml.YAMLError as error:
+        where = _document(len(documents) + 1, _node_label(node) if node is not None else "")
+        return [], [ConfigProblem(file, _yaml_message(error, text), where)]
+    except Exception as error:
+        # A value the constructor cannot take (a date like 2026-13-45, an integer of
+        # 5,000 digits): whatever it is, it is this file's problem, not the loader's.
+        where = _document(len(documents) + 1, _node_label(node) if node is not None else "")
+        message = f"a value cannot be read: {_shorten(str(error), 200)}"
+        return [], [ConfigProblem(file, message, where)]
+    finally:
+        loader.dispose()
+    return documents, []
+
+
+# --- documents ----------------------------------------------------------------------
+
+
+def _shorten(text: str | None, width: int) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _shown(value: Any) -> str:
+    return _shorten(repr(value), SHOWN)
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:
     path = ""
     for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
+        path = _join(path, part if isinstance(part, int) else _shorten(str(part), SHOWN))
     return path
 
 
@@ -88,13 +467,11 @@ def _describe(index: int, document: Any) -> str:
     label = f"document {index}"
     if isinstance(document, dict):
         kind = document.get("kind")
-        name = (
-            (document.get("metadata") or {}).get("name")
-            if isinstance(document.get("metadata"), dict)
-            else None
-        )
+        metadata = document.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
         if kind or name:
-            label += f" ({kind or '?'} {name or '?'})"
+            shown = [_shorten(str(part), SHOWN) if part else "?" for part in (kind, name)]
+            label += f" ({' '.join(shown)})"
     return label
 
 
@@ -109,14 +486,21 @@ def parse_document(
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         known = ", ".join(KINDS)
-        return None, [ConfigProblem(file, f"unknown kind {kind!r} (known: {known})", where, "kind")]
+        return None, [
+            ConfigProblem(file, f"unknown kind {_shown(kind)} (known: {known})", where, "kind")
+        ]
     try:
         return model.model_validate(document), []
     except ValidationError as error:
+        details = error.errors()
         problems = [
             ConfigProblem(file, _message(detail), where, _field_path(detail["loc"]) or None)
-            for detail in error.errors()
+            for detail in details[:MAX_PROBLEMS]
         ]
+        if len(details) > MAX_PROBLEMS:
+            problems.append(
+                ConfigProblem(file, f"and {len(details) - MAX_PROBLEMS} more problems", where)
+            )
         return None, problems
 
 
@@ -126,17 +510,23 @@ def _message(detail: Any) -> str:
     if detail["type"] == "missing":
         return "required field is missing"
     message = str(detail["msg"])
-    return message.removeprefix("Value error, ")
+    return _shorten(message.removeprefix("Value error, "), 300)
 
 
 def load_documents(
     files: list[tuple[str, str]],
+    rules: ConfigRules | None = None,
+    *,
+    roots: Sequence[Path] | None = None,
 ) -> DesiredState:
     """Validate ``(file name, text)`` pairs into a DesiredState, or raise ConfigError.
 
     A file that parses to no document (empty, only ``---``, ``null`` or comments)
     is a problem, not a removal of what it held: to remove, delete the file.
+    ``roots`` are the resolved directories referenced files may lie in; without
+    them (texts that come from no directory) file references are not checked.
     """
+    rules = rules or ConfigRules()
     problems: list[ConfigProblem] = []
     clusters: dict[str, Cluster] = {}
     onboardings: dict[str, Onboarding] = {}
@@ -146,13 +536,9 @@ def load_documents(
     for file, text in files:
         digest.update(file.encode())
         digest.update(text.encode())
-        try:
-            documents = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or "not valid YAML"
-            problems.append(ConfigProblem(file, f"not valid YAML{at}: {problem}"))
+        documents, found = parse_yaml(file, text)
+        if found:
+            problems.extend(found)
             continue
         if all(document is None for document in documents):
             # An emptied file is more often an accident (a truncated write, a bad
@@ -179,6 +565,10 @@ def load_documents(
                 )
                 continue
             sources[key] = f"{file}#{index}"
+            if roots is not None:
+                problems.extend(
+                    file_problems(model, roots, file=file, where=_describe(index, document))
+                )
             if isinstance(model, Cluster):
                 clusters[model.metadata.name] = model
             elif isinstance(model, GlobalAccount):
@@ -199,10 +589,100 @@ def load_documents(
         for field_path, kind, value, known in refers:
             if value is not None and value not in known:
                 problems.append(_unknown(where, name, field_path, kind, value, sorted(known)))
+        refused = denied_namespace(onboarding.spec, clusters, rules.denied_namespaces)
+        if refused is not None:
+            file, _, position = where.rpartition("#")
+            problems.append(
+                ConfigProblem(
+                    file, refused, f"document {position} (Onboarding {name})", "spec.namespace"
+                )
+            )
     problems.extend(_one_global_account_per_cluster(onboardings, sources))
     if problems:
         raise ConfigError(problems)
     return DesiredState(clusters, onboardings, global_accounts, sources, digest.hexdigest())
+
+
+# --- rules beyond the schema ---------------------------------------------------------
+
+
+def denied_namespace(
+    spec: OnboardingSpec, clusters: dict[str, Cluster], denied: Sequence[str]
+) -> str | None:
+    """Why ``spec.namespace`` may not be onboarded, or None.
+
+    The daemon grants the step ServiceAccount write access to Secrets,
+    Deployments and ServiceAccounts in the target namespace: never in a system
+    namespace, nor in the cluster's Argo namespace, where that ServiceAccount and
+    the WorkflowTemplates live.
+    """
+    namespace = spec.namespace
+    cluster = clusters.get(spec.cluster)
+    if cluster is not None and namespace == cluster.spec.argo.namespace:
+        return (
+            f"namespace {namespace!r} is the Argo namespace of cluster {spec.cluster!r}"
+            " (the step ServiceAccount and the WorkflowTemplates live there); onboard"
+            " tenants into namespaces of their own"
+        )
+    for pattern in denied:
+        if fnmatch.fnmatchcase(namespace, pattern):
+            shown = "" if pattern == namespace else f" (it matches {pattern!r})"
+            return (
+                f"namespace {namespace!r} may not be onboarded{shown}: it is on the deny list"
+                f" ({', '.join(denied)}; ORCHESTRATOR_DENIED_NAMESPACES)"
+            )
+    return None
+
+
+def file_references(model: Document) -> Iterator[tuple[str, str]]:
+    """``(field, path)`` of every file a document names."""
+    fields: list[tuple[str, Callable[[], str | None]]] = []
+    if isinstance(model, Cluster):
+        spec = model.spec
+        fields = [
+            ("spec.kubeconfig.path", lambda: spec.kubeconfig.path if spec.kubeconfig else None),
+            ("spec.argo.tokenFile", lambda: spec.argo.token_file),
+            ("spec.argo.caFile", lambda: spec.argo.ca_file),
+        ]
+    elif isinstance(model, GlobalAccount):
+        fields = [("spec.credentials.file", lambda: model.spec.credentials.file)]
+    for name, value in fields:
+        path = value()
+        if path is not None:
+            yield name, path
+
+
+def file_problems(
+    model: Document, roots: Sequence[Path], *, file: str, where: str
+) -> list[ConfigProblem]:
+    """A problem for each file ``model`` names outside ``roots`` (links followed)."""
+    problems = []
+    for name, value in file_references(model):
+        refused = outside(value, roots)
+        if refused is not None:
+            problems.append(ConfigProblem(file, refused, where, name))
+    return problems
+
+
+def outside(value: str, roots: Sequence[Path]) -> str | None:
+    """Why the file ``value`` may not be read, or None when it lies in one of ``roots``."""
+    listed = ", ".join(str(root) for root in roots)
+    shown = _shorten(repr(value), 300)
+    try:
+        resolved = Path(value).resolve()
+    except (OSError, RuntimeError) as error:
+        return f"{shown} cannot be resolved: {_shorten(str(error), 200)}"
+    if any(resolved.is_relative_to(root) for root in roots):
+        return None
+    lexical = os.path.normpath(os.path.abspath(value))
+    leads = (
+        f" leads to {_shorten(repr(str(resolved)), 300)}," if str(resolved) != lexical else " is"
+    )
+    return (
+        f"{shown}{leads} outside the directories files may be read from ({listed});"
+        " move the file there or allow its directory with --secrets-dir"
+        " (ORCHESTRATOR_SECRETS_DIRS)"
+    )
 
 
 def _one_global_account_per_cluster(
@@ -242,17 +722,3 @@ def _unknown(
         f"document {position} (Onboarding {name})",
         field_path,
     )
-
-
-def load_directory(directory: Path) -> DesiredState:
-    """Load and validate every YAML file under ``directory``."""
-    files: list[tuple[str, str]] = []
-    problems: list[ConfigProblem] = []
-    for path in config_files(directory):
-        try:
-            files.append((str(path), path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as error:
-            problems.append(ConfigProblem(str(path), f"cannot read: {error}"))
-    if problems:
-        raise ConfigError(problems)
-    return load_documents(files)

@@ -13,17 +13,22 @@ from typing import Any
 #: attributes every LogRecord has; everything else was passed in ``extra``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _secrets: set[str] = set()
+#: the secrets, longest first: a short one inside a long one must not hide the long
+#: one's match and leave the rest of it readable
+_longest_first: tuple[str, ...] = ()
 MASK = "***"
 
 
 def register_secret(value: str | None) -> None:
     """Mask ``value`` wherever it would appear in a log line."""
-    if value and len(value) >= 6:
+    global _longest_first
+    if value and len(value) >= 6 and value not in _secrets:
         _secrets.add(value)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def mask(text: str) -> str:
-    for secret in _secrets:
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

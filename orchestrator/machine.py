@@ -7,6 +7,8 @@ reconciler does the I/O. Every fired transition appends a ``TransitionRecord``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,6 +107,30 @@ class _Model:
     reason: str = ""
     log: list[TransitionRecord] = field(default_factory=list)
     state: State = State.PENDING
+    #: (trigger, source, workflow) of the transition being fired
+    firing: tuple[str, State, str | None] = ("", State.PENDING, None)
+
+    def record_transition(self) -> None:
+        """After every state change: apply its effects and log it."""
+        record = self.record
+        trigger, source, workflow = self.firing
+        dest = State(self.state)
+        _effects(record, trigger=trigger, source=source, dest=dest, now=self.now)
+        record.state = dest
+        if trigger not in ("compensated", "compensation_retried") or record.reason is None:
+            # while compensating, the reason stays the failure that started it
+            record.reason = self.reason
+        self.log.append(
+            TransitionRecord(
+                onboarding=record.name,
+                from_state=source,
+                to_state=dest,
+                trigger=trigger,
+                reason=self.reason,
+                at=self.now,
+                workflow=workflow,
+            )
+        )
 
     # --- conditions -------------------------------------------------------------
     def all_compensated(self) -> bool:
@@ -159,6 +185,18 @@ class _Model:
         return self._resumes_to(OB)
 
 
+#: One machine for every onboarding: a record's model is bound to it only while a
+#: trigger is asked or fired (building a machine per onboarding cost milliseconds).
+_MACHINE = Machine(
+    model=None,
+    states=list(State),
+    transitions=TRANSITIONS,
+    initial=State.PENDING,
+    auto_transitions=False,
+    after_state_change="record_transition",
+)
+
+
 class OnboardingMachine:
     """Fires triggers on one record and keeps what they did.
 
@@ -167,68 +205,44 @@ class OnboardingMachine:
     """
 
     def __init__(self, record: OnboardingRecord, *, now: datetime) -> None:
-        self.model = _Model(record=record, now=now, state=record.state)
-        self._machine = Machine(
-            model=self.model,
-            states=list(State),
-            transitions=TRANSITIONS,
-            initial=record.state,
-            auto_transitions=False,
-            after_state_change=self._record,
-        )
+        self.record = record
+        self.now = now
+        #: the transitions fired so far, to store with the record
+        self.log: list[TransitionRecord] = []
 
-    @property
-    def record(self) -> OnboardingRecord:
-        return self.model.record
-
-    @property
-    def log(self) -> list[TransitionRecord]:
-        return self.model.log
+    @contextmanager
+    def _bound(
+        self, *, reason: str = "", firing: tuple[str, State, str | None] | None = None
+    ) -> Iterator[_Model]:
+        # a fresh model per binding: the machine binds its triggers onto it
+        model = _Model(record=self.record, now=self.now, reason=reason, log=self.log)
+        model.state = self.record.state
+        if firing is not None:
+            model.firing = firing
+        _MACHINE.add_model(model, initial=model.state)
+        try:
+            yield model
+        finally:
+            _MACHINE.remove_model(model)
 
     def can(self, trigger: str) -> bool:
-        return bool(getattr(self.model, f"may_{trigger}")())
+        with self._bound() as model:
+            return bool(getattr(model, f"may_{trigger}")())
 
     def fire(self, trigger: str, reason: str, *, workflow: str | None = None) -> State:
         """Fire ``trigger``; raises ``Conflict`` when the current state does not allow it."""
-        source = State(self.model.state)
-        self.model.reason = reason
-        self._workflow = workflow
-        self._trigger = trigger
-        self._source = source
-        self._apply_before(trigger, source)
-        try:
-            getattr(self.model, trigger)()
-        except MachineError as error:
-            raise Conflict(
-                f"onboarding {self.record.name}: cannot {trigger} while {source.value}"
-            ) from error
-        return State(self.model.state)
-
-    def _apply_before(self, trigger: str, source: State) -> None:
-        """Bookkeeping a trigger needs before its conditions are evaluated."""
+        source = State(self.record.state)
         if trigger == "offboard" and self.can("offboard"):
+            # bookkeeping the trigger's conditions and effects need
             self.record.offboarding = True
-
-    def _record(self) -> None:
-        record = self.record
-        dest = State(self.model.state)
-        trigger = self._trigger
-        _effects(record, trigger=trigger, source=self._source, dest=dest, now=self.model.now)
-        record.state = dest
-        if trigger not in ("compensated", "compensation_retried") or record.reason is None:
-            # while compensating, the reason stays the failure that started it
-            record.reason = self.model.reason
-        self.model.log.append(
-            TransitionRecord(
-                onboarding=record.name,
-                from_state=self._source,
-                to_state=dest,
-                trigger=trigger,
-                reason=self.model.reason,
-                at=self.model.now,
-                workflow=self._workflow,
-            )
-        )
+        with self._bound(reason=reason, firing=(trigger, source, workflow)) as model:
+            try:
+                getattr(model, trigger)()
+            except MachineError as error:
+                raise Conflict(
+                    f"onboarding {self.record.name}: cannot {trigger} while {source.value}"
+                ) from error
+        return State(self.record.state)
 
 
 def _undone_by(step: str | None) -> str | None:

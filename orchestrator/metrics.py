@@ -6,6 +6,8 @@ One registry per daemon, so tests can make as many daemons as they like.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from orchestrator.records import State
@@ -125,13 +127,8 @@ class Metrics:
             registry=r,
         )
 
-    def count_states(self, counts: dict[tuple[State, str], int], clusters: set[str]) -> None:
-        """Set the per-state gauges, including zeros, so dashboards show all states."""
-        for cluster in clusters:
-            for state in State:
-                self.onboardings.labels(state=state.value, cluster=cluster).set(
-                    counts.get((state, cluster), 0)
-                )
-            self.cleanup_failed.labels(cluster=cluster).set(
-                counts.get((State.CLEANUP_FAILED, cluster), 0)
-            )
+    def count_cluster(self, cluster: str, counts: Mapping[State, int]) -> None:
+        """Set one cluster's per-state gauges (zeros included) from its last pass."""
+        for state in State:
+            self.onboardings.labels(state=state.value, cluster=cluster).set(counts.get(state, 0))
+        self.cleanup_failed.labels(cluster=cluster).set(counts.get(State.CLEANUP_FAILED, 0))

@@ -100,6 +100,7 @@ class Observer:
             self.failed(cluster, error, result)
             return dict.fromkeys(names, UNKNOWN)
         result.listed = True
+        result.answered = True
         self.answered(cluster, latency=time.monotonic() - asked)
         return {r.name: found.get(r.workflow or "") for r in in_flight}
 

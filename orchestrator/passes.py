@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.planning import Limits
+from orchestrator.records import State
 
 #: our deadline trails the workflow's own activeDeadlineSeconds by this much
 DEADLINE_GRACE = timedelta(seconds=60)
@@ -29,7 +31,11 @@ class PassResult:
     cluster: str
     examined: int = 0
     listed: bool = False
+    #: the cluster answered a call in this pass (until then, calls go one at a time)
+    answered: bool = False
     submitted: int = 0
     errors: int = 0
     #: why the cluster stopped answering in this pass; the rest of the pass does not call it
     down: str | None = None
+    #: the cluster's onboardings per state once the pass is over (for the gauges)
+    states: Counter[State] = field(default_factory=Counter)

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from orchestrator.configs import OnboardingSpec
-from orchestrator.loading import load_directory
+from orchestrator.loading import load_directory, rules_of
 from orchestrator.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
 from orchestrator.reconciling import new_record, utcnow
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
@@ -42,7 +42,7 @@ def _stored(db_url: str) -> list[OnboardingRecord]:
 
 
 def plan(settings: Settings) -> list[PlanLine]:
-    desired = load_directory(settings.config_dir)
+    desired = load_directory(settings.config_dir, rules_of(settings))
     now = utcnow()
     records = {r.name: r for r in _stored(settings.db_url)}
     for name, document in desired.onboardings.items():

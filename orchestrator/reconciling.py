@@ -10,6 +10,7 @@ decided; settled onboardings cost none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: decisions per onboarding and pass (a success may lead straight to the next submission)
 MAX_DECISIONS = 6
+#: onboardings of one cluster acted on at the same time within a pass
+CONCURRENT_ACTIONS = 16
+#: states whose next step may need one of the cluster's slots (a start, an update)
+SLOT_TAKERS = frozenset({State.PENDING, State.READY, State.UPDATE_FAILED, State.FAILED})
 
 __all__ = ["PassResult", "Reconciler", "Tuning", "new_incarnation", "new_record", "utcnow"]
 
@@ -107,23 +112,66 @@ class Reconciler:
             # a cluster that failed lately is not called before its back-off ends
             result.down = self.observer.backing_off(cluster, now)
             observations = await self.observer.observe(cluster, engine, records, result)
-            busy = sum(1 for r in records if r.state in IN_FLIGHT)
-            limit = self._limit(cluster)
-            for record in sorted(records, key=lambda r: (r.created_at, r.name)):
-                observation = observations.get(record.name, None)
-                started_here = await self._reconcile_one(
-                    record,
-                    engine if result.down is None else None,
-                    observation,
-                    slot_available=busy < limit,
-                    result=result,
-                )
-                busy += started_here
+            await self._act_on(records, engine, observations, result)
+            result.states.update(r.state for r in records)
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if result.errors == 0:
             self.metrics.reconcile_last_success.set(time.time())
         return result
+
+    async def _act_on(
+        self,
+        records: list[OnboardingRecord],
+        engine: WorkflowEngine | None,
+        observations: dict[str, Observation],
+        result: PassResult,
+    ) -> None:
+        """Decide and act for each onboarding, those in flight first (concurrently), so
+        that a slot they free is taken by a waiting one in this same pass."""
+        limit = self._limit(result.cluster)
+        busy = sum(1 for r in records if r.state in IN_FLIGHT)
+        turns = asyncio.Semaphore(CONCURRENT_ACTIONS)
+        probe = asyncio.Lock()
+
+        async def act(record: OnboardingRecord, slot: bool) -> None:
+            await self._reconcile_one(
+                record,
+                engine if result.down is None else None,
+                observations.get(record.name),
+                slot_available=slot,
+                result=result,
+            )
+
+        async def turn(record: OnboardingRecord, *, slot: bool) -> None:
+            async with turns:
+                if result.answered:
+                    await act(record, slot)
+                    return
+                # until the cluster has answered once in this pass, one call at a time:
+                # a dead cluster is asked once, not once per onboarding
+                async with probe:
+                    await act(record, slot)
+
+        def waits_for_slot(record: OnboardingRecord) -> bool:
+            return record.state in SLOT_TAKERS
+
+        ordered = sorted(records, key=lambda r: (r.created_at, r.name))
+        first = [r for r in ordered if not waits_for_slot(r)]
+        before = {r.name: r.state in IN_FLIGHT for r in first}
+        await asyncio.gather(*(turn(r, slot=False) for r in first))
+        busy += sum((r.state in IN_FLIGHT) - before[r.name] for r in first)
+
+        async def reserved(record: OnboardingRecord) -> None:
+            nonlocal busy
+            slot = busy < limit
+            if slot:
+                busy += 1  # reserved before the first await, released if not taken
+            await turn(record, slot=slot)
+            if slot and record.state not in IN_FLIGHT:
+                busy -= 1
+
+        await asyncio.gather(*(reserved(r) for r in ordered if waits_for_slot(r)))
 
     def _limit(self, cluster: str) -> int:
         entry = self.clusters.cluster(cluster)
@@ -252,6 +300,7 @@ class Reconciler:
                 changed = True
                 acted = await self.actor.execute(machine, commands, engine, situation, result)
                 if acted:
+                    result.answered = True
                     # it acted on the cluster without an error: the error streak is over
                     record.error_count = 0
                     if record.last_error == stored_error:

@@ -16,6 +16,7 @@ from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
+from orchestrator.loading import denied_namespace
 from orchestrator.machine import OnboardingMachine
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
 from orchestrator.ports import Action, Store
@@ -159,6 +160,18 @@ class Service:
                         document=f"Onboarding {name}",
                         field="spec.cluster",
                         message=f"unknown cluster {cluster!r} (known: {known})",
+                    )
+                ]
+            )
+        clusters, denied = self.desired.state.clusters, self.desired.rules.denied_namespaces
+        if (refused := denied_namespace(document.spec, clusters, denied)) is not None:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        file="request body",
+                        document=f"Onboarding {name}",
+                        field="spec.namespace",
+                        message=refused,
                     )
                 ]
             )

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from orchestrator.logs import register_secret
+
+#: namespaces no onboarding may target (shell-style patterns): ``kube-`` is reserved
+#: for Kubernetes' own namespaces, ``default`` belongs to no tenant
+DENIED_NAMESPACES = ("default", "kube-*")
+#: a config file larger than this is refused before it is read
+CONFIG_MAX_FILE_BYTES = 1024 * 1024
 
 
 def default_db_url() -> str:
@@ -24,6 +35,29 @@ class Settings(BaseSettings):
     )
     api_token: str | None = Field(
         default=None, description="The token itself (prefer the file).", repr=False
+    )
+    api_read_token_file: Path | None = Field(
+        default=None,
+        description="File with a second bearer token that can only read. With it (or"
+        " api_read_token), GET /api/v1/* needs the read token or the API token.",
+    )
+    api_read_token: str | None = Field(
+        default=None, description="The read token itself (prefer the file).", repr=False
+    )
+    api_reads_need_token: bool = Field(
+        default=False,
+        description="GET /api/v1/* (full specs, admin e-mails included) needs a token even"
+        " without a read token: then the API token. /healthz, /readyz and /metrics stay open.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="A request body larger than this is refused (413) without being read.",
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve Swagger UI at /docs (from local files, no CDN); /openapi.json is"
+        " always served.",
     )
     management_kubeconfig: Path | None = Field(
         default=None,
@@ -55,6 +89,24 @@ class Settings(BaseSettings):
     )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First back-off.")
     backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest back-off.")
+    secrets_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories besides the config directory that the files a config"
+        " document names (tokenFile, caFile, kubeconfig.path, credentials file) may lie in;"
+        " a path outside them, or a link that leads out of them, is refused. In the"
+        f" environment: separated by {os.pathsep!r} (or a JSON list).",
+    )
+    denied_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DENIED_NAMESPACES),
+        description="Namespaces no onboarding may target, as shell-style patterns (replaces"
+        " the default list; each cluster's Argo namespace is always refused). In the"
+        " environment: comma-separated (or a JSON list).",
+    )
+    config_max_file_bytes: int = Field(
+        default=CONFIG_MAX_FILE_BYTES,
+        ge=1024,
+        description="A config file larger than this is refused without being read.",
+    )
     deleted_retention_seconds: float = Field(
         default=7 * 24 * 3600,
         gt=0,
@@ -62,7 +114,56 @@ class Settings(BaseSettings):
         " is pruned from the database.",
     )
 
+    @field_validator("secrets_dirs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @field_validator("denied_namespaces", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secrets_dirs")
+    @classmethod
+    def _expand(cls, value: list[Path]) -> list[Path]:
+        return [path.expanduser() for path in value]
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        port = value.rpartition(":")[2]
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (a port from 0 to 65535)")
+        return value
+
     def read_api_token(self) -> str | None:
+        """The API token (re-read at each call, so it can rotate), registered with the masker."""
         if self.api_token_file is not None:
-            return self.api_token_file.read_text(encoding="utf-8").strip() or None
-        return self.api_token
+            token = self.api_token_file.read_text(encoding="utf-8").strip() or None
+        else:
+            token = self.api_token
+        register_secret(token)
+        return token
+
+    @property
+    def api_reads_guarded(self) -> bool:
+        """Whether reads of /api/v1/* need a token (a read token implies it)."""
+        return self.api_reads_need_token or bool(self.api_read_token_file or self.api_read_token)
+
+    def read_api_read_token(self) -> str | None:
+        """The read token (re-read at each call, so it can rotate), registered with the masker."""
+        if self.api_read_token_file is not None:
+            token = self.api_read_token_file.read_text(encoding="utf-8").strip() or None
+        else:
+            token = self.api_read_token
+        register_secret(token)
+        return token

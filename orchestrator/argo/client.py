@@ -26,6 +26,7 @@ from orchestrator.errors import ArgoError, ArgoInvalid, ArgoUnavailable, Workflo
 from orchestrator.metrics import Metrics
 from orchestrator.ports import TemplateChange
 from orchestrator.records import WorkflowPhase, WorkflowStatus, WorkflowSubmission
+from orchestrator.redaction import remote_message
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,8 @@ def workflow_status(data: dict[str, Any]) -> WorkflowStatus:
         name=str(metadata.get("name", "")),
         phase=phase,
         uid=str(metadata.get("uid") or ""),
-        message=status.get("message") or None,
+        # a step pod's last words: they may echo what the step sent to BTP
+        message=remote_message(str(status.get("message") or "")) or None,
         started_at=parse_time(status.get("startedAt")),
         finished_at=parse_time(status.get("finishedAt")),
         labels={str(k): str(v) for k, v in labels.items()},

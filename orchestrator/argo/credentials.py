@@ -2,7 +2,8 @@
 
 The token file is re-read whenever its modification time or size changes, so a
 rotated token (a re-mounted Secret, a refreshed file) is used from the next
-request on, without a restart. The token itself is never put into a message.
+request on, without a restart. The token itself is never put into a message, and
+it is registered with the log masker as soon as it is read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestrator.errors import ArgoUnauthorized
+from orchestrator.logs import register_secret
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class TokenSource:
                     cluster=self.cluster,
                     reason="TokenUnavailable",
                 )
-            return _strip(value)
+            token = _strip(value)
+            register_secret(token)
+            return token
         return None
 
     def known_secrets(self) -> tuple[str, ...]:
@@ -88,6 +92,7 @@ class TokenSource:
             raise ArgoUnauthorized(
                 f"token file {path} is empty", cluster=self.cluster, reason="TokenUnavailable"
             )
+        register_secret(token)
         self._cached = _Cached(stat.st_mtime_ns, stat.st_size, token)
         return token
 

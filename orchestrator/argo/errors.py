@@ -5,13 +5,14 @@ next to an HTTP status. The status says most of what happens next; the gRPC code
 separates the two kinds of HTTP 500 that matter (a validation error that older
 servers answer as 500/Unknown, and "already finished" on stop).
 
-Nothing here ever sees a request's headers, so no token can end up in a message.
+Nothing here ever sees a request's headers, so no token can end up in a message;
+the server's own words pass through ``remote_message`` (bounded, secrets masked, an
+echoed body of ours cut) before they become part of one.
 """
 
 from __future__ import annotations
 
 import email.utils
-import re
 import ssl
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from orchestrator.errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
+from orchestrator.redaction import remote_message
 
 # gRPC status codes that Argo Server puts into error bodies.
 GRPC_UNKNOWN = 2
@@ -42,20 +44,6 @@ GRPC_UNAUTHENTICATED = 16
 
 #: Operations whose 500/Unknown or 500/InvalidArgument answer is a validation error.
 VALIDATING_OPERATIONS = frozenset({"submit", "create_template", "update_template", "lint_template"})
-
-_URL = re.compile(r"(?P<base>\bhttps?://[^\s?#\"']+)(?P<rest>[?#][^\s\"']*)?")
-_MAX_MESSAGE = 500
-
-
-def sanitize(text: str, *, secrets: tuple[str, ...] = ()) -> str:
-    """Strip URL query strings and fragments, blank out known secrets, cap the length."""
-    text = _URL.sub(lambda m: m.group("base"), text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    if len(text) > _MAX_MESSAGE:
-        text = text[:_MAX_MESSAGE] + "…"
-    return text
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -106,7 +94,7 @@ def from_response(
     """The error an unsuccessful Argo answer means, typed by what happens next."""
     status = response.status_code
     code, raw = error_body(response)
-    message = sanitize(raw, secrets=secrets)
+    message = remote_message(raw, secrets=secrets)
     where = f"{operation} {subject}: HTTP {status}"
     if code is not None:
         where += f" (gRPC {code})"
@@ -179,8 +167,8 @@ def from_transport(
     secrets: tuple[str, ...] = (),
 ) -> ArgoUnavailable:
     """The error a failed exchange (no HTTP answer) means: the cluster may come back."""
-    detail = sanitize(str(exc) or type(exc).__name__, secrets=secrets)
-    where = f"{operation} {subject}: {sanitize(server, secrets=secrets)}"
+    detail = remote_message(str(exc) or type(exc).__name__, secrets=secrets)
+    where = f"{operation} {subject}: {remote_message(server, secrets=secrets)}"
     if isinstance(exc, httpx.TimeoutException):
         return ArgoUnavailable(
             f"{where}: timed out ({type(exc).__name__})", cluster=cluster, reason="Timeout"
@@ -188,7 +176,7 @@ def from_transport(
     tls = _tls_failure(exc)
     if tls is not None:
         return ArgoUnavailable(
-            f"{where}: TLS verification failed: {sanitize(tls)}",
+            f"{where}: TLS verification failed: {remote_message(tls)}",
             cluster=cluster,
             reason="TLSVerificationFailed",
         )

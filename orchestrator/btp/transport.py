@@ -38,6 +38,7 @@ from orchestrator.btp.errors import (
     BtpUnprocessable,
 )
 from orchestrator.logs import register_secret
+from orchestrator.redaction import remote_message
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +109,22 @@ def error_text(response: httpx.Response) -> str:
 
     Accounts Service: ``{"error": {"code": 11000, "message": ...}}``; Service
     Manager: ``{"error": "Conflict", "description": ...}``; OAuth2:
-    ``{"error": "invalid_client", "error_description": ...}``.
+    ``{"error": "invalid_client", "error_description": ...}``. The words pass
+    through ``remote_message``: BTP may quote the request (a form with the
+    client secret, a body with credentials), so anything like it is cut.
     """
     try:
         body = response.json()
     except ValueError:
-        return response.reason_phrase or ""
+        return remote_message(response.reason_phrase, limit=100)
     if not isinstance(body, dict):
-        return response.reason_phrase or ""
+        return remote_message(response.reason_phrase, limit=100)
     error = body.get("error")
     if isinstance(error, dict):
         text = str(error.get("message") or error.get("code") or "")
     else:
         text = str(body.get("description") or body.get("error_description") or error or "")
-    return text[:300]
+    return remote_message(text, limit=300)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class ClientCredentials:
     client_secret: str = field(repr=False)
 
     def __post_init__(self) -> None:
+        register_secret(self.client_id)
         register_secret(self.client_secret)
 
 

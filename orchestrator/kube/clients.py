@@ -11,6 +11,9 @@ and reloaded when its content changed; in-cluster, the client library re-reads
 the projected token every minute. The next call after a change uses the new
 credentials.
 
+Every credential a kubeconfig holds (token, password, key data, a plugin's
+token when it is handed out) is registered with the log masker when it is read.
+
 The kubernetes client is synchronous: ``call`` runs one request in a worker
 thread with a per-call timeout, and translates every failure into the
 ``orchestrator.kube.errors`` family before it reaches the caller. Each access
@@ -43,6 +46,11 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.kube import errors
 from orchestrator.kube.errors import KubeconfigInvalid, KubeError
+from orchestrator.redaction import (
+    register_kube_credentials,
+    register_kubeconfig_secrets,
+    remote_message,
+)
 
 T = TypeVar("T")
 
@@ -305,6 +313,8 @@ class KubeAccess:
         api: k8s.ApiClient | None = None
         try:
             load(configuration)
+            # its token, password or key: masked in every log line from now on
+            register_kube_credentials(configuration)
             if not configuration.host or configuration.host == "http://localhost":
                 raise ConfigException("no server address")
             api = k8s.ApiClient(configuration)
@@ -346,6 +356,7 @@ class KubeAccess:
         document = yaml.safe_load(text)
         if not isinstance(document, dict):
             raise ConfigException("not a kubeconfig document")
+        register_kubeconfig_secrets(document)
         # Relative file references in a kubeconfig are relative to its own folder.
         loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
             config_dict=document,
@@ -407,8 +418,10 @@ def _config_problem(exc: BaseException) -> str:
     if isinstance(exc, yaml.YAMLError):
         return "not valid YAML"
     if isinstance(exc, ConfigException):
-        # The loader's own messages name keys, contexts and files, not values.
-        return str(exc).splitlines()[0][:300] if str(exc) else "invalid kubeconfig"
+        # The loader's own messages name keys, contexts and files, not values; an exec
+        # plugin's failure quotes its stderr, which is the plugin's to word.
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return remote_message(text, limit=300) or "invalid kubeconfig"
     if isinstance(exc, OSError):
         return f"{exc.strerror or type(exc).__name__}"
     return f"invalid kubeconfig ({type(exc).__name__})"

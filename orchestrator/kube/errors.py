@@ -3,9 +3,11 @@
 ``ApiException`` and urllib3 errors never leave ``orchestrator.kube``: they are
 turned into the ``KubeError`` family here and raised ``from None`` (an
 ``ApiException`` holds the response headers, a urllib3 error the request).
-Messages name the cluster, the operation and what it acted on; the Status
-message of the API server is kept (it names objects, never credentials), the
-rest is capped and stripped of URL queries.
+Messages name the cluster, the operation and what it acted on, then the HTTP
+status and the Status reason; the Status message of the API server follows
+through ``remote_message``: an admission webhook may quote the object it
+refused (the synced BTP Secret with its data), so it is bounded, known secrets
+are masked and an echoed body of ours is cut.
 
 For the ``WorkflowEngine`` port the same failures become ``ArgoError``s with the
 reasons ``ArgoClient`` uses (``as_argo_error``), so the daemon cannot tell the
@@ -31,7 +33,7 @@ from urllib3.exceptions import (
     TimeoutError as Urllib3Timeout,
 )
 
-from orchestrator.argo.errors import parse_retry_after, sanitize
+from orchestrator.argo.errors import parse_retry_after
 from orchestrator.errors import (
     ArgoError,
     ArgoInvalid,
@@ -46,6 +48,7 @@ from orchestrator.errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
+from orchestrator.redaction import remote_message
 
 
 class KubeError(OrchestratorError):
@@ -145,8 +148,8 @@ def from_api_exception(
     k8s_reason, raw = status_message(body)
     where = f"{operation} {subject}: HTTP {status}"
     if k8s_reason:
-        where += f" ({k8s_reason})"
-    message = sanitize(raw)
+        where += f" ({remote_message(k8s_reason, limit=64)})"
+    message = remote_message(raw)
     text = f"{where}: {message}" if message else where
     retry_after = None
     if headers is not None:
@@ -175,7 +178,7 @@ def from_transport(exc: Exception, *, cluster: str, operation: str, subject: str
         cause = exc.reason
     where = f"{operation} {subject}"
     if isinstance(cause, NewConnectionError):  # before timeouts: it subclasses one
-        detail = sanitize(str(cause) or type(cause).__name__)
+        detail = remote_message(str(cause) or type(cause).__name__)
         return ClusterUnreachable(f"{where}: unreachable: {detail}", cluster=cluster)
     if isinstance(cause, Urllib3Timeout | TimeoutError):
         return ClusterUnreachable(
@@ -183,16 +186,16 @@ def from_transport(exc: Exception, *, cluster: str, operation: str, subject: str
         )
     if isinstance(cause, SSLError | ssl.SSLError):
         return ClusterUnreachable(
-            f"{where}: TLS failed: {sanitize(str(cause))}",
+            f"{where}: TLS failed: {remote_message(str(cause))}",
             cluster=cluster,
             reason="TLSVerificationFailed",
         )
     if isinstance(cause, ConnectionError | ProtocolError | OSError):
-        detail = sanitize(str(cause) or type(cause).__name__)
+        detail = remote_message(str(cause) or type(cause).__name__)
         return ClusterUnreachable(f"{where}: unreachable: {detail}", cluster=cluster)
     if isinstance(cause, Urllib3Error):
         return ClusterUnreachable(
-            f"{where}: {sanitize(str(cause) or type(cause).__name__)}", cluster=cluster
+            f"{where}: {remote_message(str(cause) or type(cause).__name__)}", cluster=cluster
         )
     return KubeUnavailable(f"{where}: {type(cause).__name__}", cluster=cluster)
 

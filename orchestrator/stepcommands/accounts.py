@@ -20,6 +20,7 @@ from orchestrator.btp.accounts import (
     Subaccount,
 )
 from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.redaction import remote_message
 from orchestrator.stepcommands.context import ONBOARDING_LABEL, StepContext
 from orchestrator.stepcommands.outputs import write_outputs
 
@@ -115,16 +116,17 @@ def _settled(ctx: StepContext, accounts: AccountsService, guid: str) -> Subaccou
     state = sub.get("state")
     if state == OK:
         return sub
+    said = remote_message(sub.get("stateMessage"))  # BTP's words: they may quote our request
     if state == CREATION_FAILED:
         raise PermanentError(
-            f"subaccount {guid} creation failed: {sub.get('stateMessage') or 'no message'}",
+            f"subaccount {guid} creation failed: {said or 'no message'}",
             reason="CreationFailed",
         )
     if state == DELETING:
         raise TemporaryError(f"subaccount {guid} is being deleted", reason="Deleting")
     if state not in CREATING_STATES:
         raise PermanentError(
-            f"subaccount {guid} is in state {state}: {sub.get('stateMessage') or ''}".rstrip(),
+            f"subaccount {guid} is in state {state}: {said}".rstrip(),
             reason="UnexpectedState",
         )
     return None
@@ -153,8 +155,9 @@ def delete_subaccount(ctx: StepContext, *, subdomain: str, region: str) -> None:
         if current is None:
             return True
         if current.get("state") == "DELETION_FAILED":
+            said = remote_message(current.get("stateMessage"))
             raise PermanentError(
-                f"subaccount {guid} deletion failed: {current.get('stateMessage') or ''}".rstrip(),
+                f"subaccount {guid} deletion failed: {said}".rstrip(),
                 reason="DeletionFailed",
             )
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from orchestrator.btp.errors import BtpUnprocessable
 from orchestrator.btp.servicemanager import Platform, PlatformCredentials, ServiceManager
 from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.redaction import remote_message
 from orchestrator.stepcommands import secrets
 from orchestrator.stepcommands.context import (
     MANAGED_BY,
@@ -205,8 +206,10 @@ def _finished(sm: ServiceManager, operation: str) -> bool | None:
     if state.get("state") == "succeeded":
         return True
     if state.get("state") == "failed":
-        errors = "; ".join(
-            str(e.get("description") or e.get("error")) for e in state.get("errors") or []
+        errors = remote_message(
+            "; ".join(
+                str(e.get("description") or e.get("error")) for e in state.get("errors") or []
+            )
         )
         raise TemporaryError(
             f"platform deletion failed: {errors or 'no reason given'}", reason="DeleteFailed"

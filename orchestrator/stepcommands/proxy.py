@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import PermanentError, TemporaryError
+from orchestrator.redaction import remote_message
 from orchestrator.stepcommands import secrets
 from orchestrator.stepcommands.context import StepContext
 from orchestrator.stepcommands.outputs import write_outputs
@@ -110,9 +111,10 @@ def _helm(ctx: StepContext, args: list[str], *, timeout: float) -> subprocess.Co
 
 
 def _failure(action: str, result: subprocess.CompletedProcess[str]) -> Exception:
-    # stderr's last line is helm's error; the credentials were registered for masking.
+    # stderr's last line is helm's error; the credentials were registered for masking,
+    # and a values body that helm or the API server quotes is cut.
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    text = (lines[-1] if lines else f"exit code {result.returncode}")[:400]
+    text = remote_message(lines[-1], limit=400) if lines else f"exit code {result.returncode}"
     if PERMANENT.search(text):
         return PermanentError(f"helm {action}: {text}", reason="HelmFailed")
     return TemporaryError(f"helm {action}: {text}", reason="HelmFailed")

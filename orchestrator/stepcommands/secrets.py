@@ -23,6 +23,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.logs import register_secret
+from orchestrator.redaction import register_kube_credentials, remote_message
 
 T = TypeVar("T")
 
@@ -44,8 +45,11 @@ def api_client() -> Iterator[client.ApiClient]:
             api = client.ApiClient(configuration)
     except (ConfigException, OSError) as exc:
         raise PermanentError(
-            f"no Kubernetes access (KUBECONFIG or in-cluster): {exc}", reason="NoKubeconfig"
+            f"no Kubernetes access (KUBECONFIG or in-cluster): {remote_message(str(exc))}",
+            reason="NoKubeconfig",
         ) from None
+    # the pod's token (or the kubeconfig's credentials): masked in every log line
+    register_kube_credentials(api.configuration)
     try:
         yield api
     finally:
@@ -61,7 +65,8 @@ def _kube(what: str, call: Callable[[client.CoreV1Api], T], *, absent_ok: bool =
             status = exc.status or 0
             if status == 404 and absent_ok:
                 return None
-            message = f"kubernetes: {what}: {status} {exc.reason or ''}".rstrip()
+            message = f"kubernetes: {what}: {status} {remote_message(exc.reason, limit=100)}"
+            message = message.rstrip()
             if status in (429,) or status >= 500 or status == 0:
                 raise TemporaryError(message, reason="KubernetesUnavailable") from None
             if status == 409:

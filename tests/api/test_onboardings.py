@@ -150,7 +150,7 @@ def test_upsert_refuses_a_name_other_than_the_path(
 ) -> None:
     answer = client.put(f"{URL}/tenant-b", json=document("tenant-a"), headers=auth)
     assert answer.status_code == 422
-    assert answer.json()["error"] == "Invalid"
+    assert answer.json()["error"] == "NameMismatch"
     assert "metadata.name" in answer.json()["message"]
     assert "'tenant-a'" in answer.json()["message"]
 

@@ -46,7 +46,8 @@ def write(path: Path, *documents: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def valid_dir(tmp_path: Path) -> Path:
+def valid_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ORCHESTRATOR_SECRETS_DIRS", "/etc/kubeconfigs")  # cluster() names them
     config = tmp_path / "config"
     write(config / "clusters.yaml", cluster("c1"), cluster("c2"))
     write(config / "tenants" / "a.yaml", document("tenant-a"), document("tenant-b", cluster="c2"))
@@ -84,7 +85,7 @@ def test_validate_lists_every_problem(capsys: pytest.CaptureFixture[str], valid_
         f"{bad}: document 2 (Onboarding tenant-e): spec.namespace: required field is missing",
         f"{dup}: document 1 (Onboarding tenant-a): metadata.name: duplicate Onboarding"
         " 'tenant-a', first defined in",
-        f"{broken}: not valid YAML at line",
+        f"{broken}: document 1 (Onboarding ?): not valid YAML at line",
         f"{bad}: document 3 (Onboarding tenant-f): spec.cluster: unknown cluster 'c9'",
     ]
     lines = err.splitlines()

@@ -8,6 +8,7 @@ the daemon installs on the clusters itself.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -118,7 +119,14 @@ def run_daemon(
         config=setup.config,
         workdir=setup.tmp,
         templates=templates or REPO / "templates",
-        env={"ORCHESTRATOR_STEP_ATTEMPTS": "1", "ORCHESTRATOR_BACKOFF_BASE_SECONDS": "1"},
+        env={
+            "ORCHESTRATOR_STEP_ATTEMPTS": "1",
+            "ORCHESTRATOR_BACKOFF_BASE_SECONDS": "1",
+            # the local clusters' kubeconfigs, tokens and CAs; the test's own files
+            "ORCHESTRATOR_SECRETS_DIRS": os.pathsep.join(
+                [*{str(c.dir.parent) for c in setup.clusters.values()}, str(setup.tmp)]
+            ),
+        },
     )
     daemons.append(daemon)
     daemon.start()

@@ -135,6 +135,7 @@ class RequestRecord:
     query: tuple[tuple[str, str], ...]
     operation: str | None
     status: int
+    #: the body as the client sent it (the fake's own changes are not in it)
     body: Any = None
 
 
@@ -477,6 +478,7 @@ class FakeArgoServer:
         query = tuple(parse_qsl(request.url.query, keep_blank_values=True))
         raw = await request.body()
         body: Any = None
+        sent: Any = None
         operation: str | None = None
         try:
             if raw:
@@ -484,6 +486,7 @@ class FakeArgoServer:
                     body = json.loads(raw)
                 except ValueError:
                     raise self._violation("request body is not JSON") from None
+                sent = json.loads(raw)  # as received: the handlers change ``body``
             try:
                 op = argo_contract.resolve(request.method, path)
             except argo_contract.ContractError as exc:
@@ -504,7 +507,7 @@ class FakeArgoServer:
                     request,
                     query,
                     operation,
-                    body,
+                    sent,
                     fault.status,
                     {"code": fault.code, "message": fault.message},
                     headers,
@@ -518,13 +521,13 @@ class FakeArgoServer:
                 if handler is None:
                     raise self._violation(f"{operation} is not implemented by the fake")
                 result = handler(op.path_params, dict(query), body)
-            return self._answer(request, query, operation, body, 200, result)
+            return self._answer(request, query, operation, sent, 200, result)
         except ArgoApiError as exc:
             return self._answer(
                 request,
                 query,
                 operation,
-                body,
+                sent,
                 exc.status,
                 {"code": exc.code, "message": exc.message},
             )

@@ -32,7 +32,7 @@ unfinished resource one state at once, and ``step_seconds=None`` moves them
 only then.
 
 Failure injection: ``inject(method, path_regex, status, times=...,
-retry_after=..., process=...)`` answers the next matching requests with that
+retry_after=..., process=..., echo=...)`` answers the next matching requests with that
 status (``process=True`` carries the request out first — the create that
 succeeds but answers 500), ``connect(platform, refusals=n)`` keeps a platform
 active (422 on delete) for n delete attempts, or until ``disconnect``.
@@ -84,6 +84,8 @@ class Fault:
     retry_after: str | None = None
     process: bool = False
     delay: float = 0.0
+    #: the error quotes the request (its credentials and body), as some servers do
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,17 +185,29 @@ class FakeBtp:
         retry_after: str | None = None,
         process: bool = False,
         delay: float = 0.0,
+        echo: bool = False,
     ) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) so.
 
         ``process``: carry the request out first. ``delay``: answer that many
         seconds late (past a client's timeout, the answer is lost). ``status``
-        None: the real answer, carried out.
+        None: the real answer, carried out. ``echo``: the error message quotes the
+        request: its ``Authorization`` header and body, or at the token endpoint
+        the client id and secret (for the tests that hunt for leaked secrets).
         """
         process = process or status is None
         with self._lock:
             self.faults.append(
-                Fault(method.upper(), re.compile(path), status, times, retry_after, process, delay)
+                Fault(
+                    method.upper(),
+                    re.compile(path),
+                    status,
+                    times,
+                    retry_after,
+                    process,
+                    delay,
+                    echo,
+                )
             )
 
     def connect(self, platform_name: str, *, refusals: int | None = None) -> None:
@@ -365,17 +379,20 @@ class FakeBtp:
                     with self._lock:
                         response = handler(request, body)
                 if fault is not None and fault.status is not None:
-                    response = self._fault_response(fault, sm=sm)
+                    quoted = f"Authorization: {request.headers.get('Authorization')} {raw.decode()}"
+                    response = self._fault_response(fault, sm=sm, request=quoted)
                 if fault is not None and fault.delay:
                     await asyncio.sleep(fault.delay)
             return self._record(request, response)
 
         return endpoint
 
-    def _fault_response(self, fault: Fault, *, sm: bool) -> Response:
+    def _fault_response(self, fault: Fault, *, sm: bool, request: str = "") -> Response:
         assert fault.status is not None
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
         text = "Too Many Requests" if fault.status == 429 else "injected failure"
+        if fault.echo:
+            text += f"; the request was: {request}"
         body: dict[str, Any] = (
             {"error": "InjectedFault", "description": text}
             if sm
@@ -394,7 +411,8 @@ class FakeBtp:
             client_id, _, client_secret = decoded.partition(":")
         fault = self._fault(request)
         if fault is not None:
-            return self._record(request, self._fault_response(fault, sm=True))
+            quoted = f"client_id={client_id}&client_secret={client_secret}"
+            return self._record(request, self._fault_response(fault, sm=True, request=quoted))
         if form.get("grant_type") != "client_credentials":
             response: Response = JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         elif client_id not in self.clients or self.clients[client_id][0] != client_secret:

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from orchestrator.daemon import run
-from orchestrator.loading import load_directory
+from orchestrator.loading import ConfigRules, load_directory
 from orchestrator.settings import Settings
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, WallClock, make_tls
 
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
 
-    examples = load_directory(args.config)
+    # only the names are taken from the examples: the files they name are never read
+    examples = load_directory(args.config, ConfigRules(secrets_dirs=(Path("/"),)))
     home = CACHE / "demo"
     config = home / "config"
     shutil.rmtree(config, ignore_errors=True)
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         db_url=args.db,
         listen=args.listen,
         api_token_file=api_token_file,
+        secrets_dirs=[home],  # the token and the test server's CA
         interval_seconds=2.0,
         jitter_seconds=0.5,
     )

@@ -203,6 +203,7 @@ async def world(
         backoff_base_seconds=5,
         backoff_max_seconds=60,
         api_token=API_TOKEN,
+        secrets_dirs=[tmp_path, tls.ca_file.parent],  # the token, a kubeconfig, the CA
     )
     world = World(tmp_path, clock, tls, fakes, runners, settings)
     yield world

@@ -378,3 +378,17 @@ async def test_the_error_is_cleared_once_the_cluster_answers_again(world: World)
     assert record.state == State.CREATING_SUBACCOUNT  # still running, and nothing wrong
     assert record.last_error is None
     assert record.error_count == 0
+
+
+async def test_a_slot_freed_in_a_pass_is_taken_in_the_same_pass(world: World) -> None:
+    for index in range(4):  # maxConcurrent: 3
+        world.declare(f"team-{index}", "local-a")
+    await world.start()
+    await world.until(world.is_("team-0", State.INSTALLING_PROXY))
+    assert world.state("team-3") == State.PENDING
+
+    # the pass that sees team-0's last step succeed also starts team-3
+    while world.state("team-0") != State.READY:
+        await world.step()
+    assert world.state("team-3") == State.CREATING_SUBACCOUNT
+    assert world.steps_run("local-a", "team-3") == ["create-subaccount"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +14,7 @@ import pytest
 
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, WallClock
 from tests.integration.conftest import TOKEN, onboarding_yaml
-from tests.support.processes import DaemonProcess, wait_for
+from tests.support.processes import REPO, DaemonProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +46,19 @@ def config_for(tmp: Path, url: str, tls: TLSFiles) -> Path:
     return config
 
 
+def secrets_dirs(tmp: Path, tls: TLSFiles) -> dict[str, str]:
+    """The daemon may read the token (in ``tmp``) and the test server's CA."""
+    return {"ORCHESTRATOR_SECRETS_DIRS": f"{tmp}{os.pathsep}{tls.ca_file.parent}"}
+
+
 def test_sigkill_mid_step_then_restart_submits_each_step_once(
     tmp_path: Path, argo: ArgoServerRunner, tls: TLSFiles
 ) -> None:
-    daemon = DaemonProcess(config=config_for(tmp_path, argo.url, tls), workdir=tmp_path)
+    daemon = DaemonProcess(
+        config=config_for(tmp_path, argo.url, tls),
+        workdir=tmp_path,
+        env=secrets_dirs(tmp_path, tls),
+    )
     fake = argo.fake
     daemon.start()
     try:
@@ -63,3 +76,29 @@ def test_sigkill_mid_step_then_restart_submits_each_step_once(
     assert sorted(fake.submissions.values()) == [1, 1, 1], fake.submissions
     steps = [w["metadata"]["labels"]["orchestrator.dev/step"] for w in fake.workflows.values()]
     assert steps == ["create-subaccount", "register-platform", "install-proxy"]
+
+
+def test_a_taken_port_is_one_line_and_exit_code_4_before_any_work(
+    tmp_path: Path, argo: ArgoServerRunner, tls: TLSFiles
+) -> None:
+    config = config_for(tmp_path, argo.url, tls)
+    db = tmp_path / "daemon.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "run", "--config", str(config),
+             "--db", f"sqlite:///{db}", "--listen", f"127.0.0.1:{port}",
+             "--templates", str(REPO / "templates")],
+            cwd=REPO, env={**os.environ, **secrets_dirs(tmp_path, tls)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    assert done.returncode == 4
+    assert (
+        done.stderr == f"orchestrator: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
+    assert done.stdout == ""
+    assert argo.fake.requests == []  # nothing submitted, not even a template applied
+    assert not db.exists()  # no store opened, no onboarding stored

@@ -4,15 +4,20 @@ checks, token renewal, and which engine a cluster entry gets."""
 from __future__ import annotations
 
 import json
+import logging
+import traceback
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import Cluster
+from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.errors import (
     ArgoInvalid,
     ArgoRateLimited,
@@ -23,10 +28,13 @@ from orchestrator.errors import (
     WorkflowNotFound,
 )
 from orchestrator.kube import errors
+from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.engines import KubeAccesses, engine_for
 from orchestrator.kube.tokens import TokenRequestSource
 from orchestrator.kube.workflows import KubeWorkflowEngine, template_problems
+from orchestrator.logs import MASK, JsonFormatter, mask
 from orchestrator.metrics import Metrics
+from orchestrator.redaction import BODY_CUT
 
 
 def status_body(reason: str, message: str = "m") -> str:
@@ -283,3 +291,101 @@ def test_accesses_are_kept_until_the_kubeconfig_changes() -> None:
     assert changed is not first
     accesses.retain([])
     assert accesses.find("c1") is None
+
+
+# --- an API server that quotes what it refused ------------------------------------------
+
+
+def echoing_webhook_body(**data: str) -> str:
+    """A 422 Status whose message quotes the Secret's data, as an admission webhook may."""
+    return json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "Invalid",
+            "code": 422,
+            "message": 'admission webhook "secrets.policy.example.com" denied the request:'
+            f" Secret argo/orchestrator-btp-credentials {data!r} violates policy p7",
+        }
+    )
+
+
+def test_a_status_message_quoting_the_secrets_data_keeps_its_meaning_but_not_the_data() -> None:
+    client_id, client_secret = (f"canary-{w}-{uuid.uuid4().hex}" for w in ("id", "secret"))
+
+    error = errors.from_api_exception(
+        status=422,
+        body=echoing_webhook_body(**{"client-id": client_id, "client-secret": client_secret}),
+        headers={},
+        cluster="c1",
+        operation="create_secret",
+        subject="Secret argo/orchestrator-btp-credentials",
+    )
+
+    assert type(error) is errors.KubeInvalid
+    assert str(error) == (
+        "cluster c1: create_secret Secret argo/orchestrator-btp-credentials: HTTP 422 (Invalid):"
+        ' admission webhook "secrets.policy.example.com" denied the request:'
+        f" Secret argo/orchestrator-btp-credentials {BODY_CUT} violates policy p7"
+    )
+
+
+def test_a_huge_status_message_is_bounded() -> None:
+    error = errors.from_api_exception(
+        status=500,
+        body=status_body("InternalError", "etcd: " + "x" * 100_000),
+        headers={},
+        cluster="c1",
+        operation="list",
+        subject="workflows",
+    )
+
+    assert len(str(error)) < 700
+    assert str(error).startswith("cluster c1: list workflows: HTTP 500 (InternalError): etcd: xx")
+    assert str(error).endswith("more characters)")
+
+
+def test_the_client_maps_an_echoing_answer_without_the_data_or_the_kubeconfigs_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the real ``KubeAccess``: its kubeconfig's token is registered when it is
+    loaded, the ``ApiException`` is mapped and not chained."""
+    token, secret = (f"canary-{w}-{uuid.uuid4().hex}" for w in ("kube-token", "data"))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG_WITH_TOKEN.format(token=token))
+    access = KubeAccess("c1", Kubeconfig(path=str(kubeconfig)))
+
+    def refused(apis: Any) -> Any:
+        exc = ApiException(status=422, reason="Unprocessable Entity")
+        exc.body = echoing_webhook_body(password=secret, token=token)
+        exc.headers = {"Content-Type": "application/json"}
+        raise exc
+
+    try:
+        with pytest.raises(errors.KubeInvalid) as raised:
+            access.call_sync("create_secret", "Secret ns/platform", refused)
+    finally:
+        access.close()
+
+    logging.getLogger("test").error("failed: %s", raised.value, extra={"error": raised.value})
+    texts = [
+        str(raised.value),
+        "".join(traceback.format_exception(raised.value)),
+        "\n".join(JsonFormatter().format(r) for r in caplog.records),
+    ]
+    for text in texts:
+        assert secret not in text
+        assert token not in text
+    assert raised.value.__cause__ is None
+    assert BODY_CUT in str(raised.value)
+    assert mask(token) == MASK  # the kubeconfig's token is known to the masker
+
+
+KUBECONFIG_WITH_TOKEN = """\
+apiVersion: v1
+kind: Config
+clusters: [{{name: c1, cluster: {{server: "https://127.0.0.1:9"}}}}]
+users: [{{name: u, user: {{token: {token}}}}}]
+contexts: [{{name: c1, context: {{cluster: c1, user: u}}}}]
+current-context: c1
+"""

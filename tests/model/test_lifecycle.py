@@ -190,6 +190,7 @@ class Lifecycle(RuleBasedStateMachine):
             backoff_base_seconds=5,
             backoff_max_seconds=60,
             api_token="model-api-token",
+            secrets_dirs=[self.tmp],  # the token file
         )
 
     # --- plumbing ---------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -24,6 +26,8 @@ from orchestrator.btp.transport import (
 )
 from orchestrator.errors import PermanentError, TemporaryError
 
+#: registered with the log masker like any client id: distinct from every word of a message
+CLIENT_ID = "client-id-of-the-transport-tests"
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
@@ -57,7 +61,7 @@ def test_back_off_is_jittered_below_an_exponential_cap_and_retry_after_is_a_floo
 
 def transport(handler: httpx.MockTransport, *, attempts: int = 3) -> BtpTransport:
     return BtpTransport(
-        ClientCredentials("https://btp.test/oauth/token", "client", "client-secret-value"),
+        ClientCredentials("https://btp.test/oauth/token", CLIENT_ID, "client-secret-value"),
         policy=RetryPolicy(attempts=attempts, base_delay=0.0, max_delay=0.0),
         deadline=Deadline(30),
         sleep=lambda _: None,
@@ -148,3 +152,68 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once_with_the_delay() -> 
 
     assert raised.value.delay is not None
     assert raised.value.delay >= 3600
+
+
+# --- BTP answers that quote what we sent ---------------------------------------------------
+
+
+def echoing(status: int, *, token_status: int = 200) -> httpx.MockTransport:
+    """A BTP (or a proxy before it) whose errors quote the request: headers, form and body."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("Authorization", "")
+        if request.url.path == "/oauth/token":
+            if token_status == 200:
+                return httpx.Response(200, json={"access_token": ECHO_TOKEN, "expires_in": 3600})
+            client_id, _, secret = base64.b64decode(auth.split()[-1]).decode().partition(":")
+            return httpx.Response(
+                token_status,
+                json={
+                    "error": "invalid_client",
+                    "error_description": f"Bad credentials for client_id={client_id}&"
+                    f"client_secret={secret}&{request.content.decode()}",
+                },
+            )
+        return httpx.Response(
+            status,
+            json={
+                "error": "BadRequest",
+                "description": f"could not read the request (Authorization: {auth}):"
+                f" {request.content.decode()}",
+            },
+        )
+
+    return httpx.MockTransport(handle)
+
+
+ECHO_TOKEN = "tok-echo-" + "7" * 24
+
+
+def test_an_error_that_quotes_the_request_keeps_its_meaning_without_the_credentials() -> None:
+    password = f"canary-platform-password-{uuid.uuid4().hex}"  # never registered
+
+    with pytest.raises(BtpRejected) as raised, transport(echoing(400)) as btp:
+        btp.call(
+            "POST",
+            "https://btp.test/v1/platforms",
+            service="sm",
+            json={"name": "p", "credentials": {"basic": {"username": "u", "password": password}}},
+            idempotent=False,
+        )
+
+    text = str(raised.value)
+    assert text == (
+        "sm: POST /v1/platforms: 400 could not read the request (Authorization: ***): <body cut>"
+    )
+    assert password not in text
+    assert ECHO_TOKEN not in text
+
+
+def test_a_token_endpoint_that_quotes_the_client_credentials_leaks_neither() -> None:
+    with pytest.raises(BtpRejected) as raised, transport(echoing(400, token_status=401)) as btp:
+        btp.call("GET", "https://btp.test/accounts/v1/subaccounts", service="accounts")
+
+    text = str(raised.value)
+    assert "client-secret-value" not in text
+    assert "Bad credentials for client_id=***&client_secret=***" in text
+    assert raised.value.status == 401

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 from orchestrator.configs import json_schema
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ConfigError, Conflict, TemporaryError
-from orchestrator.loading import load_directory, load_documents
+from orchestrator.loading import ConfigRules, load_directory, load_documents
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings
 
@@ -41,6 +43,9 @@ spec:
   platform: {name: team-a-k8s}
   proxyChart: {repo: "https://charts.example.com", name: proxy, version: 1.2.3}
 """
+
+#: CLUSTER names /tmp/token: a directory on disk must allow /tmp for it
+TMP = ConfigRules(secrets_dirs=(Path("/tmp"),))
 
 GLOBAL_ACCOUNT = """\
 apiVersion: orchestrator.dev/v1alpha1
@@ -104,7 +109,7 @@ BAD = [
     ),
     pytest.param(
         [("o.yaml", "kind: Onboarding\nmetadata: {name: [unclosed\n")],
-        "o.yaml: not valid YAML at line 3, column 1",
+        "o.yaml: document 1 (Onboarding ?): not valid YAML at line 3, column 1",
         id="not-yaml",
     ),
     pytest.param(
@@ -210,7 +215,7 @@ def test_several_documents_per_file_and_nested_directories(tmp_path: Path) -> No
     (tmp_path / "team" / "all.yaml").write_text(CLUSTER + "---\n" + ONBOARDING)
     (tmp_path / ".hidden.yaml").write_text("not: [valid")
 
-    state = load_directory(tmp_path)
+    state = load_directory(tmp_path, TMP)
 
     assert list(state.clusters) == ["local-a"]
     assert state.onboardings["team-a"].spec.subaccount.subdomain == "team-a-dev"
@@ -269,7 +274,10 @@ def test_the_json_schema_accepts_the_examples_and_rejects_unknown_fields() -> No
 
 
 def test_the_shipped_examples_are_valid() -> None:
-    state = load_directory(Path(__file__).parents[2] / "clusters")
+    # make run allows the directory its local clusters write tokens and CAs to
+    rules = ConfigRules(secrets_dirs=(Path("~/.cache/orchestrator/clusters").expanduser(),))
+
+    state = load_directory(Path(__file__).parents[2] / "clusters", rules)
 
     assert state.clusters
     assert state.onboardings
@@ -346,7 +354,7 @@ def test_an_emptied_file_rejects_the_whole_directory(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("")
 
     with pytest.raises(ConfigError) as raised:
-        load_directory(tmp_path)
+        load_directory(tmp_path, TMP)
 
     assert [p.file for p in raised.value.problems] == [str(tmp_path / "b.yaml")]
 
@@ -385,6 +393,7 @@ class Config:
             offboard_hold_share=share,
             in_use=lambda: self.used,
             clock=lambda: self.now,
+            rules=TMP,
         )
         return self.source
 
@@ -662,3 +671,409 @@ def test_the_hold_share_is_between_0_and_1(config: Config, share: float) -> None
 def test_the_hold_share_defaults_to_a_quarter() -> None:
     assert Settings().offboard_hold_share == 0.25
     assert Settings(offboard_hold_share=1).offboard_hold_share == 1
+
+
+# --- hostile files: every one a problem naming file, document and field ------------------
+
+BOMB = "".join(
+    f"{level}: &{level} [{', '.join([f'*{previous}'] * 10)}]\n"
+    for previous, level in zip("abcdefgh", "bcdefghi", strict=True)
+)
+HOSTILE = [
+    pytest.param(
+        onboarding(**{"  namespace: team-a": "  namespace: team-a\n  namespace: kube-system"}),
+        "o.yaml: document 1 (Onboarding team-a): spec.namespace: not valid YAML at line 7,"
+        " column 3: duplicate key 'namespace' (first at line 6)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        onboarding(**{"{name: team-a}": "{name: team-a, name: team-b}"}),
+        "o.yaml: document 1 (Onboarding team-a): metadata.name: not valid YAML at line 3,"
+        " column 26: duplicate key 'name' (first at line 3)",
+        id="duplicate-key-in-flow-mapping",
+    ),
+    pytest.param(
+        onboarding(
+            **{"version: 1.2.3}": "version: 1.2.3, values: {a: " + "[" * 5000 + "]" * 5000 + "}}"}
+        ),
+        "o.yaml: document 1 (Onboarding team-a): spec.proxyChart.values.a[0][0]",
+        id="nested-5000-deep",
+    ),
+    pytest.param(
+        onboarding(
+            **{
+                "version: 1.2.3}": "version: 1.2.3, values: {a: "
+                + "{a: " * 70
+                + "1"
+                + "}" * 70
+                + "}}"
+            }
+        ),
+        "spec.proxyChart.values" + ".a" * 48 + ".…: nested deeper than 64 levels at line 13",
+        id="nested-mappings",
+    ),
+    pytest.param(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + BOMB,
+        "o.yaml: document 1: e[7]: more than 100000 nodes by line 5 (an alias counts as the"
+        " nodes it repeats)",
+        id="alias-bomb",
+    ),
+    pytest.param(
+        "kind: Onboarding\nmetadata: &m {name: team-a, labels: *m}\n",
+        "o.yaml: document 1 (Onboarding team-a): metadata.labels: alias *m at line 2 is inside"
+        " the node it refers to",
+        id="alias-inside-itself",
+    ),
+    pytest.param(
+        onboarding(**{"region: eu10": "region: 2026-13-45"}),
+        "o.yaml: document 1 (Onboarding team-a): a value cannot be read: month must be in 1..12",
+        id="impossible-date",
+    ),
+    pytest.param(
+        onboarding(**{"version: 1.2.3}": "version: " + "9" * 5000 + "}"}),
+        "o.yaml: document 1 (Onboarding team-a): a value cannot be read: Exceeds the limit",
+        id="integer-of-5000-digits",
+    ),
+    pytest.param(
+        "---\n" + ONBOARDING + "---\nkind: Onboarding\nmetadata: {name: \x00}\n",
+        "o.yaml: document 2: not valid YAML at line 17, column 18: unacceptable character #x0000",
+        id="control-character-in-second-document",
+    ),
+    pytest.param(
+        "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        "o.yaml: document 1: not valid YAML at line 1, column 1: unacceptable character #x0089",
+        id="binary-junk",
+    ),
+    pytest.param(
+        ONBOARDING[: len(ONBOARDING) // 2] + "{",
+        "o.yaml: document 1 (Onboarding team-a): not valid YAML at line",
+        id="truncated",
+    ),
+    pytest.param(
+        onboarding(**{"name: team-a}": "name: " + "x" * 100_000 + "}"}),
+        "metadata.name: 'xxxxxxxx",
+        id="huge-name-is-not-repeated",
+    ),
+    pytest.param(
+        onboarding(**{"admins: [ops@example.com]": "admins: [" + "1, " * 500 + "1]"}),
+        "o.yaml: document 1 (Onboarding team-a): and 481 more problems",
+        id="many-problems-are-counted",
+    ),
+    pytest.param(
+        onboarding(**{"kind: Onboarding": "kind: [Onboarding]"}),
+        "o.yaml: document 1 (['Onboarding'] team-a): kind: unknown kind ['Onboarding']",
+        id="kind-of-the-wrong-type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE)
+def test_a_hostile_file_is_a_problem_never_an_exception(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    problems = raised.value.problems
+    assert any(message in str(p) for p in problems), problems
+    assert all(p.file == "o.yaml" and p.document for p in problems), problems
+    assert all(len(str(p)) < 600 for p in problems), "a message never repeats a huge value"
+
+
+def test_merge_keys_are_not_duplicates() -> None:
+    text = onboarding(**{"proxyChart: {": "proxyChart: {values: {<<: {a: 1}, a: 2}, "})
+
+    state = load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    assert state.onboardings["team-a"].spec.proxy_chart.values == {"a": 2}
+
+
+def test_a_few_aliases_are_fine() -> None:
+    text = onboarding(**{"admins: [ops@example.com]": "admins: &admins [ops@example.com]"})
+    text += "---\n" + named("team-b").replace("admins: [ops@example.com]", "admins: [a@b.c]")
+
+    state = load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    assert sorted(state.onboardings) == ["team-a", "team-b"]
+
+
+# --- namespaces no tenant may have ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("namespace", "why"),
+    [
+        ("kube-system", "(it matches 'kube-*'): it is on the deny list (default, kube-*;"),
+        ("kube-public", "(it matches 'kube-*')"),
+        ("kube-node-lease", "(it matches 'kube-*')"),
+        ("default", "namespace 'default' may not be onboarded: it is on the deny list"),
+        ("argo", "namespace 'argo' is the Argo namespace of cluster 'local-a'"),
+    ],
+)
+def test_system_and_argo_namespaces_are_refused(namespace: str, why: str) -> None:
+    text = onboarding(**{"namespace: team-a": f"namespace: {namespace}"})
+
+    with pytest.raises(ConfigError) as raised:
+        load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+
+    [problem] = raised.value.problems
+    assert (problem.file, problem.document, problem.field) == (
+        "o.yaml", "document 1 (Onboarding team-a)", "spec.namespace"
+    )  # fmt: skip
+    assert why in problem.message
+
+
+def test_the_argo_namespace_is_the_one_of_the_onboardings_cluster() -> None:
+    cluster = CLUSTER.replace("namespace: argo", "namespace: workflows")
+    text = onboarding(**{"namespace: team-a": "namespace: argo"})
+    assert load_documents([("c.yaml", cluster), ("o.yaml", text)]).onboardings
+
+    refused = onboarding(**{"namespace: team-a": "namespace: workflows"})
+    with pytest.raises(ConfigError, match="the Argo namespace of cluster 'local-a'"):
+        load_documents([("c.yaml", cluster), ("o.yaml", refused)])
+
+
+def test_the_deny_list_is_configurable_and_takes_patterns() -> None:
+    rules = ConfigRules(denied_namespaces=("openshift-*", "monitoring"))
+    allowed = onboarding(**{"namespace: team-a": "namespace: default"})
+    refused = onboarding(**{"namespace: team-a": "namespace: openshift-config"})
+
+    assert load_documents([("c.yaml", CLUSTER), ("o.yaml", allowed)], rules).onboardings
+    with pytest.raises(ConfigError, match="'openshift-config' may not be onboarded"):
+        load_documents([("c.yaml", CLUSTER), ("o.yaml", refused)], rules)
+
+
+# --- file references stay inside the allowed directories ----------------------------
+
+
+def cluster_naming(field: str, path: Path | str) -> str:
+    return (
+        "apiVersion: orchestrator.dev/v1alpha1\nkind: Cluster\nmetadata: {name: local-a}\n"
+        f"spec:\n  kubeconfig: {{path: {path if field == 'kubeconfig' else '/k'}}}\n"
+        f"  argo: {{server: 'https://a:2746', {field}: '{path}'}}\n"
+        if field != "kubeconfig"
+        else "apiVersion: orchestrator.dev/v1alpha1\nkind: Cluster\nmetadata: {name: local-a}\n"
+        f"spec:\n  kubeconfig: {{path: '{path}'}}\n"
+    )
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    config, secrets = tmp_path / "config", tmp_path / "secrets"
+    config.mkdir()
+    secrets.mkdir()
+    (secrets / "token").write_text("t")
+    (tmp_path / "outside").write_text("o")
+    return config, secrets
+
+
+@pytest.mark.parametrize("field", ["tokenFile", "caFile", "kubeconfig"])
+def test_a_file_outside_the_allowed_directories_is_refused_naming_the_field(
+    roots: tuple[Path, Path], field: str
+) -> None:
+    config, secrets = roots
+    escape = f"{config}/../../../../etc/shadow"
+    (config / "c.yaml").write_text(cluster_naming(field, escape))
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(config, ConfigRules(secrets_dirs=(secrets,)))
+
+    named = {"tokenFile": "spec.argo.tokenFile", "caFile": "spec.argo.caFile"}
+    wanted = named.get(field, "spec.kubeconfig.path")
+    [problem] = [p for p in raised.value.problems if p.field == wanted]
+    assert problem.file == str(config / "c.yaml")
+    assert problem.document == "document 1 (Cluster local-a)"
+    assert problem.message.startswith(f"{escape!r} is outside the directories files may be read")
+    assert str(config) in problem.message
+    assert str(secrets) in problem.message
+
+
+def test_files_in_the_config_and_secrets_directories_are_allowed(roots: tuple[Path, Path]) -> None:
+    config, secrets = roots
+    (config / ".kube").mkdir()
+    (config / "c.yaml").write_text(cluster_naming("tokenFile", secrets / "token"))
+    (config / "c.yaml").write_text(
+        (config / "c.yaml").read_text().replace("path: /k", f"path: {config / '.kube' / 'k'}")
+    )
+
+    state = load_directory(config, ConfigRules(secrets_dirs=(secrets,)))
+
+    assert state.clusters["local-a"].spec.argo.token_file == str(secrets / "token")
+
+
+def test_a_link_out_of_an_allowed_directory_is_refused(roots: tuple[Path, Path]) -> None:
+    config, secrets = roots
+    (secrets / "link").symlink_to(secrets.parent / "outside")
+    (config / "g.yaml").write_text(
+        GLOBAL_ACCOUNT.replace("file: /etc/btp.json", f"file: {secrets / 'link'}")
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(config, ConfigRules(secrets_dirs=(secrets,)))
+
+    [problem] = raised.value.problems
+    assert problem.field == "spec.credentials.file"
+    assert f"leads to {str(secrets.parent / 'outside')!r}, outside" in problem.message
+
+
+def test_a_link_inside_an_allowed_directory_is_fine(roots: tuple[Path, Path]) -> None:
+    """Like the ..data links of a mounted Secret."""
+    config, secrets = roots
+    (secrets / "..data").symlink_to(secrets)
+    (config / "c.yaml").write_text(cluster_naming("tokenFile", secrets / "..data" / "token"))
+
+    assert load_directory(config, ConfigRules(secrets_dirs=(Path("/k"), secrets))).clusters
+
+
+def test_by_default_only_the_config_directory_is_allowed(roots: tuple[Path, Path]) -> None:
+    config, secrets = roots
+    (config / "c.yaml").write_text(cluster_naming("tokenFile", secrets / "token"))
+
+    with pytest.raises(ConfigError, match="allow its directory with --secrets-dir"):
+        load_directory(config)
+
+
+# --- the files themselves -----------------------------------------------------------
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "big.yaml").write_text("a: " + "x" * 5000)
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(tmp_path, ConfigRules(max_file_bytes=4096, secrets_dirs=(Path("/tmp"),)))
+
+    assert [str(p) for p in raised.value.problems] == [
+        f"{tmp_path / 'big.yaml'}: is 5003 bytes, more than the limit of 4096"
+        " (ORCHESTRATOR_CONFIG_MAX_FILE_BYTES); it was not read"
+    ]
+
+
+def test_a_config_file_linking_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "elsewhere.yaml").write_text(ONBOARDING)
+    (config / "o.yaml").symlink_to(tmp_path / "elsewhere.yaml")
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(config, TMP)
+
+    assert [str(p) for p in raised.value.problems] == [
+        f"{config / 'o.yaml'}: links to {str(tmp_path / 'elsewhere.yaml')!r}, outside the config"
+        " directory"
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "o.yaml").write_bytes(b"kind: Onboarding\nname: \xff\xfe\n")
+
+    with pytest.raises(ConfigError, match=r"o.yaml: is not UTF-8 text \(byte 23\)"):
+        load_directory(tmp_path, TMP)
+
+
+def test_the_digest_of_a_huge_file_does_not_read_it(tmp_path: Path) -> None:
+    from orchestrator.loading import directory_digest
+
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * 5000)
+    before = directory_digest(tmp_path, max_file_bytes=4096)
+    big.write_text("a: " + "y" * 5000)  # same size
+    os.utime(big, ns=(0, 1))
+
+    assert directory_digest(tmp_path, max_file_bytes=4096) != before
+
+
+# --- the rules come from the daemon's settings -----------------------------------------
+
+
+def test_the_rules_settings_and_their_environment_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.loading import rules_of
+
+    defaults = rules_of(Settings())
+    assert defaults.denied_namespaces == ("default", "kube-*")
+    assert defaults.secrets_dirs == ()
+    assert defaults.max_file_bytes == 1024 * 1024
+
+    monkeypatch.setenv("ORCHESTRATOR_SECRETS_DIRS", f"/run/a{os.pathsep}~/b")
+    monkeypatch.setenv("ORCHESTRATOR_DENIED_NAMESPACES", "default, kube-*, monitoring")
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG_MAX_FILE_BYTES", "65536")
+    rules = rules_of(Settings())
+    assert rules.secrets_dirs == (Path("/run/a"), Path.home() / "b")
+    assert rules.denied_namespaces == ("default", "kube-*", "monitoring")
+    assert rules.max_file_bytes == 65536
+
+    monkeypatch.setenv("ORCHESTRATOR_SECRETS_DIRS", '["/x y"]')
+    assert Settings().secrets_dirs == [Path("/x y")]
+
+
+@pytest.mark.parametrize("listen", ["host:port", "a:70000", "", "a:"])
+def test_listen_must_be_host_and_port(listen: str) -> None:
+    with pytest.raises(ValidationError, match="is not HOST:PORT"):
+        Settings(listen=listen)
+
+
+# --- reloads: off the loop, and nothing escapes as an exception --------------------------
+
+
+async def test_a_reload_reads_and_validates_in_a_worker_thread(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import orchestrator.desired as desired
+
+    config.declare("a")
+    source = config.start()
+    threads: list[threading.Thread] = []
+    load = desired.load_directory
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(desired, "load_directory", recorded)
+    config.declare("b")
+
+    assert await source.reload() is True
+
+    assert config.running == ["a", "b"]
+    assert threads
+    assert threads[0] is not threading.main_thread()
+
+
+async def test_a_reload_that_fails_unexpectedly_is_a_rejected_change(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orchestrator.desired as desired
+
+    config.declare("a")
+    source = config.start()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(desired, "load_directory", broken)
+    config.declare("b")
+
+    assert await source.reload() is False
+
+    assert config.running == ["a"]
+    assert config.sample("config_valid") == 0
+    assert config.sample("config_reload_errors_total") == 1
+    assert source.last_error is not None
+    assert "cannot be loaded: RecursionError" in str(source.last_error)
+
+
+def test_a_hostile_reload_keeps_the_previous_state_and_counts(config: Config) -> None:
+    config.declare("a")
+    source = config.start()
+    (config.directory / "a.yaml").write_text("a: " + "[" * 5000 + "]" * 5000)
+
+    assert source.reload_if_changed() is False
+
+    assert config.running == ["a"]
+    assert config.sample("config_valid") == 0
+    assert config.sample("config_reload_errors_total") == 1
+    assert source.last_error is not None
+    [problem] = source.last_error.problems
+    assert (problem.file, problem.document) == (str(config.directory / "a.yaml"), "document 1")
