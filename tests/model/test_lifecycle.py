@@ -144,7 +144,7 @@ class Trace:
 
     #: (onboarding, kind) → the resource as the latest finished workflow left it
     world: dict[tuple[str, str], Resource] = field(default_factory=dict)
-    #: workflows already applied to the world, per cluster
+    #: uids of the workflows already applied to the world, per cluster
     applied: dict[str, set[str]] = field(default_factory=dict)
     #: onboardings seen Ready and not asked to go away since
     kept: set[str] = field(default_factory=set)
@@ -241,12 +241,14 @@ class Lifecycle(RuleBasedStateMachine):
             done = self.trace.applied[cluster]
             finished = [
                 wf
-                for (_, name), wf in fake.workflows.items()
-                if name not in done and wf.get("status", {}).get("phase") in FINISHED
+                for wf in fake.workflows.values()
+                if wf["metadata"]["uid"] not in done
+                and wf.get("status", {}).get("phase") in FINISHED
             ]
             finished.sort(key=lambda wf: int(wf["metadata"]["resourceVersion"]))
             for wf in finished:
-                done.add(wf["metadata"]["name"])
+                # by uid: a name that vanished unconfirmed is submitted again, and runs again
+                done.add(wf["metadata"]["uid"])
                 self.apply(cluster, wf, succeeded=wf["status"]["phase"] == "Succeeded")
 
     def apply(self, cluster: str, wf: dict[str, Any], *, succeeded: bool) -> None:
@@ -402,7 +404,7 @@ class Lifecycle(RuleBasedStateMachine):
         fake = self.fakes[cluster]
         for key, wf in list(fake.workflows.items()):
             if wf.get("status", {}).get("phase") not in FINISHED:
-                self.trace.applied[cluster].add(key[1])
+                self.trace.applied[cluster].add(wf["metadata"]["uid"])
                 self.apply(cluster, wf, succeeded=False)
                 del fake.workflows[key]
                 fake._runs.pop(key, None)
