@@ -27,8 +27,8 @@ install: $(BIN)/orchestrator ## Create .venv and install the daemon with its dev
 
 .PHONY: lint
 lint: install ## ruff (lint and format) and the import contracts
-	$(BIN)/ruff check orchestrator tests
-	$(BIN)/ruff format --check orchestrator tests
+	$(BIN)/ruff check orchestrator tests bench
+	$(BIN)/ruff format --check orchestrator tests bench
 	$(BIN)/lint-imports
 
 .PHONY: typecheck
@@ -42,6 +42,10 @@ unit: install ## Fast tests only (no PostgreSQL, no clusters)
 .PHONY: test
 test: lint typecheck ## Lint, type-check and run every test layer
 	$(BIN)/pytest -q
+
+.PHONY: bench
+bench: install ## Benchmark (issue 10): the daemon vs a naive poller, small; flags in ARGS="--onboardings 2000 --clusters 20"
+	$(BIN)/python -m bench $(ARGS)
 
 API_TOKEN_FILE ?= $(HOME)/.cache/orchestrator/api-token
 

@@ -114,6 +114,9 @@ class Side:
     readyz: float | None = None
     readyz_note: str = ""
     peak_rss: float | None = None
+    #: appended to the settled CPU and peak RSS cells (the figures with ``--stored``)
+    settled_note: str = ""
+    rss_note: str = ""
     notes: list[str] = field(default_factory=list)
 
     def per_step(self, operations: Iterable[str] | None = None) -> float | None:
@@ -146,11 +149,19 @@ def _pair(values: Sequence[float]) -> str:
     return f"{p50:.2f} s / {p99:.2f} s"
 
 
-def _requests(side: Side) -> str:
+def _requests(side: Side, baseline: Side | None) -> str:
     total, checks = side.per_step(), side.per_step(STATUS_CHECKS)
     if total is None or checks is None:
         return "—"
-    return f"{total:.2f} (status checks {checks:.2f})"
+    theirs = baseline.per_step(STATUS_CHECKS) if baseline and baseline is not side else None
+    ratio = ""
+    if theirs and checks:
+        ratio = (
+            f", 1/{theirs / checks:.1f} of the poller's"
+            if theirs >= checks
+            else f", {checks / theirs:.1f} times the poller's"
+        )
+    return f"{total:.2f} (status checks {checks:.2f}{ratio})"
 
 
 def table(title: str, daemon: Side, poller: Side | None) -> str:
@@ -176,7 +187,11 @@ def table(title: str, daemon: Side, poller: Side | None) -> str:
             GOALS["freed"],
             lambda s: _seconds(median(s.freed, 50), 2),
         ),
-        row("Argo requests per completed step", GOALS["requests"], _requests),
+        row(
+            "Argo requests per completed step",
+            GOALS["requests"],
+            lambda s: _requests(s, poller),
+        ),
         row(
             "daemon CPU per transition",
             GOALS["cpu"],
@@ -185,7 +200,9 @@ def table(title: str, daemon: Side, poller: Side | None) -> str:
         row(
             "CPU while everything is settled",
             GOALS["settled"],
-            lambda s: "—" if s.settled_cpu is None else f"{s.settled_cpu:.3f} of a core",
+            lambda s: (
+                "—" if s.settled_cpu is None else f"{s.settled_cpu:.3f} of a core{s.settled_note}"
+            ),
         ),
         row(
             "start to `/readyz`",
@@ -195,7 +212,7 @@ def table(title: str, daemon: Side, poller: Side | None) -> str:
         row(
             "peak RSS",
             GOALS["rss"],
-            lambda s: "—" if s.peak_rss is None else f"{s.peak_rss:.0f} MiB",
+            lambda s: "—" if s.peak_rss is None else f"{s.peak_rss:.0f} MiB{s.rss_note}",
         ),
     ]
     return "\n".join(lines)

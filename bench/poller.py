@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -117,7 +117,9 @@ async def onboard(
 
 
 async def run(plan: Plan, token: str, documents: list[Onboarding]) -> list[Outcome]:
-    verify: Any = plan.ca_file if plan.ca_file else True
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=plan.ca_file) if plan.ca_file else True
+    )
     clients = {
         cluster: httpx.AsyncClient(
             base_url=url,

@@ -32,7 +32,9 @@ import pstats
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -65,8 +67,6 @@ def say(message: str) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -164,13 +164,17 @@ class Fake:
         ca_file = Path(ports["ca_file"]) if ports["ca_file"] else None
         return cls(
             spawned,
-            f"http://127.0.0.1:{ports['control']}",
+            f"{ports['scheme']}://127.0.0.1:{ports['control']}",
             scenario.ArgoEndpoints(urls, token_file, ca_file),
         )
 
     def report(self, *, workflows: bool = True) -> dict[str, Any]:
+        ca_file = self.argo.ca_file
         answer = httpx.get(
-            f"{self.control}/report", params={"workflows": int(workflows)}, timeout=120
+            f"{self.control}/report",
+            params={"workflows": int(workflows)},
+            timeout=120,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
         )
         answer.raise_for_status()
         return dict(answer.json())
@@ -240,7 +244,9 @@ class Daemon:
                         self.cpu_at_ready = procfs.cpu_seconds(self.pid)
                         return
                 time.sleep(0.02)
-        raise BenchError(f"/readyz did not answer 200 within {timeout:g}s")
+        raise BenchError(
+            f"/readyz did not answer 200 within {timeout:g}s (log: {self.spawned.log})"
+        )
 
     @property
     def pid(self) -> int:
@@ -269,7 +275,9 @@ class Daemon:
                 say(f"daemon: {ready}/{count} Ready")
             last = ready
             if time.monotonic() > deadline:
-                raise BenchError(f"only {ready} of {count} Ready after {timeout:g}s")
+                raise BenchError(
+                    f"only {ready} of {count} Ready after {timeout:g}s (log: {self.spawned.log})"
+                )
             time.sleep(1.0)
 
     def transitions(self) -> list[tuple[str, str, str, float]]:
@@ -312,6 +320,8 @@ class DaemonRun:
     fresh_readyz: float
     startup_cpu: float
     transitions: Counter[str]
+    #: the fake Argo Server's CPU time until all were Ready (is it a bottleneck?)
+    fake_cpu: float
 
 
 def run_daemon(
@@ -319,6 +329,16 @@ def run_daemon(
 ) -> tuple[DaemonRun, Fake, Path]:
     """Phase 1; leaves the fake running for the restart phase."""
     fake = Fake.start(home / "fake-daemon", args, token_file)
+    try:
+        return _run_daemon(home, args, fake, onboardings), fake, home / "config"
+    except BaseException:
+        fake.spawned.stop()
+        raise
+
+
+def _run_daemon(
+    home: Path, args: argparse.Namespace, fake: Fake, onboardings: dict[str, str]
+) -> DaemonRun:
     config = scenario.write_config(
         home / "config", onboardings=onboardings, argo=fake.argo, max_concurrent=args.max_concurrent
     )
@@ -330,6 +350,7 @@ def run_daemon(
         say(f"daemon: /readyz after {daemon.readyz_seconds:.2f}s; waiting for all Ready")
         daemon.wait_all_ready(len(onboardings), timeout=args.timeout)
         done_at, cpu_done = time.time(), procfs.cpu_seconds(daemon.pid)
+        fake_cpu = procfs.cpu_seconds(fake.spawned.pid)
         until_ready = fake.requests()
         say(f"daemon: all Ready; settled window of {args.settled_window:g}s")
         time.sleep(args.settled_window)
@@ -351,17 +372,14 @@ def run_daemon(
     counted = [t for t in transitions if t[3] >= daemon.ready_at]
     if counted:
         side.cpu_per_transition = (cpu_done - daemon.cpu_at_ready) / len(counted) * 1000
-    return (
-        DaemonRun(
-            side=side,
-            until_ready=until_ready,
-            settled=settled,
-            fresh_readyz=daemon.readyz_seconds,
-            startup_cpu=daemon.cpu_at_ready,
-            transitions=Counter(f"{f} → {t} ({trigger})" for f, t, trigger, _ in transitions),
-        ),
-        fake,
-        config,
+    return DaemonRun(
+        side=side,
+        until_ready=until_ready,
+        settled=settled,
+        fresh_readyz=daemon.readyz_seconds,
+        startup_cpu=daemon.cpu_at_ready,
+        transitions=Counter(f"{f} → {t} ({trigger})" for f, t, trigger, _ in transitions),
+        fake_cpu=fake_cpu,
     )
 
 
@@ -458,6 +476,7 @@ def run_poller(
         result = json.loads(result_file.read_text())
         events = fake.events()
         requests = fake.requests()
+        fake_cpu = procfs.cpu_seconds(fake.spawned.pid)
     finally:
         fake.spawned.stop()
     outcomes = result["onboardings"]
@@ -472,6 +491,7 @@ def run_poller(
     side.requests = requests
     side.cpu_per_transition = result["cpu_seconds"] / (len(done) * POLLER_TRANSITIONS) * 1000
     side.peak_rss = result["peak_rss_mib"]
+    side.notes.append(f"the fake Argo Server used {fake_cpu:.1f} s of CPU in this phase")
     return side
 
 
@@ -510,9 +530,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--max-concurrent", type=int, default=10, help="maxConcurrent per cluster (default 10)")
     add("--latency-ms", type=float, default=50.0, help="added to every Argo request (50)")
     add("--step-seconds", type=float, default=2.0, help="each workflow's duration (2)")
-    add("--interval", type=float, default=5.0, help="the daemon's ORCHESTRATOR_INTERVAL_SECONDS")
+    add(
+        "--interval", type=float, default=5.0, help="the daemon's ORCHESTRATOR_INTERVAL_SECONDS (5)"
+    )
     add("--poll-seconds", type=float, default=5.0, help="the poller's GET interval (5)")
-    add("--settled-window", type=float, default=15.0, help="seconds of CPU measured once settled")
+    add(
+        "--settled-window",
+        type=float,
+        default=15.0,
+        help="seconds of CPU measured once all are Ready (15)",
+    )
     add(
         "--stored",
         type=int,
@@ -523,9 +550,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--tls", action="store_true", help="the fake serves HTTPS (default: plain HTTP)")
     add("--timeout", type=float, help="give up waiting for all Ready after this many seconds")
     add("--profile", action="store_true", help="run the daemon under cProfile (inflates CPU)")
-    add("--workdir", type=Path, help="keep everything here (default: a temporary directory)")
+    add(
+        "--workdir",
+        type=Path,
+        help="keep everything in this new directory (default: a temporary one)",
+    )
     add("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    for flag in ("onboardings", "clusters", "max_concurrent"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.timeout is None:
         args.timeout = default_timeout(args)
     return args
@@ -538,10 +572,14 @@ def workdir(args: argparse.Namespace) -> Iterator[Path]:
         yield args.workdir.resolve()
         return
     home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    keep = args.keep or args.profile
     try:
         yield home
+    except BaseException:
+        keep = True  # what went wrong is in the logs there
+        raise
     finally:
-        if args.keep or args.profile:
+        if keep:
             say(f"kept {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
@@ -566,12 +604,15 @@ def main(argv: list[str] | None = None) -> int:
                 poller = run_poller(home, args, token_file, config, args.onboardings)
         except BenchError as error:
             say(f"failed: {error}")
-            return 1
+            raise SystemExit(1) from None
         finally:
             if fake is not None:
                 fake.spawned.stop()
     run.side.readyz = restart.readyz
     run.side.readyz_note = f" ({restart.stored:,} stored)"
+    if restart.settled_cpu is not None:  # --stored: the figures at that size too
+        run.side.settled_note = f"; {restart.settled_cpu:.3f} with {restart.stored:,} stored"
+        run.side.rss_note = f"; {restart.peak_rss:.0f} MiB with {restart.stored:,} stored"
     print_results(args, run, restart, poller, load_before)
     return 0
 
@@ -621,6 +662,8 @@ def print_results(
             if restart.settled_cpu is not None
             else ""
         ),
+        f"The fake Argo Server used {run.fake_cpu:.1f} s of CPU until all were Ready"
+        " (its start included).",
         "Reaction: the next step's create request (arrival at the fake) minus the exact"
         " finish of the previous step's workflow. Freed slot: per cluster, the k-th last"
         " step to finish against the (maxConcurrent + k)-th first create.",
@@ -629,8 +672,7 @@ def print_results(
         notes.append(
             f"Poller: CPU per transition is its CPU after start-up over {POLLER_TRANSITIONS}"
             " state changes per onboarding (started, each step done); it exits when done,"
-            " so it has no settled CPU and no /readyz."
-            + (" " + "; ".join(poller.notes) if poller.notes else "")
+            " so it has no settled CPU and no /readyz; " + "; ".join(poller.notes) + "."
         )
     for note in notes:
         print(f"- {note}")

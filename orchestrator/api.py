@@ -5,8 +5,8 @@ about onboardings is taken in this module.
 
 Every request passes the ``Guard`` first, before FastAPI reads anything: it
 finds the route, answers ``OPTIONS`` and unknown methods itself, checks the
-bearer token (mutating calls always; reads of ``/api/v1/*`` when a read token
-is configured) and only then reads the body, at most ``max_body_bytes`` of
+bearer token (mutating calls always; reads of ``/api/v1/*`` when they are
+guarded) and only then reads the body, at most ``max_body_bytes`` of
 it, refusing what is not I-JSON (UTF-8, finite numbers, unique names). Without
 a configured token mutating calls are refused, never open by default. Every
 error answer is an ``ErrorBody``.
@@ -26,8 +26,10 @@ import math
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -85,7 +87,7 @@ ACTIONS: dict[Action, str] = {
     "resume": "Go back to the state the onboarding was suspended in.",
 }
 
-#: Documents the scheme; the check itself is the ``Guard``'s (and ``_granted``'s).
+#: Documents the scheme; the check itself is the ``Guard``'s (and ``needs``'s).
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
@@ -179,8 +181,9 @@ STATUSES: dict[int, str] = {
     404: "No onboarding of that name.",
     409: "Not allowed in the current state, or the onboarding is declared in files.",
     413: "The body is larger than the daemon's limit (api_max_body_bytes).",
-    415: "The body is not JSON: send Content-Type: application/json.",
-    422: "Invalid request: the problems name the field or parameter. `Invalid` is what this"
+    415: "The body is not said to be JSON: send Content-Type: application/json.",
+    422: "Invalid request: the problems name the field or parameter (an unknown query"
+    " parameter too, so that a misspelt filter never answers everything). `Invalid` is what this"
     " document rules out; another error (`InvalidConfig`: e.g. an unknown cluster;"
     " `NameMismatch`: the path and metadata.name differ) is refused for what it means.",
     500: "Unexpected error; details are in the daemon's log only.",
@@ -243,13 +246,10 @@ def _problem(detail: dict[str, Any]) -> str:
     else:
         message = str(detail.get("msg", "invalid")).removeprefix("Value error, ")
         given = detail.get("input")
-        shown = repr(given)
-        if (
-            isinstance(given, str | int | float | bool)
-            and len(shown) <= 100
-            and shown not in message
-        ):
-            message += f" (got {shown})"
+        if isinstance(given, str | int | float | bool):
+            shown = repr(given)
+            if len(shown) <= 100 and shown not in message:  # the validator may have said it
+                message += f" (got {shown})"
     return f"{_location(tuple(detail.get('loc', ())))}: {message}"
 
 
@@ -439,6 +439,26 @@ def json_problem(body: bytes) -> str | None:
     return f"not valid JSON: {problem}" if problem else None
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for inner in dependant.dependencies:
+        names |= _query_names(inner)
+    return names
+
+
+def _unknown_query(route: Route, scope: Scope) -> ApiError | None:
+    """Query parameters the route does not take: refused, so that a misspelt filter never
+    silently answers everything."""
+    if not isinstance(route, APIRoute):
+        return None
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    unknown = sorted({name for name, _ in parse_qsl(query, True)} - _query_names(route.dependant))
+    if not unknown:
+        return None
+    problems = [f"query parameter {name[:40]!r}: unknown parameter" for name in unknown]
+    return ApiError(422, "Invalid", "; ".join(problems), problems=problems)
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """``receive`` for the app: the body already read, then the client's own messages."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
@@ -467,8 +487,9 @@ class Guard:
 
     Finds the route as the router will; answers ``OPTIONS`` (204 with the real
     ``Allow``) and methods a path does not take (405 with ``Allow``); checks the
-    token the route's access needs, without reading the body; then reads the
-    body of a route that takes one, refusing more than ``max_body_bytes`` (413),
+    token the route's access needs, without reading the body; refuses query
+    parameters an ``/api/v1`` route does not take (422); then reads the body of a
+    route that takes one, refusing more than ``max_body_bytes`` (413),
     a media type other than JSON (415) and anything but I-JSON (422).
     HEAD is answered as GET without the body. Unknown paths go on to the router
     (404), untouched.
@@ -507,6 +528,9 @@ class Guard:
             await _answer(refusal)(scope, receive, send)
             return
         routed[GRANTED] = access
+        if access != "open" and (unknown := _unknown_query(route, scope)) is not None:
+            await _answer(unknown)(scope, receive, send)
+            return
         if isinstance(route, APIRoute) and route.body_field is not None:
             body = await self._body(scope, receive)
             if body is None:  # the client went away
@@ -537,8 +561,8 @@ class Guard:
     async def _body(self, scope: Scope, receive: Receive) -> bytes | ApiError | None:
         """The whole body, or why it is refused; None when the client disconnected."""
         headers = dict((k.lower(), v) for k, v in scope.get("headers", ()))
-        content_type = headers.get(b"content-type")
-        if content_type is not None and not _is_json(content_type.decode("latin-1")):
+        content_type = headers.get(b"content-type", b"")
+        if not _is_json(content_type.decode("latin-1")):
             return ApiError(
                 415,
                 "UnsupportedMediaType",
@@ -573,7 +597,7 @@ class Guard:
         )
 
 
-def _granted(access: Access) -> Callable[[Request], None]:
+def needs(access: Access) -> Callable[[Request], None]:
     """A route's own check that the ``Guard`` granted it: without the guard, nothing passes."""
 
     def granted(request: Request) -> None:
@@ -658,15 +682,15 @@ def create_app(
             if reads_guarded
             else "; reads are open."
         )
-        + f" A body is JSON (UTF-8) of at most {max_body_bytes} bytes. Every error answer is"
+        + f" A body is I-JSON (RFC 7493) of at most {max_body_bytes} bytes. Every error answer is"
         " an `ErrorBody`.",
         openapi_tags=TAGS,
         docs_url=None,
         redoc_url=None,
     )
 
-    writing = [Security(bearer), Depends(_granted("write"))]
-    reading = [Security(bearer), Depends(_granted("read"))] if reads_guarded else []
+    writing = [Security(bearer), Depends(needs("write"))]
+    reading = [Security(bearer), Depends(needs("read"))] if reads_guarded else []
     # what any call may answer: 500, and 503 when the store is busy (or no token is set)
     write_errors = (401, 403, 500, 503) if reads_guarded else (401, 500, 503)
     read_errors = (401, 500, 503) if reads_guarded else (500, 503)

@@ -58,12 +58,14 @@ def _btp_subdomain(value: str) -> str:
 
 
 #: what the validators above accept, said in JSON Schema (the editors' schema and the
-#: API's OpenAPI document), so a document valid by the schema is valid here too
+#: API's OpenAPI document), so a document valid by the schema is valid here too; the
+#: pattern ends in ``(?![\s\S])``, not ``$``, which Python's ``re`` (and so some schema
+#: validators and generators) also matches before a final newline
 LABEL_SCHEMA: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 63,
-    "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(?![\s\S])",
 }
 
 DNSLabel = Annotated[str, AfterValidator(_dns1123_label), WithJsonSchema(LABEL_SCHEMA)]

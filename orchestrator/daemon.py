@@ -40,6 +40,7 @@ from orchestrator.reconciling import Reconciler, Tuning, utcnow
 from orchestrator.service import Service
 from orchestrator.settings import Settings
 from orchestrator.store import open_store
+from orchestrator.watching import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Daemon:
     service: Service
     accesses: KubeAccesses | None = None
     scheduler: AsyncIOScheduler | None = None
+    #: the clusters' workflow watches (when running as a service)
+    watcher: Watcher | None = None
     templates_digest: str = ""
     _dirty: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
@@ -145,6 +148,8 @@ class Daemon:
         await self.clusters.update(self.desired.state.clusters)
         if self.accesses is not None:
             self.accesses.retain(self.desired.state.clusters)
+        if self.watcher is not None:
+            self.watcher.retain(self.clusters.names())
         if self.scheduler is None:
             return
         wanted = set(self.clusters.names())
@@ -187,6 +192,8 @@ class Daemon:
     async def aclose(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.watcher is not None:
+            await self.watcher.aclose()
         await self.clusters.aclose()
         if self.accesses is not None:
             self.accesses.close()
@@ -367,6 +374,14 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     daemon.scheduler.add_job(
         daemon.prune, "interval", id="prune", minutes=10, max_instances=1, coalesce=True
     )
+    if settings.watch:
+        daemon.watcher = Watcher(
+            daemon_id=settings.daemon_id,
+            engine_of=daemon.clusters.engine,
+            on_change=daemon.wake,
+            limits=daemon.reconciler.tuning.limits,
+            jitter=random.random,
+        )
     await daemon.apply_clusters()
     daemon.scheduler.start()
     daemon.service.started = True

@@ -155,3 +155,9 @@ class ArgoInvalid(ArgoError, PermanentError):
     """400/422 or Argo's lint failure (500 with gRPC code 2 on create)."""
 
     reason = "Invalid"
+
+
+class WatchExpired(TemporaryError):
+    """The resourceVersion a watch resumed from is too old (410 Gone): watch afresh."""
+
+    reason = "WatchExpired"

@@ -7,7 +7,7 @@ checked by one contract test suite (``tests/store``, ``tests/argo``).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -16,6 +16,7 @@ from orchestrator.records import (
     OnboardingRecord,
     State,
     TransitionRecord,
+    WorkflowEvent,
     WorkflowStatus,
     WorkflowSubmission,
 )
@@ -90,6 +91,15 @@ class WorkflowEngine(Protocol):
     async def get(self, name: str) -> WorkflowStatus: ...
 
     async def list(self, selector: str) -> list[WorkflowStatus]: ...
+
+    def watch(
+        self, selector: str, *, resource_version: str | None = None
+    ) -> AsyncIterator[WorkflowEvent]:
+        """Changes of the workflows matching ``selector`` from ``resource_version`` on
+        (None: from now, with an ADDED event for each that exists). Ends when the
+        server closes the stream; raises ``errors.WatchExpired`` when the version is
+        too old, ``errors.ArgoError`` subclasses otherwise."""
+        ...
 
     async def stop(self, name: str, *, message: str) -> None: ...
 

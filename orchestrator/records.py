@@ -140,3 +140,16 @@ class WorkflowSubmission:
     labels: dict[str, str]
     active_deadline_seconds: int | None = None
     service_account: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowEvent:
+    """One change of one of our workflows, as a watch reports it.
+
+    ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK (no status: only a newer
+    ``resource_version`` to resume from).
+    """
+
+    type: str
+    resource_version: str
+    status: WorkflowStatus | None = None

@@ -68,9 +68,15 @@ class Settings(BaseSettings):
         default="orchestrator", description="Value of the managed-by label on our workflows."
     )
     interval_seconds: float = Field(
-        default=5.0,
+        default=30.0,
         gt=0,
-        description="Each cluster's pass: one list call when it has work in flight, else none.",
+        description="Each cluster's periodic pass, the safety net under the watch: one list"
+        " call when it has work in flight, else none.",
+    )
+    watch: bool = Field(
+        default=True,
+        description="Watch each cluster's workflows, so a finished step is acted on at once"
+        " (false: only the periodic pass notices).",
     )
     jitter_seconds: float = Field(default=1.0, ge=0, description="Random delay added to it.")
     config_poll_seconds: float = Field(default=2.0, gt=0, description="Config change check.")

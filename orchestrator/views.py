@@ -31,7 +31,10 @@ class OnboardingView(BaseModel):
     next_attempt_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
-    spec: dict[str, Any]
+    spec: dict[str, Any] = Field(
+        description="The spec as declared, admin e-mails included: a daemon whose port others"
+        " can reach guards reads with a token (--api-read-token-file)."
+    )
 
     @classmethod
     def of(cls, record: OnboardingRecord, *, workflow_url: str | None = None) -> OnboardingView:

@@ -10,9 +10,10 @@ and with it the ``Authorization`` header.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,10 +23,16 @@ import httpx
 from orchestrator.argo import errors as argo_errors
 from orchestrator.argo.credentials import RenewableTokenSource, TokenSource, tls_verification
 from orchestrator.configs import ArgoAccess, Cluster
-from orchestrator.errors import ArgoError, ArgoInvalid, ArgoUnavailable, WorkflowExists
+from orchestrator.errors import (
+    ArgoError,
+    ArgoInvalid,
+    ArgoUnavailable,
+    WatchExpired,
+    WorkflowExists,
+)
 from orchestrator.metrics import Metrics
 from orchestrator.ports import TemplateChange
-from orchestrator.records import WorkflowPhase, WorkflowStatus, WorkflowSubmission
+from orchestrator.records import WorkflowEvent, WorkflowPhase, WorkflowStatus, WorkflowSubmission
 from orchestrator.redaction import remote_message
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ STATUS_FIELDS = (
     "status.finishedAt",
 )
 GET_FIELDS = ",".join(STATUS_FIELDS)
+#: a watch stream quiet this long is closed and opened again from where it was
+WATCH_IDLE_SECONDS = 300.0
 LIST_FIELDS = ",".join(f"items.{field}" for field in STATUS_FIELDS)
 
 #: Labels Argo itself puts on templates (creator, last actor); not ours to compare or drop.
@@ -87,6 +96,7 @@ class ArgoClient:
                 cluster=cluster,
                 reason="TLSConfigInvalid",
             )
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.server,
             verify=verify,
@@ -147,6 +157,86 @@ class ArgoClient:
         )
         items = data.get("items") or []  # Argo answers "items": null for an empty list
         return [workflow_status(item) for item in items if isinstance(item, dict)]
+
+    async def watch(
+        self, selector: str, *, resource_version: str | None = None
+    ) -> AsyncIterator[WorkflowEvent]:
+        """``GET /api/v1/workflow-events/{namespace}``: one JSON object a line."""
+        params = {
+            "listOptions.labelSelector": selector,
+            "listOptions.allowWatchBookmarks": "true",
+        }
+        if resource_version:
+            params["listOptions.resourceVersion"] = resource_version
+        subject = f"workflow events ({selector})"
+        headers: dict[str, str] = {}
+        token = await self._token_source.token() if self._token_source else self._tokens.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        path = _path("/api/v1/workflow-events", self.namespace)
+        # a quiet stream is normal: the read timeout only ends it, to be opened again
+        timeout = httpx.Timeout(self._timeout, read=WATCH_IDLE_SECONDS)
+        if self._setup_error is not None:
+            raise self._setup_error
+        try:
+            async with self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    if response.status_code == 410:
+                        raise WatchExpired(f"cluster {self.cluster}: {subject}: expired")
+                    raise argo_errors.from_response(
+                        response,
+                        cluster=self.cluster,
+                        operation="watch",
+                        subject=subject,
+                        secrets=self._known_secrets(),
+                    )
+                async for line in response.aiter_lines():
+                    event = self._event(line, subject)
+                    if event is not None:
+                        yield event
+        except httpx.ReadTimeout:
+            return
+        except httpx.TransportError as exc:
+            raise argo_errors.from_transport(
+                exc,
+                cluster=self.cluster,
+                operation="watch",
+                subject=subject,
+                server=self.server,
+                secrets=self._known_secrets(),
+            ) from None
+
+    def _event(self, line: str, subject: str) -> WorkflowEvent | None:
+        if not line.strip():
+            return None
+        try:
+            data = json.loads(line)
+        except ValueError:
+            raise ArgoUnavailable(
+                f"{subject}: the stream sent something that is not JSON",
+                cluster=self.cluster,
+                reason="BadAnswer",
+            ) from None
+        if not isinstance(data, dict):
+            return None
+        if isinstance(data.get("error"), dict):
+            error = data["error"]
+            message = remote_message(str(error.get("message", "")))
+            if error.get("http_code") == 410 or "too old" in message:
+                raise WatchExpired(f"cluster {self.cluster}: {subject}: {message}")
+            raise ArgoUnavailable(f"{subject}: {message}", cluster=self.cluster)
+        result = data.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("object"), dict):
+            return None
+        kind = str(result.get("type") or "")
+        item = result["object"]
+        version = str((item.get("metadata") or {}).get("resourceVersion") or "")
+        if kind == "BOOKMARK":
+            return WorkflowEvent(type=kind, resource_version=version)
+        return WorkflowEvent(type=kind, resource_version=version, status=workflow_status(item))
 
     async def stop(self, name: str, *, message: str) -> None:
         body = {"name": name, "namespace": self.namespace, "message": message}

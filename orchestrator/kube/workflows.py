@@ -23,11 +23,15 @@ error mapping are the ``ArgoClient``'s, so the daemon cannot tell them apart:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import copy
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
+
+from kubernetes import watch as kwatch
 
 from orchestrator import API_GROUP
 from orchestrator.argo.client import (
@@ -40,12 +44,19 @@ from orchestrator.argo.client import (
     workflow_status,
 )
 from orchestrator.configs import Cluster
-from orchestrator.errors import ArgoError, ArgoInvalid, WorkflowExists, WorkflowNotFound
+from orchestrator.errors import (
+    ArgoError,
+    ArgoInvalid,
+    ArgoUnavailable,
+    WatchExpired,
+    WorkflowExists,
+    WorkflowNotFound,
+)
 from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.kube.errors import KubeError, as_argo_error
 from orchestrator.metrics import Metrics
 from orchestrator.ports import TemplateChange
-from orchestrator.records import WorkflowStatus, WorkflowSubmission
+from orchestrator.records import WorkflowEvent, WorkflowStatus, WorkflowSubmission
 
 T = TypeVar("T")
 
@@ -54,6 +65,8 @@ VERSION = "v1alpha1"
 WORKFLOWS = "workflows"
 TEMPLATES = "workflowtemplates"
 STOP_MESSAGE_ANNOTATION = f"{API_GROUP}/stop-message"
+#: a watch request ends after this long (server side) and is opened again from where it was
+WATCH_SECONDS = 300
 
 
 class KubeWorkflowEngine:
@@ -123,6 +136,65 @@ class KubeWorkflowEngine:
         )
         items = _object(data).get("items") or []
         return [workflow_status(item) for item in items if isinstance(item, dict)]
+
+    async def watch(
+        self, selector: str, *, resource_version: str | None = None
+    ) -> AsyncIterator[WorkflowEvent]:
+        """The Kubernetes watch on Workflows, read by a thread of its own (the client
+        blocks) and handed to the event loop one event at a time."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[WorkflowEvent | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+        subject = f"workflow events ({selector})"
+
+        def deliver(item: WorkflowEvent | BaseException | None) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+        def pump(k: Apis) -> None:
+            watcher = kwatch.Watch()  # type: ignore[no-untyped-call]
+            stream = watcher.stream(  # type: ignore[no-untyped-call]
+                k.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                WORKFLOWS,
+                label_selector=selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                deserialize=False,
+                _request_timeout=(k.timeout, WATCH_SECONDS + k.timeout),
+            )
+            for raw in stream:
+                if stop.is_set():
+                    watcher.stop()  # type: ignore[no-untyped-call]
+                    return
+                deliver(_event(raw))
+
+        def run() -> None:
+            try:
+                self.access.call_sync("watch", subject, pump)
+            except KubeError as exc:
+                if exc.status == 410:
+                    deliver(WatchExpired(f"cluster {self.cluster}: {subject}: expired"))
+                else:
+                    deliver(as_argo_error(exc, operation="watch"))
+            except Exception as exc:  # the thread must always say it ended
+                deliver(ArgoUnavailable(f"{subject}: {type(exc).__name__}", cluster=self.cluster))
+            else:
+                deliver(None)
+
+        threading.Thread(target=run, name=f"watch-{self.cluster}", daemon=True).start()
+        try:
+            while True:
+                item = await events.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
 
     async def stop(self, name: str, *, message: str) -> None:
         try:
@@ -286,6 +358,16 @@ class KubeWorkflowEngine:
                     cluster=self.cluster, operation=operation, reason=exc.reason
                 ).inc()
             raise
+
+
+def _event(raw: Any) -> WorkflowEvent:
+    kind = str(raw.get("type") or "") if isinstance(raw, dict) else ""
+    item = raw.get("object") if isinstance(raw, dict) else None
+    item = item if isinstance(item, dict) else {}
+    version = str((item.get("metadata") or {}).get("resourceVersion") or "")
+    if kind == "BOOKMARK":
+        return WorkflowEvent(type=kind, resource_version=version)
+    return WorkflowEvent(type=kind, resource_version=version, status=workflow_status(item))
 
 
 def template_problems(manifest: dict[str, Any]) -> builtins.list[str]:

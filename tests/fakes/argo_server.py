@@ -57,7 +57,7 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes import argo_contract
@@ -312,6 +312,8 @@ class FakeArgoServer:
         self.down = False
         self.forbidden = False
         self._runs: dict[tuple[str, str], _Run] = {}
+        #: (resourceVersion, type, namespace, workflow) of every change, for watches
+        self.events: list[tuple[int, str, str, dict[str, Any]]] = []
         self._version = 0
         self._lock = threading.RLock()
         self.app = Starlette(
@@ -425,7 +427,13 @@ class FakeArgoServer:
         else:
             labels[LABEL_COMPLETED] = "false"
         wf["metadata"]["resourceVersion"] = self._next_version()
+        self._emit("MODIFIED", key)
         self._runs[key].changed_at = now
+
+    def _emit(self, kind: str, key: tuple[str, str]) -> None:
+        wf = self.workflows[key]
+        version = int(wf["metadata"].get("resourceVersion") or self._version)
+        self.events.append((version, kind, key[0], json.loads(json.dumps(wf))))
 
     def _step(self, key: tuple[str, str]) -> bool:
         phase = self.workflows[key].get("status", {}).get("phase", "")
@@ -515,6 +523,9 @@ class FakeArgoServer:
             if self.down:
                 raise ArgoApiError(503, GRPC_UNAVAILABLE, "connection refused (fake server down)")
             self._authenticate(request)
+            if operation == "WorkflowService_WatchWorkflows":
+                self._answer(request, query, operation, body, 200, None)
+                return self._watch(op.path_params["namespace"], dict(query))
             with self._lock:
                 self._sync()
                 handler = getattr(self, f"_op_{operation}", None)
@@ -635,6 +646,7 @@ class FakeArgoServer:
             if behaviour.times is not None:
                 behaviour.times -= 1
         self.workflows[(namespace, name)] = wf
+        self._emit("ADDED", (namespace, name))
         self._runs[(namespace, name)] = _Run(outcome, message, now)
         return wf  # type: ignore[no-any-return]
 
@@ -661,6 +673,41 @@ class FakeArgoServer:
         answer = {"metadata": {"resourceVersion": str(self._version)}, "items": items or None}
         return clean_fields(answer, query.get("fields", ""))
 
+    def _watch(self, namespace: str, query: dict[str, str]) -> Response:
+        """``workflow-events``: one ``{"result": {"type", "object"}}`` a line, as Argo
+        streams them; without a resourceVersion, first an ADDED for each that exists."""
+        matches = selector_matcher(query.get("listOptions.labelSelector", ""))
+        since = query.get("listOptions.resourceVersion")
+
+        def line(kind: str, wf: dict[str, Any]) -> str:
+            return json.dumps({"result": {"type": kind, "object": wf}}) + "\n"
+
+        async def stream() -> Any:
+            with self._lock:
+                self._sync()
+                if since is None:
+                    sent = self._version
+                    for (ns, _), wf in sorted(self.workflows.items()):
+                        if ns == namespace and matches(wf["metadata"].get("labels") or {}):
+                            yield line("ADDED", wf)
+                else:
+                    if int(since) < (self.events[0][0] if self.events else 0) - 1:
+                        yield json.dumps({"error": {"http_code": 410, "message": "too old"}})
+                        return
+                    sent = int(since)
+            while True:
+                with self._lock:
+                    self._sync()
+                    fresh = [e for e in self.events if e[0] > sent]
+                    if fresh:
+                        sent = fresh[-1][0]
+                for _, kind, ns, wf in fresh:
+                    if ns == namespace and matches(wf["metadata"].get("labels") or {}):
+                        yield line(kind, wf)
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(stream(), media_type="application/json")
+
     def _op_WorkflowService_StopWorkflow(
         self, params: dict[str, str], query: dict[str, str], body: dict[str, Any]
     ) -> Any:
@@ -680,8 +727,10 @@ class FakeArgoServer:
     def _op_WorkflowService_DeleteWorkflow(
         self, params: dict[str, str], query: dict[str, str], body: None
     ) -> Any:
-        self._get_wf(params)
+        wf = self._get_wf(params)
         key = (params["namespace"], params["name"])
+        version = int(self._next_version())
+        self.events.append((version, "DELETED", key[0], json.loads(json.dumps(wf))))
         del self.workflows[key]
         del self._runs[key]
         return {}

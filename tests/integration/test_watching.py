@@ -1,0 +1,127 @@
+"""The clusters' workflow watches: a finished step wakes its cluster at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.errors import WatchExpired
+from orchestrator.planning import Limits
+from orchestrator.records import State, WorkflowEvent
+from orchestrator.watching import Watcher
+from tests.integration.conftest import World
+
+pytestmark = pytest.mark.integration
+
+
+async def events_of(
+    world: World, *, resource_version: str | None, count: int
+) -> list[WorkflowEvent]:
+    assert world.daemon is not None
+    engine = world.daemon.clusters.engine("local-a")
+    assert engine is not None
+    seen: list[WorkflowEvent] = []
+
+    async def read() -> None:
+        async for event in engine.watch(
+            "orchestrator.dev/managed-by=orchestrator", resource_version=resource_version
+        ):
+            seen.append(event)
+            if len(seen) == count:
+                return
+
+    await asyncio.wait_for(read(), timeout=5)
+    return seen
+
+
+async def test_the_argo_watch_lists_what_exists_then_streams_changes(world: World) -> None:
+    world.declare("team-a", "local-a")
+    await world.start()
+    await world.step()  # create-subaccount submitted, then one stage on
+    [first] = await events_of(world, resource_version=None, count=1)
+    assert first.type == "ADDED"
+    assert first.status is not None
+    assert first.status.labels["orchestrator.dev/onboarding"] == "team-a"
+
+    world.fakes["local-a"].settle()  # it runs, then finishes
+    later = await events_of(world, resource_version=first.resource_version, count=2)
+
+    assert [e.type for e in later] == ["MODIFIED", "MODIFIED"]
+    assert [e.status.phase.value for e in later if e.status] == ["Running", "Succeeded"]
+    assert int(later[1].resource_version) > int(later[0].resource_version)
+
+
+async def test_a_version_too_old_is_expired(world: World) -> None:
+    world.declare("team-a", "local-a")
+    await world.start()
+    await world.until(world.is_("team-a", State.READY))
+
+    with pytest.raises(WatchExpired):
+        await events_of(world, resource_version="1", count=1)
+
+
+async def test_a_finished_workflow_wakes_its_cluster_within_moments(world: World) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    await world.step()
+    woken: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+    watcher = Watcher(
+        daemon_id="orchestrator",
+        engine_of=daemon.clusters.engine,
+        on_change=lambda cluster: woken.append((cluster, loop.time())),
+        limits=Limits(),
+        jitter=lambda: 0.5,
+    )
+    watcher.retain(["local-a", "local-b"])
+    try:
+        await asyncio.sleep(0.3)  # the watches are open
+        assert woken == []  # nothing finished yet: nothing to do
+        finished_at = loop.time()
+        world.fakes["local-a"].settle()
+        for _ in range(100):
+            if woken:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.aclose()
+
+    assert woken, "no wake"
+    cluster, at = woken[0]
+    assert cluster == "local-a"
+    assert at - finished_at < 0.5
+    assert watcher.seen["local-a"] >= 2
+
+
+async def test_a_watch_that_fails_is_opened_again(world: World) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    await world.step()
+    fake = world.fakes["local-a"]
+    fake.fail_next(2, status=503, operation="WorkflowService_WatchWorkflows")
+    woken: list[str] = []
+    watcher = Watcher(
+        daemon_id="orchestrator",
+        engine_of=daemon.clusters.engine,
+        on_change=woken.append,
+        limits=Limits(backoff_base_seconds=0.05, backoff_max_seconds=0.1),
+        jitter=lambda: 0.5,
+    )
+    watcher.retain(["local-a"])
+    try:
+        for _ in range(200):
+            if watcher.seen.get("local-a"):
+                break
+            await asyncio.sleep(0.01)
+        fake.settle()
+        for _ in range(100):
+            if woken:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.aclose()
+
+    watches = [r for r in fake.requests if r.operation == "WorkflowService_WatchWorkflows"]
+    assert [r.status for r in watches][:3] == [503, 503, 200]
+    assert woken == ["local-a"]
