@@ -598,6 +598,7 @@ def load_documents(
                 )
             )
     problems.extend(_one_global_account_per_cluster(onboardings, sources))
+    problems.extend(_one_owner_per_resource(onboardings, sources))
     if problems:
         raise ConfigError(problems)
     return DesiredState(clusters, onboardings, global_accounts, sources, digest.hexdigest())
@@ -683,6 +684,41 @@ def outside(value: str, roots: Sequence[Path]) -> str | None:
         " move the file there or allow its directory with --secrets-dir"
         " (ORCHESTRATOR_SECRETS_DIRS)"
     )
+
+
+def resource_keys(spec: OnboardingSpec) -> dict[str, tuple[str, ...]]:
+    """What an onboarding's external resources are named by: two onboardings with the
+    same key would share (and one could delete) the other's namespace or subaccount."""
+    return {
+        "spec.namespace": (spec.cluster, spec.namespace),
+        "spec.subaccount.subdomain": (spec.subaccount.region, spec.subaccount.subdomain),
+    }
+
+
+def _one_owner_per_resource(
+    onboardings: dict[str, Onboarding], sources: dict[str, str]
+) -> list[ConfigProblem]:
+    """A namespace on a cluster, or a subdomain in a region, belongs to one onboarding."""
+    first: dict[tuple[str, tuple[str, ...]], str] = {}
+    problems = []
+    for name in sorted(onboardings):
+        for field_path, key in resource_keys(onboardings[name].spec).items():
+            owner = first.setdefault((field_path, key), name)
+            if owner == name:
+                continue
+            file, _, position = sources[f"Onboarding/{name}"].rpartition("#")
+            what = "namespace" if field_path == "spec.namespace" else "subdomain"
+            where = "cluster" if field_path == "spec.namespace" else "region"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{what} {key[1]!r} in {where} {key[0]!r} already belongs to onboarding"
+                    f" {owner!r}; each onboarding needs its own",
+                    f"document {position} (Onboarding {name})",
+                    field_path,
+                )
+            )
+    return problems
 
 
 def _one_global_account_per_cluster(

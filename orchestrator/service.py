@@ -16,7 +16,7 @@ from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
-from orchestrator.loading import denied_namespace
+from orchestrator.loading import denied_namespace, resource_keys
 from orchestrator.machine import OnboardingMachine
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
 from orchestrator.ports import Action, Store
@@ -141,6 +141,33 @@ class Service:
             return self.desired.state.sources.get(f"Onboarding/{name}", "the config directory")
         return None
 
+    def _taken(self, name: str, spec: OnboardingSpec) -> ConfigProblem | None:
+        """A namespace or subdomain that another onboarding (declared in files, or
+        stored and not Deleted) already has: two owners would share, and one could
+        delete, the other's tenant."""
+        wanted = resource_keys(spec)
+        others = [
+            (other, OnboardingSpec.model_validate(record.spec))
+            for record in self.store.list()
+            if (other := record.name) != name and record.state != State.DELETED
+        ]
+        others += [
+            (other, document.spec)
+            for other, document in self.desired.state.onboardings.items()
+            if other != name
+        ]
+        for other, other_spec in others:
+            theirs = resource_keys(other_spec)
+            for field_path, key in wanted.items():
+                if theirs[field_path] == key:
+                    return ConfigProblem(
+                        file="request body",
+                        document=f"Onboarding {name}",
+                        field=field_path,
+                        message=f"{key[1]!r} already belongs to onboarding {other!r}",
+                    )
+        return None
+
     def _suspended_in_file(self, name: str) -> bool:
         """Whether the files still declare this onboarding with ``suspend: true``."""
         document = self.desired.state.onboardings.get(name)
@@ -175,6 +202,8 @@ class Service:
                     )
                 ]
             )
+        if (taken := self._taken(name, document.spec)) is not None:
+            raise ConfigError([taken])
         now = self.clock()
         spec = document.spec.model_dump(mode="json", by_alias=True)
         record = self.store.get(name)

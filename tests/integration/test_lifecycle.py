@@ -884,3 +884,24 @@ async def test_plan_shows_the_same_rule_and_the_update_it_would_run(world: World
         "spec_changed",
         "the spec changed: updating",
     )
+
+
+async def test_the_api_refuses_a_namespace_or_subdomain_another_onboarding_has(
+    world: World,
+) -> None:
+    from orchestrator.errors import ConfigError
+
+    await ready(world, "team-a")
+    service = world.daemon.service if world.daemon else None
+    assert service is not None
+    same_namespace = document("team-x", "local-a", namespace="team-a")
+    same_subdomain = document("team-y", "local-b", subdomain="team-a")
+
+    for taken, field_path in ((same_namespace, "spec.namespace"),
+                              (same_subdomain, "spec.subaccount.subdomain")):  # fmt: skip
+        with pytest.raises(ConfigError) as raised:
+            await service.upsert(taken)
+        [problem] = raised.value.problems
+        assert problem.field == field_path
+        assert "already belongs to onboarding 'team-a'" in problem.message
+    assert {r.name for r in world.daemon.store.list()} == {"team-a"}  # type: ignore[union-attr]

@@ -299,8 +299,11 @@ def test_file_paths_may_start_with_the_home_directory() -> None:
 def test_one_global_account_per_cluster() -> None:
     second = GLOBAL_ACCOUNT.replace("name: acme", "name: other")
     a = onboarding(**{"region: eu10": "region: eu10\n    globalAccount: acme"})
-    b = a.replace("name: team-a}", "name: team-b}").replace(
-        "globalAccount: acme", "globalAccount: other"
+    b = (
+        a.replace("name: team-a}", "name: team-b}")
+        .replace("globalAccount: acme", "globalAccount: other")
+        .replace("namespace: team-a", "namespace: team-b")
+        .replace("subdomain: team-a-dev", "subdomain: team-b-dev")
     )
 
     with pytest.raises(ConfigError) as raised:
@@ -315,6 +318,34 @@ def test_one_global_account_per_cluster() -> None:
         " 'local-a' already uses GlobalAccount 'acme' (onboarding 'team-a'); one GlobalAccount"
         " per cluster"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        pytest.param({}, ["spec.namespace", "spec.subaccount.subdomain"], id="both-taken"),
+        pytest.param({"namespace: team-a": "namespace: team-b"}, ["spec.subaccount.subdomain"],
+                     id="subdomain-taken"),
+        pytest.param({"subdomain: team-a-dev": "subdomain: team-b-dev"}, ["spec.namespace"],
+                     id="namespace-taken"),
+        pytest.param({"namespace: team-a": "namespace: team-b", "region: eu10": "region: us10"},
+                     [], id="same-subdomain-other-region"),
+    ],
+)  # fmt: skip
+def test_a_namespace_or_subdomain_belongs_to_one_onboarding(
+    change: dict[str, str], refused: list[str]
+) -> None:
+    b = onboarding(**{"name: team-a}": "name: team-b}", **change})
+    files = [("c.yaml", CLUSTER), ("a.yaml", ONBOARDING), ("b.yaml", b)]
+
+    if not refused:
+        load_documents(files, rules=TMP)
+        return
+    with pytest.raises(ConfigError) as raised:
+        load_documents(files, rules=TMP)
+    assert [p.field for p in raised.value.problems] == refused
+    assert all("already belongs to onboarding 'team-a'" in p.message for p in raised.value.problems)
+    assert all(p.file == "b.yaml" for p in raised.value.problems)
 
 
 # --- a file that holds no document -------------------------------------------------
@@ -369,6 +400,7 @@ def named(name: str, cluster: str = "local-a") -> str:
     return onboarding(
         **{
             "name: team-a}": f"name: {name}}}",
+            "namespace: team-a": f"namespace: {name}",
             "subdomain: team-a-dev": f"subdomain: {name}",
             "cluster: local-a": f"cluster: {cluster}",
         }
