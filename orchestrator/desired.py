@@ -136,6 +136,20 @@ class Loaded:
 
 
 class DesiredStateSource:
+    #: bumped by every change of ``state``: what was decided for a generation holds
+    #: until the next one
+    generation: int = 0
+    _state: DesiredState
+
+    @property
+    def state(self) -> DesiredState:
+        return self._state
+
+    @state.setter
+    def state(self, state: DesiredState) -> None:
+        self._state = state
+        self.generation += 1
+
     def __init__(
         self,
         directory: Path,

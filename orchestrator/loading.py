@@ -121,11 +121,28 @@ def directory_digest(directory: Path, *, max_file_bytes: int = CONFIG_MAX_FILE_B
             if stat.st_size > max_file_bytes or not path.resolve().is_relative_to(root):
                 digest.update(f"<{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}>".encode())
                 continue
-            with path.open("rb") as opened:
-                digest.update(opened.read(max_file_bytes + 1))
+            digest.update(_content_hash(path, stat, max_file_bytes))
         except (OSError, RuntimeError):
             digest.update(b"<unreadable>")
     return digest.hexdigest()
+
+
+#: path -> (what its stat said, the hash of its content then): an unchanged file is
+#: not read again every few seconds (thousands of files made that the daemon's main cost)
+_CONTENT_HASHES: dict[Path, tuple[tuple[int, int, int, int], bytes]] = {}
+
+
+def _content_hash(path: Path, stat: os.stat_result, max_file_bytes: int) -> bytes:
+    key = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    cached = _CONTENT_HASHES.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with path.open("rb") as opened:
+        content = hashlib.sha256(opened.read(max_file_bytes + 1)).digest()
+    if len(_CONTENT_HASHES) > 100_000:
+        _CONTENT_HASHES.clear()
+    _CONTENT_HASHES[path] = (key, content)
+    return content
 
 
 def read_file(path: Path, *, root: Path, max_file_bytes: int) -> str:

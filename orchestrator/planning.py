@@ -62,9 +62,11 @@ class Stop:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to do now; ``why`` is shown by ``plan``."""
+    """Nothing to do now; ``why`` is shown by ``plan``. ``settled``: nothing will be
+    to do until the record or its desired spec changes (time alone changes nothing)."""
 
     why: str
+    settled: bool = field(default=False, compare=False)
 
 
 Command = Fire | Submit | Stop | Wait
@@ -183,7 +185,7 @@ def decide(s: Situation) -> list[Command]:
     if state == State.DELETED:
         if s.desired is not None:
             return [Fire("recreate", "declared again")]
-        return [Wait("deleted")]
+        return [Wait("deleted", settled=True)]
     if s.desired is None:
         return _removed(s)
     if s.desired.suspend and state != State.SUSPENDED:
@@ -191,7 +193,7 @@ def decide(s: Situation) -> list[Command]:
     if state == State.SUSPENDED:
         if not s.desired.suspend and record.reason == SUSPENDED_BY_SPEC:
             return [Fire("resume", "spec.suspend is false")]
-        return [Wait("suspended")]
+        return [Wait("suspended", settled=True)]
     if s.desired.fingerprint() != record.spec_fingerprint:
         if state in (State.READY, State.UPDATE_FAILED):
             if not s.slot_available:
@@ -211,7 +213,7 @@ def decide(s: Situation) -> list[Command]:
         return _run_step(s, Step(record.step) if record.step else FORWARD_STEPS[0])
     if state in COMPENSATING:
         return decide_compensation(s)
-    return [Wait(f"{state.value}: settled")]
+    return [Wait(f"{state.value}: settled", settled=True)]
 
 
 def next_compensation(record: OnboardingRecord) -> Step | None:
@@ -229,11 +231,17 @@ def _removed(s: Situation) -> list[Command]:
     if policy == DeletionPolicy.ORPHAN:
         return [Fire("forget", "removed with deletionPolicy Orphan: left as it is")]
     if record.state == State.SUSPENDED:
-        return [Wait("removed; offboarding waits until it is resumed (orchestrator resume)")]
+        return [
+            Wait(
+                "removed; offboarding waits until it is resumed (orchestrator resume)", settled=True
+            )
+        ]
     if record.state == State.OFFBOARDING:
         return decide_compensation(s)
     if record.state == State.CLEANUP_FAILED and record.offboarding:
-        return [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]
+        return [
+            Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry", settled=True)
+        ]
     commands: list[Command] = []
     if record.state in FORWARD_STATES | {State.UPDATING} and record.workflow is not None:
         observation = s.observation

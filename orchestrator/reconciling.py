@@ -83,6 +83,8 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
+        #: settled onboardings with nothing to do: name -> (desired spec, record version)
+        self._quiet: dict[str, tuple[int | None, int]] = {}
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
         )
@@ -156,7 +158,9 @@ class Reconciler:
         def waits_for_slot(record: OnboardingRecord) -> bool:
             return record.state in SLOT_TAKERS
 
-        ordered = sorted(records, key=lambda r: (r.created_at, r.name))
+        ordered = sorted(
+            (r for r in records if not self._is_quiet(r)), key=lambda r: (r.created_at, r.name)
+        )
         first = [r for r in ordered if not waits_for_slot(r)]
         before = {r.name: r.state in IN_FLIGHT for r in first}
         await asyncio.gather(*(turn(r, slot=False) for r in first))
@@ -172,6 +176,23 @@ class Reconciler:
                 busy -= 1
 
         await asyncio.gather(*(reserved(r) for r in ordered if waits_for_slot(r)))
+
+    def _desired_key(self, record: OnboardingRecord) -> int | None:
+        """Which desired state a file-declared onboarding was looked at under: after
+        every accepted change of the files, each is looked at once more."""
+        if record.source != Source.FILE:
+            return None
+        return self.desired.generation
+
+    def _is_quiet(self, record: OnboardingRecord) -> bool:
+        """Settled, and neither the record nor its desired spec changed since: no work."""
+        quiet = self._quiet.get(record.name)
+        if quiet is None:
+            return False
+        if quiet == (self._desired_key(record), record.version):
+            return True
+        del self._quiet[record.name]
+        return False
 
     def _limit(self, cluster: str) -> int:
         entry = self.clusters.cluster(cluster)
@@ -318,6 +339,9 @@ class Reconciler:
                 record.last_error = refused
             if changed or record.last_error != stored_error:
                 self._save(record, machine.log)
+            if isinstance(commands[0], Wait) and commands[0].settled:
+                # nothing to do until the record or its desired spec changes
+                self._quiet[record.name] = (self._desired_key(record), record.version)
         except ClusterUnavailable as error:
             if result.listed:
                 # the cluster answered this pass's list call: the failure is this

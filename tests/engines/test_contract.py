@@ -9,6 +9,7 @@ keeps it running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from orchestrator.errors import ArgoInvalid, WorkflowExists, WorkflowNotFound
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.ports import WorkflowEngine
-from orchestrator.records import WorkflowPhase, WorkflowStatus, WorkflowSubmission
+from orchestrator.records import WorkflowEvent, WorkflowPhase, WorkflowStatus, WorkflowSubmission
 from tests.kube.conftest import ARGO_NAMESPACE
 
 pytestmark = pytest.mark.e2e
@@ -233,3 +234,45 @@ async def test_unknown_workflow_is_not_found_naming_the_cluster(
     assert missing.value.reason == "NotFound"
     assert missing.value.status == 404
     assert str(missing.value).startswith("cluster local-a: get ")
+
+
+# --- watch -----------------------------------------------------------------------
+
+
+async def test_watch_sees_a_workflow_finish_within_a_second_and_resumes_from_its_version(
+    engine: WorkflowEngine, made: Made
+) -> None:
+    tmpl = await made.template()
+    selector = f"e2e.orchestrator.dev/run={made.prefix}"
+    seen: list[tuple[float, WorkflowEvent]] = []
+
+    async def until_finished(resource_version: str | None) -> None:
+        async for event in engine.watch(selector, resource_version=resource_version):
+            seen.append((time.time(), event))
+            if event.status is not None and event.status.phase in FINISHED:
+                return
+
+    reader = asyncio.create_task(until_finished(None))
+    await asyncio.sleep(1.0)  # the watch is open before the workflow exists
+    submission = made.submission(tmpl)
+    await engine.submit(submission)
+    await asyncio.wait_for(reader, timeout=60)
+
+    at, last = seen[-1]
+    assert last.status is not None
+    assert last.status.name == submission.name
+    assert last.status.finished_at is not None
+    # finishedAt has whole seconds: seen within a second of it, plus that rounding
+    assert at - last.status.finished_at.timestamp() < 2.0, (at, last.status.finished_at)
+    assert {e.type for _, e in seen} >= {"ADDED", "MODIFIED"}
+
+    # resumed from the last version: nothing already seen comes again
+    replay: list[WorkflowEvent] = []
+
+    async def after() -> None:
+        async for event in engine.watch(selector, resource_version=last.resource_version):
+            replay.append(event)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(after(), timeout=3)
+    assert [e for e in replay if e.type != "BOOKMARK"] == []
