@@ -217,7 +217,11 @@ class DuplicateKey(yaml.constructor.ConstructorError):
         self.node = node
 
 
-class _Loader(yaml.SafeLoader):
+#: libyaml's parser when PyYAML was built with it (an order of magnitude faster)
+_SAFE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SAFE):  # type: ignore[misc,valid-type]
     """The safe loader, refusing a mapping that repeats a key (merge keys aside)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -233,7 +237,8 @@ class _Loader(yaml.SafeLoader):
                     continue
                 if first is not key_node:
                     raise DuplicateKey(key, key_node, first)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 @dataclass
@@ -273,7 +278,7 @@ def _path(stack: list[_Open]) -> str:
     return path
 
 
-def _scan(text: str) -> _Found | None:
+def _scan(text: str, loader: type[yaml.SafeLoader] = _SAFE) -> _Found | None:
     """Walk the event stream (no recursion, nothing built): too deep, too many nodes
     once aliases are expanded, an alias inside itself, or not YAML at all."""
     stack: list[_Open] = []
@@ -312,7 +317,7 @@ def _scan(text: str) -> _Found | None:
         parent.entries += 1
 
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=loader):
             problem: _Found | None = None
             line = event.start_mark.line + 1 if event.start_mark else 0
             if isinstance(event, yaml.DocumentStartEvent):
@@ -350,6 +355,9 @@ def _scan(text: str) -> _Found | None:
         # The reader checks the whole text before the first event: place it by position.
         return _Found(_yaml_message(error, text), _document_at(text, error.position))
     except yaml.YAMLError as error:
+        if loader is not yaml.SafeLoader and "nesting depth" in str(error):
+            # libyaml stops deep nesting early, with less to say: walk it slowly, once
+            return _scan(text, yaml.SafeLoader)
         return found(_yaml_message(error, text), path="")
     return None
 
