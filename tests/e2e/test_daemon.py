@@ -8,11 +8,14 @@ the daemon installs on the clusters itself.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +204,24 @@ def test_argo_server_restart_mid_flight_changes_no_outcome(
             what="the daemon to notice the Argo Server is gone",
         )
         assert controlplane.up(["local-a"]) == 0
+        restarted = time.time()
         wait_for(lambda: daemon.state(name) == "Ready", seconds=300, what=f"{name} Ready")
         assert steps_and_phases(argo, name) == [(s, "Succeeded") for s in FORWARD]
+        # the watch came back: a step finishing after the restart was followed within
+        # seconds, not at the periodic pass (30 s)
+        done = workflows_of(argo, name)
+        reactions = [
+            _seconds(after["metadata"]["creationTimestamp"])
+            - _seconds(before["status"]["finishedAt"])
+            for before, after in itertools.pairwise(done)
+            if _seconds(before["status"]["finishedAt"]) > restarted + 5
+        ]
+        assert reactions, "no step finished after the restart"
+        assert max(reactions) < 8, reactions
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_wrong_token_names_the_cluster_and_the_other_cluster_goes_on(
