@@ -284,6 +284,10 @@ class FakeArgo:
             await _respond(send, 200, self._control(scope["path"], query))
             return
         cluster = self.ports[port]
+        if scope["path"].startswith("/api/v1/workflow-events/") and self._authorized(scope):
+            cluster.requests["watch"] += 1
+            await self._watch(cluster, query, receive, send)
+            return
         operation = "other"
         try:
             if not self._authorized(scope):
@@ -296,6 +300,42 @@ class FakeArgo:
         if self.latency:
             await asyncio.sleep(self.latency)
         await _respond(send, status, payload)
+
+    async def _watch(
+        self, cluster: ClusterState, query: dict[str, str], receive: Receive, send: Send
+    ) -> None:
+        """``workflow-events``: a line per change, as Argo streams them. Phases are
+        computed when asked, so the stream looks every 20 ms for what changed."""
+        matches = selector_matcher(query.get("listOptions.labelSelector", ""))
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        told: dict[str, str] = {}
+        while True:
+            now = time.time()
+            lines = []
+            for name, workflow in list(cluster.workflows.items()):
+                phase = workflow.phase(now)
+                if told.get(name) == phase or not matches(workflow.labels(now)):
+                    continue
+                kind = "ADDED" if name not in told else "MODIFIED"
+                told[name] = phase
+                item = workflow.view(now)
+                item["metadata"]["resourceVersion"] = self._next_version()
+                lines.append(json.dumps({"result": {"type": kind, "object": item}}) + "\n")
+            if lines:
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": "".join(lines).encode(),
+                        "more_body": True,
+                    }
+                )
+            try:
+                message = await asyncio.wait_for(receive(), timeout=0.02)
+            except TimeoutError:
+                continue
+            if message["type"] == "http.disconnect":
+                return
 
     # --- routing ------------------------------------------------------------------------
 
