@@ -9,6 +9,7 @@ once; a wake that arrives during a pass makes that pass run again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -76,6 +77,8 @@ class Daemon:
     templates_digest: str = ""
     _dirty: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
+    #: clusters whose pending pass was asked for by their watch alone
+    _watch_only: set[str] = field(default_factory=set)
 
     # --- jobs -----------------------------------------------------------------------
 
@@ -88,8 +91,13 @@ class Daemon:
         try:
             while True:
                 self._dirty.discard(cluster)
+                known = None
+                if self.watcher is not None and cluster in self._watch_only:
+                    # woken by the watch alone: what it said of the workflows is enough
+                    known = self.watcher.known(cluster)
+                self._watch_only.discard(cluster)
                 try:
-                    result = await self.reconciler.reconcile_cluster(cluster)
+                    result = await self.reconciler.reconcile_cluster(cluster, known=known)
                 except OrchestratorError as error:
                     log.error(
                         "reconcile pass failed", extra={"cluster": cluster, "error": str(error)}
@@ -102,9 +110,15 @@ class Daemon:
         finally:
             self._running.discard(cluster)
 
-    def wake(self, cluster: str) -> None:
-        """Run the cluster's pass now: something changed (an API call, a reload), so a
-        back-off after the cluster's last failure is not waited out."""
+    def wake(self, cluster: str, *, by_watch: bool = False) -> None:
+        """Run the cluster's pass now: something changed (an API call, a reload, a
+        workflow that finished), so a back-off after the cluster's last failure is
+        not waited out. A pass woken by the watch alone lists only what it does not
+        know from the watch; any other wake makes it list everything in flight."""
+        if by_watch and cluster not in self._dirty:
+            self._watch_only.add(cluster)
+        elif not by_watch:
+            self._watch_only.discard(cluster)
         self._dirty.add(cluster)
         self.reconciler.forget_backoff(cluster)
         if self.scheduler is not None and self.scheduler.get_job(_job(cluster)) is not None:
@@ -378,7 +392,7 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
         daemon.watcher = Watcher(
             daemon_id=settings.daemon_id,
             engine_of=daemon.clusters.engine,
-            on_change=daemon.wake,
+            on_change=functools.partial(daemon.wake, by_watch=True),
             limits=daemon.reconciler.tuning.limits,
             jitter=random.random,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -70,17 +70,27 @@ class Observer:
         engine: WorkflowEngine | None,
         records: list[OnboardingRecord],
         result: PassResult,
+        *,
+        known: Mapping[str, WorkflowStatus] | None = None,
     ) -> dict[str, Observation]:
         """One list call for the workflows in flight; UNKNOWN for all if it fails.
 
-        A workflow the list does not show is looked up by name before it is taken
-        as vanished (rare: deleted, or garbage-collected during an outage).
+        ``known``: what the cluster's watch last said of its workflows, when the pass
+        was woken by it; only the workflows it does not know are listed (the periodic
+        pass lists them all). A workflow the list does not show is looked up by name
+        before it is taken as vanished (rare: deleted, or garbage-collected).
         """
         in_flight = [r for r in records if r.workflow is not None and r.state not in SETTLED]
         if not in_flight:
             return {}
         if engine is None or result.down is not None:
             return dict.fromkeys((r.name for r in in_flight), UNKNOWN)
+        watched: dict[str, Observation] = {}
+        if known is not None:
+            watched = {r.name: known[w] for r in in_flight if (w := r.workflow or "") in known}
+            in_flight = [r for r in in_flight if r.name not in watched]
+            if not in_flight:
+                return watched
         found: dict[str, WorkflowStatus] = {}
         names = sorted({r.name for r in in_flight})
         asked = time.monotonic()
@@ -98,11 +108,11 @@ class Observer:
                         found[record.workflow] = await engine.get(record.workflow)
         except TemporaryError as error:
             self.failed(cluster, error, result)
-            return dict.fromkeys(names, UNKNOWN)
+            return {**watched, **dict.fromkeys(names, UNKNOWN)}
         result.listed = True
         result.answered = True
         self.answered(cluster, latency=time.monotonic() - asked)
-        return {r.name: found.get(r.workflow or "") for r in in_flight}
+        return {**watched, **{r.name: found.get(r.workflow or "") for r in in_flight}}
 
     def failed(self, cluster: str, error: TemporaryError, result: PassResult) -> None:
         """The cluster did not answer: back off the cluster, not its onboardings."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,8 +102,11 @@ class Reconciler:
 
     # --- the pass ----------------------------------------------------------------
 
-    async def reconcile_cluster(self, cluster: str) -> PassResult:
-        """One pass over one cluster's onboardings."""
+    async def reconcile_cluster(
+        self, cluster: str, *, known: Mapping[str, WorkflowStatus] | None = None
+    ) -> PassResult:
+        """One pass over one cluster's onboardings; ``known``: what the cluster's watch
+        says of its workflows (a pass the watch woke lists only what it does not know)."""
         started = time.monotonic()
         result = PassResult(cluster)
         try:
@@ -113,7 +116,9 @@ class Reconciler:
             engine = self.clusters.engine(cluster)
             # a cluster that failed lately is not called before its back-off ends
             result.down = self.observer.backing_off(cluster, now)
-            observations = await self.observer.observe(cluster, engine, records, result)
+            observations = await self.observer.observe(
+                cluster, engine, records, result, known=known
+            )
             await self._act_on(records, engine, observations, result)
             result.states.update(r.state for r in records)
         finally:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator.errors import OrchestratorError, WatchExpired
 from orchestrator.naming import LABEL_MANAGED_BY
 from orchestrator.planning import Limits, backoff
 from orchestrator.ports import WorkflowEngine
-from orchestrator.records import WorkflowEvent
+from orchestrator.records import WorkflowEvent, WorkflowStatus
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ class Watcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: events seen per cluster (for tests and the log)
         self.seen: dict[str, int] = {}
+        #: per cluster whose watch is open and has spoken: its workflows as last seen
+        self._statuses: dict[str, dict[str, WorkflowStatus]] = {}
+
+    def known(self, cluster: str) -> Mapping[str, WorkflowStatus] | None:
+        """What the cluster's open watch last said of each workflow; None when the
+        watch is not open (then only a list call can tell)."""
+        return self._statuses.get(cluster)
 
     def retain(self, clusters: Iterable[str]) -> None:
         """Watch exactly these clusters."""
@@ -60,6 +67,17 @@ class Watcher:
             self._tasks[cluster] = asyncio.create_task(
                 self._watch(cluster), name=f"watch-{cluster}"
             )
+
+    def _note(self, cluster: str, event: WorkflowEvent, *, fresh: bool) -> None:
+        statuses = self._statuses.setdefault(cluster, {})
+        if fresh:
+            statuses.clear()
+        if event.status is None:
+            return
+        if event.type == "DELETED":
+            statuses.pop(event.status.name, None)
+        else:
+            statuses[event.status.name] = event.status
 
     async def aclose(self) -> None:
         tasks = list(self._tasks.values())
@@ -86,13 +104,16 @@ class Watcher:
                     self.seen[cluster] = self.seen.get(cluster, 0) + 1
                     if event.resource_version:
                         version = event.resource_version
+                    self._note(cluster, event, fresh=version is None and events == 1)
                     if concerns_us(event):
                         self._on_change(cluster)
             except WatchExpired:
                 # events may have been missed: start afresh, and let a pass look
                 version = None
+                self._statuses.pop(cluster, None)
                 self._on_change(cluster)
             except OrchestratorError as error:
+                self._statuses.pop(cluster, None)
                 failures += 1
                 delay = backoff(failures, limits=self._limits, jitter=self._jitter())
                 log.info(
@@ -101,6 +122,7 @@ class Watcher:
                 )
                 await asyncio.sleep(delay)
             else:
+                self._statuses.pop(cluster, None)  # closed: known again once it speaks
                 if not events:
                     # closed at once without a word: do not hammer the server
                     await asyncio.sleep(self._limits.backoff_base_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -125,3 +126,41 @@ async def test_a_watch_that_fails_is_opened_again(world: World) -> None:
     watches = [r for r in fake.requests if r.operation == "WorkflowService_WatchWorkflows"]
     assert [r.status for r in watches][:3] == [503, 503, 200]
     assert woken == ["local-a"]
+
+
+async def test_a_pass_the_watch_woke_lists_nothing_the_watch_already_said(world: World) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    await world.step()  # create-subaccount submitted
+    fake = world.fakes["local-a"]
+    daemon.watcher = Watcher(
+        daemon_id="orchestrator",
+        engine_of=daemon.clusters.engine,
+        on_change=functools.partial(daemon.wake, by_watch=True),
+        limits=Limits(),
+        jitter=lambda: 0.5,
+    )
+    daemon.watcher.retain(["local-a"])
+    try:
+        for _ in range(100):  # the watch has spoken (the workflow that exists)
+            if daemon.watcher.known("local-a"):
+                break
+            await asyncio.sleep(0.01)
+        fake.settle()
+        for _ in range(100):
+            if "local-a" in daemon._dirty:
+                break
+            await asyncio.sleep(0.01)
+        lists = fake.operations().count("WorkflowService_ListWorkflows")
+
+        await daemon.reconcile("local-a")  # the pass the watch asked for
+
+        assert world.state("team-a") == State.REGISTERING_PLATFORM
+        assert fake.operations().count("WorkflowService_ListWorkflows") == lists
+        # any other wake (an API call, a reload) lists again
+        daemon.wake("local-a")
+        await daemon.reconcile("local-a")
+        assert fake.operations().count("WorkflowService_ListWorkflows") == lists + 1
+    finally:
+        await daemon.watcher.aclose()
+        daemon.watcher = None
