@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     HttpUrl,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -274,7 +275,10 @@ class ArgoAccess(Strict):
     token_env: str | None = Field(
         default=None,
         alias="tokenEnv",
-        description="Environment variable holding the bearer token.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the bearer token (a variable name; not one"
+        " of the daemon's own ORCHESTRATOR_* settings, such as its API token, which would be"
+        " sent to this server).",
     )
     ca_file: FilePath | None = Field(
         default=None,
@@ -301,6 +305,15 @@ class ArgoAccess(Strict):
         alias="serviceAccount",
         description="ServiceAccount the step pods run as (the daemon creates it).",
     )
+
+    @field_validator("token_env")
+    @classmethod
+    def _not_a_daemon_setting(cls, value: str | None) -> str | None:
+        if value is not None and value.upper().startswith("ORCHESTRATOR_"):
+            raise ValueError(
+                f"{value} is one of the daemon's own settings; it would be sent to this server"
+            )
+        return value
 
 
 class ClusterSpec(Strict):

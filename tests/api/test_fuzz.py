@@ -108,7 +108,7 @@ def write_config(config: Path) -> None:
                 kind: Cluster
                 metadata: {{name: {cluster}}}
                 spec:
-                  argo: {{server: "http://{cluster}.test", tokenEnv: ORCHESTRATOR_FUZZ_ARGO}}
+                  argo: {{server: "http://{cluster}.test", tokenEnv: FUZZ_ARGO_TOKEN}}
                 """
             )
         )

@@ -1109,3 +1109,21 @@ def test_a_hostile_reload_keeps_the_previous_state_and_counts(config: Config) ->
     assert source.last_error is not None
     [problem] = source.last_error.problems
     assert (problem.file, problem.document) == (str(config.directory / "a.yaml"), "document 1")
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("ARGO_TOKEN", True), ("ORCHESTRATOR_API_TOKEN", False), ("NOT-A-NAME", False)],
+    ids=["plain", "daemon-setting", "not-a-name"],
+)
+def test_token_env_cannot_name_the_daemons_own_settings(value: str, valid: bool) -> None:
+    cluster = CLUSTER.replace("tokenFile: /tmp/token", f"tokenEnv: {value}")
+    files = [("c.yaml", cluster)]
+
+    if valid:
+        load_documents(files, rules=TMP)
+        return
+    with pytest.raises(ConfigError) as raised:
+        load_documents(files, rules=TMP)
+    [problem] = raised.value.problems
+    assert problem.field == "spec.argo.tokenEnv"
