@@ -30,7 +30,6 @@ from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning, utcnow
 from orchestrator.planning import (
     IN_FLIGHT,
     UNKNOWN,
-    Fire,
     Observation,
     Situation,
     Wait,
@@ -280,8 +279,8 @@ class Reconciler:
         *,
         slot_available: bool,
         result: PassResult,
-    ) -> int:
-        """Decide and act for one onboarding; returns 1 if it took a cluster slot."""
+    ) -> None:
+        """Decide and act for one onboarding (the caller counts the slots it holds)."""
         stored_error = record.last_error
         desired, refused = self._effective_spec(record)
         changed = False
@@ -307,7 +306,6 @@ class Reconciler:
                 changed = True
         elif observation is UNKNOWN and result.down is not None:
             record.last_error = result.down
-        took_slot = 0
         machine = OnboardingMachine(record, now=self.clock())
         try:
             for _ in range(MAX_DECISIONS):
@@ -316,7 +314,7 @@ class Reconciler:
                     desired=desired,
                     observation=observation,
                     now=self.clock(),
-                    slot_available=slot_available and not took_slot,
+                    slot_available=slot_available,
                     limits=self.tuning.limits,
                     jitter=self.jitter,
                 )
@@ -332,10 +330,8 @@ class Reconciler:
                     if record.last_error == stored_error:
                         record.last_error = None
                     self.observer.answered(record.cluster)
-                if any(isinstance(c, Fire) and c.trigger == "start" for c in commands):
-                    took_slot = 1
-                if any(isinstance(c, Fire) and c.trigger == "spec_changed" for c in commands):
-                    took_slot = int(record.state == State.UPDATING)
+                if record.state in IN_FLIGHT:
+                    slot_available = False  # it holds the slot it was offered
                 # after a transition the new state's first step has not been observed
                 observation = None
                 if acted:
@@ -378,7 +374,6 @@ class Reconciler:
             self._note_error(
                 record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
             )
-        return took_slot
 
     def _effective_spec(self, record: OnboardingRecord) -> tuple[OnboardingSpec | None, str | None]:
         """The spec to run and, when the desired one was refused, why.
