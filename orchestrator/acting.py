@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TEMPLATES_RECHECK = timedelta(minutes=5)
 
 #: saves the record with the transitions so far (the reconciler's recording)
-Save = Callable[[OnboardingRecord, list[TransitionRecord]], None]
+Save = Callable[[OnboardingRecord, list[TransitionRecord]], Awaitable[None]]
 
 
 class Actor:
@@ -157,7 +157,7 @@ class Actor:
             begin_attempt(record, step)
             # the intent is stored before Argo hears of it: after a crash the
             # same name is looked up, then resubmitted, never run twice
-            self._save(record, machine.log)
+            await self._save(record, machine.log)
         cluster = self.clusters.cluster(record.cluster)
         prepared = cluster is not None and cluster.spec.kubeconfig is not None
         if prepared and not step.is_compensation:

@@ -104,7 +104,7 @@ class Daemon:
                     )
                 else:
                     # the pass read the cluster's onboardings anyway: no second read
-                    self.metrics.count_cluster(cluster, result.states)
+                    self.metrics.count_cluster(cluster, result.states, result.unsettled_since)
                 if cluster not in self._dirty:
                     break
         finally:

@@ -116,6 +116,8 @@ class _Model:
         trigger, source, workflow = self.firing
         dest = State(self.state)
         _effects(record, trigger=trigger, source=source, dest=dest, now=self.now)
+        if dest != record.state or record.state_since is None:
+            record.state_since = self.now
         record.state = dest
         if trigger not in ("compensated", "compensation_retried") or record.reason is None:
             # while compensating, the reason stays the failure that started it

@@ -6,11 +6,13 @@ One registry per daemon, so tests can make as many daemons as they like.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from orchestrator.records import State
+from orchestrator.records import SETTLED, State
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -24,6 +26,13 @@ class Metrics:
             "orchestrator_onboardings",
             "Onboardings per state and cluster.",
             ["state", "cluster"],
+            registry=r,
+        )
+        self.unsettled_since = Gauge(
+            "orchestrator_unsettled_since_timestamp_seconds",
+            "Unix time at which the longest-waiting onboarding of the cluster entered the"
+            " state; only for states that are not settled, and absent while none is in it.",
+            ["cluster", "state"],
             registry=r,
         )
         self.transitions = Counter(
@@ -127,8 +136,23 @@ class Metrics:
             registry=r,
         )
 
-    def count_cluster(self, cluster: str, counts: Mapping[State, int]) -> None:
+    def count_cluster(
+        self,
+        cluster: str,
+        counts: Mapping[State, int],
+        unsettled_since: Mapping[State, datetime] | None = None,
+    ) -> None:
         """Set one cluster's per-state gauges (zeros included) from its last pass."""
         for state in State:
             self.onboardings.labels(state=state.value, cluster=cluster).set(counts.get(state, 0))
         self.cleanup_failed.labels(cluster=cluster).set(counts.get(State.CLEANUP_FAILED, 0))
+        since = unsettled_since or {}
+        for state in State:
+            if state in SETTLED:
+                continue
+            if state in since:
+                gauge = self.unsettled_since.labels(cluster=cluster, state=state.value)
+                gauge.set(since[state].timestamp())
+            else:
+                with contextlib.suppress(KeyError):  # none was in that state before either
+                    self.unsettled_since.remove(cluster, state.value)

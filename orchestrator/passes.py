@@ -39,3 +39,5 @@ class PassResult:
     down: str | None = None
     #: the cluster's onboardings per state once the pass is over (for the gauges)
     states: Counter[State] = field(default_factory=Counter)
+    #: per unsettled state, when its longest-waiting onboarding entered it
+    unsettled_since: dict[State, datetime] = field(default_factory=dict)

@@ -7,11 +7,12 @@ checked by one contract test suite (``tests/store``, ``tests/argo``).
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from orchestrator.configs import Cluster, GlobalAccount, Onboarding
+from orchestrator.errors import Conflict
 from orchestrator.records import (
     OnboardingRecord,
     State,
@@ -33,7 +34,15 @@ class Store(Protocol):
       transaction, only if the stored version equals ``record.version``;
       otherwise raises ``errors.Conflict`` and changes nothing. It returns the
       record with ``version`` incremented.
-    - ``get`` returns None for an unknown name. ``list`` is ordered by name.
+    - ``save_all`` saves a batch of (record, transitions) in one transaction,
+      each as ``save`` would, and answers per item, in order: the saved record,
+      or the ``errors.Conflict`` that ``save`` would have raised (nothing of that
+      item written, the others still saved). Any other failure writes nothing.
+      A name may appear only once per batch (``ValueError``).
+    - ``get`` returns None for an unknown name. ``list`` is ordered by name;
+      ``names`` keeps only those names (unknown ones are ignored).
+    - ``versions`` maps each onboarding of a cluster to its stored version,
+      read from an index alone (a cheap way to see what changed).
     - ``history`` is ordered oldest first (by time, then insertion order).
     - ``prune`` deletes, in one transaction, every onboarding in state
       ``Deleted`` whose ``updated_at`` is before ``deleted_before``, together
@@ -50,12 +59,22 @@ class Store(Protocol):
     def get(self, name: str) -> OnboardingRecord | None: ...
 
     def list(
-        self, *, state: State | None = None, cluster: str | None = None
+        self,
+        *,
+        state: State | None = None,
+        cluster: str | None = None,
+        names: Collection[str] | None = None,
     ) -> list[OnboardingRecord]: ...
+
+    def versions(self, *, cluster: str) -> dict[str, int]: ...
 
     def save(
         self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
     ) -> OnboardingRecord: ...
+
+    def save_all(
+        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+    ) -> builtins.list[OnboardingRecord | Conflict]: ...
 
     def history(self, name: str) -> builtins.list[TransitionRecord]: ...
 

@@ -41,12 +41,14 @@ from orchestrator.planning import (
 )
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
+    SETTLED,
     OnboardingRecord,
     Source,
     State,
     TransitionRecord,
     WorkflowStatus,
 )
+from orchestrator.saving import Saver
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,10 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
-        #: settled onboardings with nothing to do: name -> (desired spec, record version)
-        self._quiet: dict[str, tuple[int | None, int]] = {}
+        #: per cluster, its settled onboardings with nothing to do: name -> (the desired
+        #: state and the record version it was settled under, the record as stored)
+        self._quiet: dict[str, dict[str, tuple[int | None, int, OnboardingRecord]]] = {}
+        self.saver = Saver(store)
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
         )
@@ -110,7 +114,8 @@ class Reconciler:
         result = PassResult(cluster)
         try:
             now = self.clock()
-            records = self._records(cluster, now)
+            quiet = dict(self._quiet.get(cluster, {}))
+            records = await asyncio.to_thread(self._records, cluster, now, quiet)
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
             # a cluster that failed lately is not called before its back-off ends
@@ -120,6 +125,11 @@ class Reconciler:
             )
             await self._act_on(records, engine, observations, result)
             result.states.update(r.state for r in records)
+            for record in records:
+                if record.state not in SETTLED:
+                    since = record.state_since or record.updated_at
+                    first = result.unsettled_since.get(record.state)
+                    result.unsettled_since[record.state] = min(since, first or since)
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if result.errors == 0:
@@ -159,27 +169,35 @@ class Reconciler:
                 async with probe:
                     await act(record, slot)
 
-        def waits_for_slot(record: OnboardingRecord) -> bool:
-            return record.state in SLOT_TAKERS
-
         ordered = sorted(
             (r for r in records if not self._is_quiet(r)), key=lambda r: (r.created_at, r.name)
         )
-        first = [r for r in ordered if not waits_for_slot(r)]
+        # those that may take a slot go once the others have freed theirs
+        takers = [r for r in ordered if r.state in SLOT_TAKERS]
+        first = [r for r in ordered if r.state not in SLOT_TAKERS]
         before = {r.name: r.state in IN_FLIGHT for r in first}
         await asyncio.gather(*(turn(r, slot=False) for r in first))
         busy += sum((r.state in IN_FLIGHT) - before[r.name] for r in first)
+        # the free slots go, oldest first, to those that look like starting or updating;
+        # one that is granted a slot but does not take it leaves it for the next pass
+        now = self.clock()
+        granted: set[str] = set()
+        for record in takers:
+            if busy + len(granted) >= limit:
+                break
+            if self._wants_slot(record, now):
+                granted.add(record.name)
+        await asyncio.gather(*(turn(r, slot=r.name in granted) for r in takers))
 
-        async def reserved(record: OnboardingRecord) -> None:
-            nonlocal busy
-            slot = busy < limit
-            if slot:
-                busy += 1  # reserved before the first await, released if not taken
-            await turn(record, slot=slot)
-            if slot and record.state not in IN_FLIGHT:
-                busy -= 1
-
-        await asyncio.gather(*(reserved(r) for r in ordered if waits_for_slot(r)))
+    def _wants_slot(self, record: OnboardingRecord, now: datetime) -> bool:
+        """Whether the onboarding would start or update if it had a slot (an estimate
+        made before its turn; the planner decides)."""
+        if record.next_attempt_at is not None and now < record.next_attempt_at:
+            return False
+        desired, _ = self._effective_spec(record)
+        if desired is None:
+            return False
+        return record.state == State.PENDING or desired.fingerprint() != record.spec_fingerprint
 
     def _desired_key(self, record: OnboardingRecord) -> int | None:
         """Which desired state a file-declared onboarding was looked at under: after
@@ -190,23 +208,43 @@ class Reconciler:
 
     def _is_quiet(self, record: OnboardingRecord) -> bool:
         """Settled, and neither the record nor its desired spec changed since: no work."""
-        quiet = self._quiet.get(record.name)
-        if quiet is None:
+        quiet = self._quiet.get(record.cluster, {})
+        entry = quiet.get(record.name)
+        if entry is None:
             return False
-        if quiet == (self._desired_key(record), record.version):
+        if entry[:2] == (self._desired_key(record), record.version):
             return True
-        del self._quiet[record.name]
+        del quiet[record.name]
         return False
 
     def _limit(self, cluster: str) -> int:
         entry = self.clusters.cluster(cluster)
         return entry.spec.max_concurrent if entry else 0
 
-    def _records(self, cluster: str, now: datetime) -> list[OnboardingRecord]:
+    def _records(
+        self,
+        cluster: str,
+        now: datetime,
+        quiet: Mapping[str, tuple[int | None, int, OnboardingRecord]],
+    ) -> list[OnboardingRecord]:
         """The cluster's stored onboardings, creating those newly declared in files and
-        taking over those declared anew here while nothing of them exists elsewhere."""
+        taking over those declared anew here while nothing of them exists elsewhere.
+
+        Runs in a worker thread. Of the settled onboardings (``quiet``) it reads only
+        the version, from an index: the row is read again only once it changed."""
+        versions = self.store.versions(cluster=cluster)
+        unchanged = [
+            entry[2]
+            for name, entry in quiet.items()
+            if versions.get(name) == entry[1] and entry[2].cluster == cluster
+        ]
+        changed = versions.keys() - {record.name for record in unchanged}
         stored = {}
-        for record in self.store.list(cluster=cluster):
+        if unchanged:
+            read = self.store.list(cluster=cluster, names=changed) if changed else []
+        else:
+            read = self.store.list(cluster=cluster)
+        for record in [*unchanged, *read]:
             moving = self._declared_cluster(record)
             if moving is not None and moving != cluster and nothing_exists(record):
                 continue  # the other cluster's pass takes it over
@@ -339,10 +377,14 @@ class Reconciler:
             if refused is not None:
                 record.last_error = refused
             if changed or record.last_error != stored_error:
-                self._save(record, machine.log)
+                await self._save(record, machine.log)
             if isinstance(commands[0], Wait) and commands[0].settled:
                 # nothing to do until the record or its desired spec changes
-                self._quiet[record.name] = (self._desired_key(record), record.version)
+                self._quiet.setdefault(record.cluster, {})[record.name] = (
+                    self._desired_key(record),
+                    record.version,
+                    record,
+                )
         except ClusterUnavailable as error:
             if result.listed:
                 # the cluster answered this pass's list call: the failure is this
@@ -351,17 +393,17 @@ class Reconciler:
                 self.metrics.reconcile_errors.labels(
                     cluster=record.cluster, reason=error.reason
                 ).inc()
-                self._note_error(record, error, machine.log)
+                await self._note_error(record, error, machine.log)
             else:
                 # the cluster's fault, not this onboarding's: back off the cluster
                 if result.down is None:
                     self.observer.failed(record.cluster, error, result)
                 record.last_error = refused or str(result.down or error)
-                self._save_quietly(record, machine.log)
+                await self._save_quietly(record, machine.log)
         except TemporaryError as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason=error.reason).inc()
-            self._note_error(record, error, machine.log)
+            await self._note_error(record, error, machine.log)
         except Conflict as error:
             # changed meanwhile (an API action): the next pass starts from the stored record
             log.info(
@@ -371,7 +413,7 @@ class Reconciler:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason="Internal").inc()
             log.exception("reconcile failed", extra={"onboarding": record.name})
-            self._note_error(
+            await self._note_error(
                 record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
             )
 
@@ -429,13 +471,13 @@ class Reconciler:
 
     # --- recording ------------------------------------------------------------------
 
-    def _save(self, record: OnboardingRecord, log_: list[TransitionRecord]) -> None:
+    async def _save(self, record: OnboardingRecord, log_: list[TransitionRecord]) -> None:
         record.updated_at = self.clock()
-        saved = self.store.save(record, list(log_))
+        saved = await self.saver.save(record, list(log_))
         record.version = saved.version
         log_.clear()
 
-    def _note_error(
+    async def _note_error(
         self,
         record: OnboardingRecord,
         error: TemporaryError,
@@ -455,12 +497,14 @@ class Reconciler:
                 record, error=str(error), reason=error.reason, retry_in=round(delay, 1)
             ),
         )
-        self._save_quietly(record, pending if pending is not None else [])
+        await self._save_quietly(record, pending if pending is not None else [])
 
-    def _save_quietly(self, record: OnboardingRecord, pending: list[TransitionRecord]) -> None:
+    async def _save_quietly(
+        self, record: OnboardingRecord, pending: list[TransitionRecord]
+    ) -> None:
         """Save what an error left; a conflict or a store error only loses this note."""
         try:
-            self._save(record, pending)
+            await self._save(record, pending)
         except Conflict:
             pass
         except TemporaryError as store_error:
@@ -479,4 +523,5 @@ def new_record(document: Onboarding, now: datetime, *, source: Source) -> Onboar
         incarnation=new_incarnation(),
         created_at=now,
         updated_at=now,
+        state_since=now,
     )

@@ -62,6 +62,8 @@ class OnboardingRecord:
     created_at: datetime
     updated_at: datetime
     state: State = State.PENDING
+    #: when it entered its current state (None: not recorded, older than revision 0003)
+    state_since: datetime | None = None
     suspended_from: State | None = None
     offboarding: bool = False
     #: forward steps that may have created something (started at least once), in

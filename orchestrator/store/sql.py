@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -18,6 +18,9 @@ from orchestrator.store import engines, failures, migrating, rows, urls
 from orchestrator.store.tables import onboardings, transitions
 
 log = logging.getLogger(__name__)
+
+#: names per ``IN (...)`` list, well under every backend's limit of bound parameters
+NAMES_PER_QUERY = 500
 
 
 def open_store(url: str) -> SqlStore:
@@ -90,15 +93,37 @@ class SqlStore:
         return rows.onboarding_from_row(row) if row is not None else None
 
     def list(
-        self, *, state: State | None = None, cluster: str | None = None
+        self,
+        *,
+        state: State | None = None,
+        cluster: str | None = None,
+        names: Collection[str] | None = None,
     ) -> builtins.list[OnboardingRecord]:  # the method shadows the builtin here
         query = select(onboardings).order_by(onboardings.c.name)
         if state is not None:
             query = query.where(onboardings.c.state == State(state).value)
         if cluster is not None:
             query = query.where(onboardings.c.cluster == cluster)
+        if names is None:
+            chunks: builtins.list[builtins.list[str]] = [[]]
+        else:
+            wanted = sorted(set(names))
+            chunks = [
+                wanted[i : i + NAMES_PER_QUERY] for i in range(0, len(wanted), NAMES_PER_QUERY)
+            ]
+        found: builtins.list[OnboardingRecord] = []
         with failures.translated(self._engine.url), self._engine.connect() as connection:
-            return [rows.onboarding_from_row(row) for row in connection.execute(query)]
+            for chunk in chunks:
+                selected = query if names is None else query.where(onboardings.c.name.in_(chunk))
+                found.extend(rows.onboarding_from_row(row) for row in connection.execute(selected))
+        return sorted(found, key=lambda record: record.name) if len(chunks) > 1 else found
+
+    def versions(self, *, cluster: str) -> dict[str, int]:
+        query = select(onboardings.c.name, onboardings.c.version).where(
+            onboardings.c.cluster == cluster
+        )
+        with failures.translated(self._engine.url), self._engine.connect() as connection:
+            return {name: version for name, version in connection.execute(query)}
 
     def save(
         self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
@@ -116,6 +141,37 @@ class SqlStore:
                 raise Conflict(_why_not_saved(connection, record))
             _append(connection, history)
         return saved
+
+    def save_all(
+        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+    ) -> builtins.list[OnboardingRecord | Conflict]:
+        names = [record.name for record, _ in batch]
+        if len(set(names)) != len(names):
+            raise ValueError(f"an onboarding appears twice in one batch: {sorted(names)}")
+        prepared = [
+            (record, rows.onboarding_values(record), _history_values(record, history))
+            for record, history in batch
+        ]
+        outcomes: builtins.list[OnboardingRecord | Conflict] = []
+        history: builtins.list[dict[str, object]] = []
+        with failures.translated(self._engine.url), self._engine.begin() as connection:
+            for record, values, appended in prepared:
+                statement = (
+                    update(onboardings)
+                    .where(
+                        onboardings.c.name == record.name,
+                        onboardings.c.version == record.version,
+                    )
+                    .values(values | {"version": record.version + 1})
+                )
+                # a row that changed meanwhile is left as it is; the others still go in
+                if connection.execute(statement).rowcount != 1:
+                    outcomes.append(Conflict(_why_not_saved(connection, record)))
+                    continue
+                outcomes.append(replace(record, version=record.version + 1))
+                history.extend(appended)
+            _append(connection, history)
+        return outcomes
 
     def history(self, name: str) -> builtins.list[TransitionRecord]:
         query = (

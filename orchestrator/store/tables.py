@@ -83,6 +83,7 @@ onboardings = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("state", String(32), nullable=False, index=True),
+    Column("state_since", UTCDateTime),
     Column("suspended_from", String(32)),
     Column("offboarding", Boolean, nullable=False),
     Column("inventory", JSON, nullable=False),
@@ -100,6 +101,9 @@ onboardings = Table(
     Column("last_error", Text),
     Column("reason", Text),
     Column("version", Integer, nullable=False),
+    # A pass reads its cluster's names and versions from this index alone, and
+    # whole rows only for those that changed since it last looked.
+    Index("ix_onboardings_cluster_versions", "cluster", "name", "version"),
 )
 
 transitions = Table(

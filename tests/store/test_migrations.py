@@ -217,7 +217,8 @@ def _row_0001(
 
 
 def _record(row: dict[str, Any], **changes: Any) -> OnboardingRecord:
-    """The record 0002 reads from ``row``: the step lists gone, the new fields at their defaults."""
+    """The record read from ``row`` at head: the step lists gone, the fields of 0002 at their
+    defaults, and 0003's ``state_since`` taken from the last change."""
     values = {k: v for k, v in row.items() if k not in ("started_steps", "compensations")}
     record = OnboardingRecord(
         **values
@@ -226,6 +227,7 @@ def _record(row: dict[str, Any], **changes: Any) -> OnboardingRecord:
             "state": State(row["state"]),
             "suspended_from": None,
             "inventory": [],
+            "state_since": row["updated_at"],
         }
     )
     for field, value in changes.items():

@@ -258,6 +258,72 @@ def test_two_stores_on_one_database_share_records_and_versions(database_url: str
         reconciler.close()
 
 
+# --- batches and cheap reads ---------------------------------------------------------
+
+
+def test_save_all_saves_each_and_answers_a_conflict_for_a_stale_one(store: SqlStore) -> None:
+    a, b, c = (store.create(onboarding(name)) for name in ("a", "b", "c"))
+    store.save(b)  # b is now at version 2: the batch below holds a stale b
+
+    outcomes = store.save_all(
+        [
+            (replace(a, state=State.CREATING_SUBACCOUNT), [transition("a")]),
+            (replace(b, state=State.CREATING_SUBACCOUNT), [transition("b")]),
+            (replace(c, state=State.SUSPENDED), [transition("c", to=State.SUSPENDED)]),
+        ]
+    )
+
+    assert outcomes[0] == replace(a, state=State.CREATING_SUBACCOUNT, version=2)
+    assert isinstance(outcomes[1], Conflict)
+    assert "changed meanwhile" in str(outcomes[1])
+    assert outcomes[2] == replace(c, state=State.SUSPENDED, version=2)
+    assert [store.get(name) for name in ("a", "c")] == [outcomes[0], outcomes[2]]
+    assert store.get("b") == replace(b, version=2), "nothing of the stale item is written"
+    assert [len(store.history(name)) for name in ("a", "b", "c")] == [1, 0, 1]
+
+
+def test_save_all_writes_nothing_when_one_item_cannot_be_stored(store: SqlStore) -> None:
+    a, b = store.create(onboarding("a")), store.create(onboarding("b"))
+    broken = replace(transition("b"), reason=None)  # type: ignore[arg-type]  # NOT NULL
+
+    with pytest.raises(PermanentError):
+        store.save_all([(replace(a, state=State.READY), [transition("a")]), (b, [broken])])
+
+    assert (store.get("a"), store.get("b")) == (a, b)
+    assert store.history("a") == []
+
+
+def test_save_all_refuses_a_name_twice(store: SqlStore) -> None:
+    a = store.create(onboarding("a"))
+
+    with pytest.raises(ValueError, match="twice"):
+        store.save_all([(a, []), (replace(a, state=State.READY), [])])
+
+    assert store.get("a") == a
+
+
+def test_versions_and_list_by_names(store: SqlStore) -> None:
+    for name in ("a", "b", "c"):
+        store.create(onboarding(name, cluster="eu-1"))
+    store.create(onboarding("d", cluster="us-1"))
+    store.save(store.get("b") or onboarding())
+
+    assert store.versions(cluster="eu-1") == {"a": 1, "b": 2, "c": 1}
+    assert store.versions(cluster="nowhere") == {}
+    assert [r.name for r in store.list(names={"c", "a", "unknown"})] == ["a", "c"]
+    assert [r.name for r in store.list(cluster="us-1", names={"a", "d"})] == ["d"]
+    assert store.list(names=set()) == []
+
+
+def test_list_by_more_names_than_one_query_takes(store: SqlStore) -> None:
+    names = [f"team-{index:04d}" for index in range(1_200)]  # three chunks of IN (...)
+    store.save_all([])  # an empty batch is a no-op
+    for name in names:
+        store.create(onboarding(name))
+
+    assert [r.name for r in store.list(names=names[::-1])] == names
+
+
 # --- history -------------------------------------------------------------------------
 
 

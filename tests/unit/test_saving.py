@@ -1,0 +1,110 @@
+"""The reconciler's group commit (``saving.Saver``) on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import Conflict, TemporaryError
+from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
+from orchestrator.saving import Saver
+from orchestrator.store import SqlStore, open_store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 'orchestrator.db'}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _record(name: str) -> OnboardingRecord:
+    return OnboardingRecord(
+        name=name,
+        cluster="eu-1",
+        namespace=name,
+        source=Source.FILE,
+        spec={"subdomain": name},
+        spec_fingerprint="sha256:0f",
+        incarnation="inc-1",
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def _started(name: str) -> TransitionRecord:
+    return TransitionRecord(
+        onboarding=name,
+        from_state=State.PENDING,
+        to_state=State.CREATING_SUBACCOUNT,
+        trigger="start",
+        reason="starting",
+        at=T0,
+    )
+
+
+async def test_saves_made_together_are_committed_together(store: SqlStore) -> None:
+    records = [store.create(_record(f"team-{index:02d}")) for index in range(40)]
+    saver = Saver(store)
+
+    saved = await asyncio.gather(
+        *(
+            saver.save(replace(r, state=State.CREATING_SUBACCOUNT), [_started(r.name)])
+            for r in records
+        )
+    )
+
+    assert [s.version for s in saved] == [2] * 40
+    assert all(store.get(r.name) == s for r, s in zip(records, saved, strict=True))
+    assert all(len(store.history(r.name)) == 1 for r in records)
+    assert saver.saves == 40
+    # all 40 were queued before the writer first ran: one transaction
+    assert saver.commits == 1
+
+
+async def test_a_conflict_reaches_only_its_own_caller(store: SqlStore) -> None:
+    fresh, stale = store.create(_record("fresh")), store.create(_record("stale"))
+    store.save(stale)  # now at version 2
+    saver = Saver(store)
+
+    outcomes = await asyncio.gather(
+        saver.save(replace(fresh, state=State.READY)),
+        saver.save(replace(stale, state=State.READY)),
+        return_exceptions=True,
+    )
+
+    assert isinstance(outcomes[0], OnboardingRecord)
+    assert outcomes[0].state == State.READY
+    assert isinstance(outcomes[1], Conflict)
+    assert store.get("stale") == replace(stale, version=2)
+
+
+class _Unavailable:
+    """A store whose database is down: every batch fails."""
+
+    def save_all(
+        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+    ) -> list[OnboardingRecord | Conflict]:
+        raise TemporaryError("database down", reason="DatabaseUnavailable")
+
+
+async def test_a_store_error_reaches_every_caller_of_the_batch_and_the_next_save_works(
+    store: SqlStore,
+) -> None:
+    records = [store.create(_record(name)) for name in ("a", "b")]
+    saver = Saver(_Unavailable())  # type: ignore[arg-type]  # only save_all is called
+
+    outcomes = await asyncio.gather(*(saver.save(r) for r in records), return_exceptions=True)
+
+    assert [type(o) for o in outcomes] == [TemporaryError, TemporaryError]
+    saver._store = store  # the database is back
+    assert (await saver.save(records[0])).version == 2
