@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import uvicorn
+import watchfiles
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from orchestrator.api import create_app
@@ -44,6 +45,9 @@ from orchestrator.store import open_store
 from orchestrator.watching import Watcher
 
 log = logging.getLogger(__name__)
+
+#: how long the config watch lets a burst of file changes settle before one reload
+CONFIG_DEBOUNCE_MS = 300
 
 
 def tuning_of(settings: Settings) -> Tuning:
@@ -98,6 +102,11 @@ class Daemon:
                 self._watch_only.discard(cluster)
                 try:
                     result = await self.reconciler.reconcile_cluster(cluster, known=known)
+                except asyncio.CancelledError:
+                    # the daemon is stopping: the pass ends here, and the next start
+                    # picks up from the store (nothing is half-written)
+                    log.info("reconcile pass stopped", extra={"cluster": cluster})
+                    return
                 except OrchestratorError as error:
                     log.error(
                         "reconcile pass failed", extra={"cluster": cluster, "error": str(error)}
@@ -123,6 +132,26 @@ class Daemon:
         self.reconciler.forget_backoff(cluster)
         if self.scheduler is not None and self.scheduler.get_job(_job(cluster)) is not None:
             self.scheduler.modify_job(_job(cluster), next_run_time=datetime.now(UTC))
+
+    async def watch_config(self, stop: asyncio.Event) -> None:
+        """Reload as soon as a file of the config directory changes (inotify): nothing
+        is polled while nothing changes. The periodic check stays as the safety net,
+        and takes over alone when the directory cannot be watched."""
+        directory = self.settings.config_dir
+        try:
+            async for _ in watchfiles.awatch(
+                directory, debounce=CONFIG_DEBOUNCE_MS, stop_event=stop, recursive=True
+            ):
+                await self.reload_config()
+        except (OSError, RuntimeError) as error:  # e.g. out of inotify watches
+            log.warning(
+                "cannot watch the config directory; its periodic check notices changes",
+                extra={
+                    "config": str(directory),
+                    "error": str(error),
+                    "every_seconds": self.settings.config_poll_seconds,
+                },
+            )
 
     async def reload_config(self) -> None:
         self._reload_templates()
@@ -244,8 +273,13 @@ async def build(
     engine_factory: EngineFactory | None = None,
     clock: Callable[[], datetime] | None = None,
     jitter: Callable[[], float] | None = None,
+    load_config: bool = True,
 ) -> Daemon:
-    """Load the config, open the store and make every part; raises ConfigError."""
+    """Load the config, open the store and make every part; raises ConfigError.
+
+    With ``load_config=False`` the desired state stays empty until
+    ``daemon.desired.load()`` (``serve`` answers on the API meanwhile).
+    """
     metrics = Metrics()
     templates = load_templates(settings.templates_dir)
     store = open_store(settings.db_url)
@@ -258,6 +292,7 @@ async def build(
             declared=lambda: declared_in_files(store.list()),
             clock=clock or utcnow,
             rules=rules_of(settings),
+            load=load_config,
         )
     except BaseException:
         store.close()
@@ -358,7 +393,7 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     token = settings.read_api_token()
     register_secret(token)
     try:
-        daemon = await build(settings)
+        daemon = await build(settings, load_config=False)
     except BaseException:
         sock.close()
         raise
@@ -376,6 +411,20 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     server = uvicorn.Server(  # host and port only name the socket in uvicorn's log
         uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None)
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # the API answers from the store at once; the files (10,000 take seconds) load meanwhile
+    api = asyncio.create_task(server.serve(sockets=[sock]))
+    daemon.service.started = True
+    try:
+        await daemon.desired.load()
+    except BaseException:
+        server.should_exit = True
+        await asyncio.gather(api, return_exceptions=True)
+        await daemon.aclose()
+        raise
     daemon.scheduler = AsyncIOScheduler(timezone=UTC)
     daemon.scheduler.add_job(
         daemon.reload_config,
@@ -398,12 +447,12 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
         )
     await daemon.apply_clusters()
     daemon.scheduler.start()
-    daemon.service.started = True
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    api = asyncio.create_task(server.serve(sockets=[sock]))
+    stop_watching = asyncio.Event()
+    config_watch = (
+        asyncio.create_task(daemon.watch_config(stop_watching), name="config-watch")
+        if settings.config_watch
+        else None
+    )
     log.info(
         "daemon started",
         extra={
@@ -424,7 +473,8 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
-    await asyncio.gather(api, return_exceptions=True)
+    stop_watching.set()
+    await asyncio.gather(api, *([config_watch] if config_watch else []), return_exceptions=True)
     stopped.cancel()
     await daemon.aclose()
     log.info("daemon stopped")

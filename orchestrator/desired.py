@@ -160,6 +160,7 @@ class DesiredStateSource:
         declared: Declared | None = None,
         clock: Callable[[], datetime] = _now,
         rules: ConfigRules | None = None,
+        load: bool = True,
     ) -> None:
         if not 0 < offboard_hold_share <= 1:
             raise ValueError(f"offboard_hold_share must be in (0, 1], not {offboard_hold_share}")
@@ -168,17 +169,37 @@ class DesiredStateSource:
         self.rules = rules or ConfigRules()
         self._metrics = metrics
         self._in_use = in_use
+        self._declared = declared
         self._clock = clock
-        self._digest = self._fingerprint()
-        self.state = load_directory(directory, self.rules)  # raises ConfigError: refuse to start
+        self._digest = ""
+        self.state = DesiredState()
         self.last_error: ConfigError | None = None
         self.held: HeldChange | None = None
-        metrics.config_valid.set(1)
-        metrics.config_last_success.set(time.time())
-        metrics.config_offboard_held.set(0)
+        #: set once the files were first loaded: until then ``state`` is empty
+        self.loaded = asyncio.Event()
+        if load:
+            self._load_first()
+            self.loaded.set()
+
+    async def load(self) -> None:
+        """The first load of the files, for a source made with ``load=False``; read in a
+        worker thread while the API already serves the store. Raises ConfigError (the
+        daemon refuses to start)."""
+        await asyncio.to_thread(self._load_first)
+        self.loaded.set()
+
+    def _load_first(self) -> None:
+        # touches nothing the loop reads but ``state``, which it replaces whole
+        digest = self._fingerprint()
+        loaded = load_directory(self.directory, self.rules)
+        self._digest = digest
+        self.state = loaded
+        self._metrics.config_valid.set(1)
+        self._metrics.config_last_success.set(time.time())
+        self._metrics.config_offboard_held.set(0)
         self._report_undeclared_clusters()
-        if declared is not None:
-            self._hold_at_start(declared)
+        if self._declared is not None:
+            self._hold_at_start(self._declared)
 
     async def reload(self) -> bool:
         """Reload when the files changed, reading and validating them in a worker

@@ -116,6 +116,8 @@ class Service:
             self.store.list(state=State.CLEANUP_FAILED)
         except Exception as error:  # the store adapter's errors carry no secret
             return False, f"database: {error}"
+        if not self.desired.loaded.is_set():
+            return True, "loading the config files; changes wait until they are loaded"
         if self.desired.last_error is not None:
             return True, "running the last valid config; the files on disk are invalid"
         if (held := self.desired.held) is not None:
@@ -131,6 +133,7 @@ class Service:
     # --- changing -----------------------------------------------------------------
 
     async def confirm_offboarding(self) -> HeldOffboardingView:
+        await self.desired.loaded.wait()  # a change is checked against the files
         held = self.desired.confirm_held()
         if self.accepted is not None:
             await self.accepted()
@@ -174,6 +177,7 @@ class Service:
         return document is not None and document.spec.suspend
 
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
+        await self.desired.loaded.wait()  # a change is checked against the files
         name = document.metadata.name
         if (where := self._declared_in_file(name)) is not None:
             raise Conflict(f"onboarding {name!r} is declared in {where}; change it there")
@@ -235,6 +239,7 @@ class Service:
         return self.view(saved), False, True
 
     async def delete(self, name: str) -> OnboardingView:
+        await self.desired.loaded.wait()  # a change is checked against the files
         record = self._record(name)
         if (where := self._declared_in_file(name)) is not None or record.source == Source.FILE:
             raise Conflict(
@@ -262,6 +267,7 @@ class Service:
         return self.view(saved)
 
     async def act(self, name: str, action: Action) -> OnboardingView:
+        await self.desired.loaded.wait()  # a change is checked against the files
         record = self._record(name)
         if action == "reconcile":
             if record.next_attempt_at is not None:

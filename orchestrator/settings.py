@@ -79,7 +79,18 @@ class Settings(BaseSettings):
         " (false: only the periodic pass notices).",
     )
     jitter_seconds: float = Field(default=1.0, ge=0, description="Random delay added to it.")
-    config_poll_seconds: float = Field(default=2.0, gt=0, description="Config change check.")
+    config_watch: bool = Field(
+        default=True,
+        description="Reload as soon as a file of the config directory changes (inotify);"
+        " false: only the periodic check notices.",
+    )
+    config_poll_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Periodic check of the config directory for changes, the safety net"
+        " under the config watch (with ORCHESTRATOR_CONFIG_WATCH=false, set it to a few"
+        " seconds).",
+    )
     offboard_hold_share: float = Field(
         default=0.25,
         gt=0,

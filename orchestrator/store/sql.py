@@ -8,7 +8,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -48,6 +47,10 @@ def open_store(url: str) -> SqlStore:
 
 
 def _migrate(engine: Engine) -> None:
+    if migrating.at_head(engine):
+        return  # the common case, checked without loading Alembic
+    from alembic.util.exc import CommandError
+
     try:
         migrating.upgrade(engine)
     except CommandError as e:

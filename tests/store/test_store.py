@@ -556,6 +556,26 @@ def test_replicas_starting_together_all_end_at_head(database_url: str) -> None:
     assert _revision(database_url) == migrating.head()
 
 
+def test_head_names_the_newest_migration_script() -> None:
+    # open_store skips Alembic when the database is at HEAD: a new script must move it
+    assert migrating.head() == migrating.HEAD
+
+
+def test_a_database_at_head_is_opened_without_loading_alembic(
+    store: SqlStore, database_url: str
+) -> None:
+    code = (
+        "import sys; from orchestrator.store import open_store; "
+        f"open_store({database_url!r}).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+    assert out.strip() == "[]"
+
+
 def test_the_migrated_schema_is_the_one_in_tables(store: SqlStore, database_url: str) -> None:
     engine = create_engine(urls.parse(database_url))
     try:
