@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import yaml
+
+from orchestrator.configs import Onboarding
+from orchestrator.daemon import build
 from tests.integration.conftest import World, onboarding_yaml
 
 
@@ -49,3 +53,29 @@ async def test_a_changed_file_is_reloaded_without_waiting_for_the_periodic_check
         stop.set()
         await asyncio.wait_for(watching, timeout=10)
     assert watching.exception() is None
+
+
+async def test_the_api_answers_while_the_files_load_and_changes_wait_for_them(
+    world: World,
+) -> None:
+    world.declare("team-a")
+    daemon = await build(world.settings, clock=world.clock.now, load_config=False)
+    world.closed.append(daemon)
+    daemon.service.started = True
+
+    ready, reason = daemon.service.readiness()
+    assert ready
+    assert "loading the config" in reason
+    assert daemon.desired.state.onboardings == {}
+    document = Onboarding.model_validate(yaml.safe_load(onboarding_yaml("team-b", "local-b")))
+    change = asyncio.create_task(daemon.service.upsert(document))
+    await asyncio.sleep(0.2)
+    assert not change.done(), "a change waits: local-b is not known before the files are"
+
+    await daemon.desired.load()
+
+    view, created, _ = await asyncio.wait_for(change, timeout=5)
+    assert created
+    assert view.cluster == "local-b"
+    assert set(daemon.desired.state.onboardings) == {"team-a"}
+    assert daemon.service.readiness() == (True, "ok")
