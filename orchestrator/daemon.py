@@ -447,6 +447,8 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
         )
     await daemon.apply_clusters()
     daemon.scheduler.start()
+    # the only replica acts (leader election is yet to come): it leads from here on
+    daemon.metrics.leader.set(1)
     stop_watching = asyncio.Event()
     config_watch = (
         asyncio.create_task(daemon.watch_config(stop_watching), name="config-watch")
