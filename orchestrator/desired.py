@@ -38,7 +38,7 @@ InUse = Callable[[], dict[str, list[str]]]
 
 #: the file-declared onboardings the store holds (not Deleted, not offboarding), as
 #: documents rebuilt from their stored specs
-Declared = Callable[[], dict[str, Onboarding]]
+Declared = Callable[[], dict[str, OnboardingRecord]]
 
 #: onboardings named in one problem at most; the rest are counted
 NAMED = 20
@@ -62,20 +62,25 @@ class HeldChange:
         return len(self.removed) / self.declared if self.declared else 1.0
 
 
-def declared_in_files(records: Iterable[OnboardingRecord]) -> dict[str, Onboarding]:
-    """The file-declared onboardings that exist (not Deleted, not offboarding), as documents."""
+def declared_in_files(records: Iterable[OnboardingRecord]) -> dict[str, OnboardingRecord]:
+    """The file-declared onboardings that exist (not Deleted, not offboarding)."""
     return {
-        record.name: Onboarding.model_validate(
-            {
-                "apiVersion": "orchestrator.dev/v1alpha1",
-                "kind": "Onboarding",
-                "metadata": {"name": record.name},
-                "spec": record.spec,
-            }
-        )
+        record.name: record
         for record in records
         if record.source == Source.FILE and record.state != State.DELETED and not record.offboarding
     }
+
+
+def as_document(record: OnboardingRecord) -> Onboarding:
+    """A stored onboarding as the document that declared it."""
+    return Onboarding.model_validate(
+        {
+            "apiVersion": "orchestrator.dev/v1alpha1",
+            "kind": "Onboarding",
+            "metadata": {"name": record.name},
+            "spec": record.spec,
+        }
+    )
 
 
 def clusters_in_use(records: Iterable[OnboardingRecord]) -> dict[str, list[str]]:
@@ -312,8 +317,11 @@ class DesiredStateSource:
         removed = sorted(set(stored) - set(loaded.onboardings))
         if not (len(removed) > 1 and len(removed) > self.offboard_hold_share * len(stored)):
             return
+        # only the removed ones become documents: 10,000 of them would cost seconds
         kept = {
-            name: stored[name] for name in removed if stored[name].spec.cluster in loaded.clusters
+            name: as_document(stored[name])
+            for name in removed
+            if stored[name].cluster in loaded.clusters
         }
         self.state = dataclasses.replace(
             loaded,
