@@ -184,7 +184,9 @@ class ArgoClient:
             ) as response:
                 if not response.is_success:
                     await response.aread()
-                    if response.status_code == 410:
+                    # Argo Server answers a stale version with 400 "too old resource
+                    # version" (the Kubernetes API with 410): either way, list afresh
+                    if response.status_code == 410 or "too old resource version" in response.text:
                         raise WatchExpired(f"cluster {self.cluster}: {subject}: expired")
                     raise argo_errors.from_response(
                         response,

@@ -162,7 +162,9 @@ class KubeWorkflowEngine:
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=WATCH_SECONDS,
-                deserialize=False,
+                # not deserialize=False: the client then reads a key of its own parser
+                # from an ERROR event (410 Gone on a stale version) and raises KeyError,
+                # where deserializing raises the 410 that opens the watch afresh
                 _request_timeout=(k.timeout, WATCH_SECONDS + k.timeout),
             )
             for raw in stream:

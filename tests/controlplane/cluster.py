@@ -53,6 +53,7 @@ __all__ = [
     "component_status",
     "down",
     "resolve",
+    "restart",
     "running_pid",
     "status",
     "stop",
@@ -582,6 +583,22 @@ def down(names: list[str]) -> int:
             else f"{c.name}: nothing was running"
         )
     return 1 if failed else 0
+
+
+def restart(c: Cluster, component: str, *, grace: float = 3, timeout: float = 60) -> None:
+    """Stop one running component (SIGKILL after ``grace`` seconds: kube-apiserver can
+    linger 20 s in its graceful shutdown), start it again, and return once every
+    component of the cluster is healthy again (the others reconnect to it)."""
+    stop(c, component, timeout=grace)
+    start(c, specs(c)[component])
+    deadline = time.monotonic() + timeout
+    while True:
+        unhealthy = [r["component"] for r in component_status(c) if not r["healthy"]]
+        if not unhealthy:
+            return
+        if time.monotonic() > deadline:
+            raise StartError(f"{c.name}: unhealthy {timeout:.0f}s after a restart: {unhealthy}")
+        time.sleep(0.5)
 
 
 def shell_env(name: str) -> int:

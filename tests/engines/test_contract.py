@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.errors import ArgoInvalid, WorkflowExists, WorkflowNotFound
+from orchestrator.errors import ArgoInvalid, WatchExpired, WorkflowExists, WorkflowNotFound
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import WorkflowEvent, WorkflowPhase, WorkflowStatus, WorkflowSubmission
@@ -276,3 +276,18 @@ async def test_watch_sees_a_workflow_finish_within_a_second_and_resumes_from_its
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(after(), timeout=3)
     assert [e for e in replay if e.type != "BOOKMARK"] == []
+
+
+async def test_a_watch_from_a_version_too_old_raises_watch_expired(
+    engine: WorkflowEngine, made: Made
+) -> None:
+    # both servers refuse it (the Kubernetes API with an ERROR event of 410, the Argo
+    # Server with a 400 "too old resource version"); either way the caller lists afresh
+    selector = f"e2e.orchestrator.dev/run={made.prefix}"
+
+    async def first_event() -> None:
+        async for _ in engine.watch(selector, resource_version="1"):
+            return
+
+    with pytest.raises(WatchExpired):
+        await asyncio.wait_for(first_event(), timeout=30)

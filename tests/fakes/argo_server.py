@@ -682,6 +682,18 @@ class FakeArgoServer:
         def line(kind: str, wf: dict[str, Any]) -> str:
             return json.dumps({"result": {"type": kind, "object": wf}}) + "\n"
 
+        with self._lock:
+            self._sync()
+            oldest = self.events[0][0] if self.events else 0
+        if since is not None and int(since) < oldest - 1:
+            # as Argo Server v3.6 answers a stale version: 400 before any event, in the
+            # shape of a streamed error
+            message = f"too old resource version: {since} ({oldest})"
+            return JSONResponse(
+                {"error": {"grpc_code": 3, "http_code": 400, "message": message}},
+                status_code=400,
+            )
+
         async def stream() -> Any:
             with self._lock:
                 self._sync()
@@ -691,9 +703,6 @@ class FakeArgoServer:
                         if ns == namespace and matches(wf["metadata"].get("labels") or {}):
                             yield line("ADDED", wf)
                 else:
-                    if int(since) < (self.events[0][0] if self.events else 0) - 1:
-                        yield json.dumps({"error": {"http_code": 410, "message": "too old"}})
-                        return
                     sent = int(since)
             while True:
                 with self._lock:
