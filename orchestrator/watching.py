@@ -121,6 +121,10 @@ class Watcher:
                     extra={"cluster": cluster, "error": str(error), "retry_in": round(delay, 1)},
                 )
                 await asyncio.sleep(delay)
+                # as the watch tries again, so does a pass (listing): what failed while
+                # the cluster was away goes on as soon as it is back, not at the next
+                # periodic pass
+                self._on_change(cluster)
             else:
                 self._statuses.pop(cluster, None)  # closed: known again once it speaks
                 if not events:
