@@ -248,6 +248,21 @@ class Daemon:
             f"/readyz did not answer 200 within {timeout:g}s (log: {self.spawned.log})"
         )
 
+    def wait_loaded(self, timeout: float = 300) -> float:
+        """Poll /readyz until it no longer says the config is loading (the daemon answers
+        while its files load); the seconds from the spawn to then."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                if not self.spawned.alive():
+                    raise BenchError(f"the daemon exited:\n{self.spawned.tail()}")
+                with contextlib.suppress(httpx.TransportError):
+                    reason = client.get(f"{self.api}/readyz").json().get("reason") or ""
+                    if not reason.startswith("loading"):
+                        return time.time() - self.spawned.spawned
+                time.sleep(0.05)
+        raise BenchError(f"the config did not load within {timeout:g}s (log: {self.spawned.log})")
+
     @property
     def pid(self) -> int:
         return self.spawned.pid
@@ -417,7 +432,11 @@ def run_restart(
     try:
         settled_cpu = None
         if window:
-            say(f"restart: /readyz after {daemon.readyz_seconds:.2f}s; settled window {window:g}s")
+            loaded = daemon.wait_loaded()
+            say(
+                f"restart: /readyz after {daemon.readyz_seconds:.2f}s, config loaded after"
+                f" {loaded:.2f}s; settled window {window:g}s"
+            )
             time.sleep(args.interval * 2)  # its first passes over the stored onboardings
             cpu = procfs.cpu_seconds(daemon.pid)
             time.sleep(window)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import OnboardingSpec
+from orchestrator.configs import DEFAULT_STEP_IMAGE, OnboardingSpec, StepPods
 from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
 from orchestrator.machine import OnboardingMachine
@@ -67,6 +67,8 @@ class Actor:
         self.credentials = credentials
         #: when each cluster's WorkflowTemplates were last made current
         self._templates_applied: dict[str, datetime] = {}
+        #: the step containers' image where a Cluster's spec.steps.image names none
+        self.step_image = DEFAULT_STEP_IMAGE
 
     async def execute(
         self,
@@ -256,7 +258,12 @@ class Actor:
         applied = self._templates_applied.get(cluster)
         if applied is not None and self.clock() - applied < TEMPLATES_RECHECK:
             return
-        for manifest in self.templates:
+        declared = self.clusters.cluster(cluster)
+        steps = declared.spec.steps if declared is not None else StepPods()
+        for template in self.templates:
+            # the cluster's step image, pull Secrets and resources; the same every time,
+            # so a template nobody changed is left as it is
+            manifest = steps.install(template, default_image=self.step_image)
             change = await engine.apply_template(manifest)
             if change != "unchanged":
                 log.info(

@@ -32,6 +32,7 @@ from orchestrator.apiclient import (
     resolve_token,
     resolve_url,
 )
+from orchestrator.configs import DEFAULT_STEP_IMAGE
 from orchestrator.errors import ConfigError
 from orchestrator.ports import Action
 from orchestrator.records import State
@@ -73,6 +74,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "db_url": args.db,
         "listen": getattr(args, "listen", None),
         "templates_dir": getattr(args, "templates", None),
+        "step_image": getattr(args, "step_image", None),
         "api_token_file": getattr(args, "api_token_file", None),
         "api_read_token_file": getattr(args, "api_read_token_file", None),
         "api_docs": getattr(args, "api_docs", None),
@@ -359,7 +361,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="DIR", help="desired-state directory")
     run.add_argument("--db", metavar="URL", help="SQLite or PostgreSQL URL")
     run.add_argument("--listen", metavar="ADDR", help="host:port of the HTTP API")
-    run.add_argument("--templates", metavar="DIR", help="WorkflowTemplates directory")
+    run.add_argument(
+        "--templates",
+        metavar="DIR",
+        help="WorkflowTemplates directory (default $ORCHESTRATOR_TEMPLATES_DIR, else the"
+        " templates shipped in the package)",
+    )
+    run.add_argument(
+        "--step-image",
+        metavar="IMAGE",
+        help="image of the step containers, with a tag or digest, where a Cluster's"
+        " spec.steps.image names none (default $ORCHESTRATOR_STEP_IMAGE, else"
+        f" {DEFAULT_STEP_IMAGE})",
+    )
     run.add_argument("--api-token-file", metavar="FILE", help="bearer token of the API")
     run.add_argument(
         "--api-read-token-file",

@@ -7,16 +7,20 @@ never silently does nothing.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import os
 import re
 from enum import StrEnum
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -25,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator import API_VERSION
+from orchestrator import API_VERSION, __version__
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9-]+$")
@@ -316,6 +320,274 @@ class ArgoAccess(Strict):
         return value
 
 
+# --- the step pods on a cluster ---------------------------------------------------
+
+#: the image the step containers run unless the daemon (``--step-image``) or a Cluster
+#: (``spec.steps.image``) says otherwise: the step image (docker/Dockerfile.step) of
+#: this very version, so daemon and steps agree on parameters and exit codes
+DEFAULT_STEP_IMAGE = f"orchestrator-step:{__version__}"
+#: the image the step containers in templates/ name: replaced by the step image when a
+#: template is installed on a cluster (an image no cluster can pull, should a file be
+#: applied by hand)
+STEP_IMAGE_PLACEHOLDER = "STEP_IMAGE"
+
+_DOMAIN_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: an image reference as container runtimes read it: an optional registry (a host with a
+#: dot or a port, or localhost), lower-case path components, then a tag and/or a digest
+IMAGE_REFERENCE = re.compile(
+    rf"(?:(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+(?::[0-9]+)?"
+    rf"|{_DOMAIN_LABEL}:[0-9]+|localhost)/)?"
+    rf"{_IMAGE_PATH}(?:/{_IMAGE_PATH})*"
+    r"(?P<tag>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?P<digest>@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def image_reference(value: str) -> str:
+    """``value`` when it is an image reference with a tag or a digest; else ValueError."""
+    match = IMAGE_REFERENCE.fullmatch(value) if len(value) <= 512 else None
+    if match is None:
+        raise ValueError(
+            f"{_shown(value)} is not an image reference such as"
+            " registry.example.com/orchestrator-step:1.2.3 (lower-case path, then a tag or"
+            " a digest)"
+        )
+    if match["tag"] is None and match["digest"] is None:
+        raise ValueError(
+            f"{_shown(value)} has no tag or digest: each pull could run another version of"
+            " the steps"
+        )
+    return value
+
+
+def _dns1123_subdomain(value: str) -> str:
+    if len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError(
+            f"{_shown(value)} is not a Secret name (DNS-1123 subdomain: at most 253 characters,"
+            " lower-case letters, digits, '-' and '.')"
+        )
+    return value
+
+
+#: Kubernetes' quantity suffixes: powers of 1024, powers of ten
+_BINARY_SUFFIXES = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL_SUFFIXES = {
+    "n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18
+}  # fmt: skip
+#: a non-negative quantity: the number, then its suffix (no named groups: the same
+#: pattern goes into the JSON Schema, read by ECMAScript regular expressions too)
+QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{1,2})?")
+#: what a quantity may be, said in JSON Schema
+QUANTITY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": rf"^(?:{QUANTITY.pattern})(?![\s\S])"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "A Kubernetes quantity such as 100m, 0.5, 256Mi or 1G.",
+}
+#: larger than any container asks for (1E); keeps the arithmetic below in bounds
+_MAX_NANOS = 10**27
+
+
+def canonical_quantity(value: Any) -> str:
+    """A Kubernetes resource quantity (``"0.5"``, ``1``, ``"1024Mi"``) written the way
+    Kubernetes writes it back (``"500m"``, ``"1"``, ``"1Gi"``), so that a template the
+    daemon installs twice compares equal to what the cluster stored; else ValueError.
+
+    Kubernetes keeps nine decimals (rounding up), keeps binary suffixes for whole
+    amounts of at least 1Ki, and otherwise writes the integer with the largest suffix
+    (a power of 1000, or an exponent when one was given) that keeps it whole.
+    """
+    nanos, style = _parse_quantity(value)
+    if style == "binary" and nanos >= 1024 * 10**9 and nanos % 10**9 == 0:
+        whole, power = nanos // 10**9, 0
+        while power < 6 and whole % 1024 == 0:
+            whole, power = whole // 1024, power + 1
+        return f"{whole}{_BINARY_BY_POWER.get(power, '')}"
+    if nanos == 0:
+        return "0"
+    mantissa, exponent = nanos, -9
+    while mantissa % 10 == 0:
+        mantissa, exponent = mantissa // 10, exponent + 1
+    while exponent % 3:
+        mantissa, exponent = mantissa * 10, exponent - 1
+    if style == "exponent":
+        return f"{mantissa}e{exponent}" if exponent else str(mantissa)
+    return f"{mantissa}{_DECIMAL_BY_POWER[exponent]}"
+
+
+_BINARY_BY_POWER = {power: suffix for suffix, power in _BINARY_SUFFIXES.items()}
+_DECIMAL_BY_POWER = {power: suffix for suffix, power in _DECIMAL_SUFFIXES.items()}
+
+
+def _parse_quantity(value: Any) -> tuple[int, Literal["binary", "decimal", "exponent"]]:
+    """The amount in billionths (rounded up, as Kubernetes does) and how it was written."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a quantity: give a string such as 100m or 256Mi")
+    text = value if isinstance(value, str) else repr(value)
+    match = QUANTITY.fullmatch(text) if len(text) <= 64 else None
+    if match is None:
+        raise ValueError(
+            f"{_shown(text)} is not a Kubernetes quantity (a non-negative number with an"
+            " optional suffix: n u m k M G T P E, Ki Mi Gi Ti Pi Ei, or an exponent such as e3)"
+        )
+    number, suffix = Fraction(match[1]), match[2] or ""
+    style: Literal["binary", "decimal", "exponent"]
+    if suffix in _BINARY_SUFFIXES:
+        amount, style = number * 1024 ** _BINARY_SUFFIXES[suffix], "binary"
+    elif suffix[:1] in ("e", "E"):
+        amount, style = number * Fraction(10) ** int(suffix[1:]), "exponent"
+    else:
+        amount, style = number * Fraction(10) ** _DECIMAL_SUFFIXES[suffix], "decimal"
+    nanos = math.ceil(amount * 10**9)
+    if nanos >= _MAX_NANOS:
+        raise ValueError(f"{_shown(text)} is larger than a step container may ask for (1E)")
+    return nanos, style
+
+
+#: the resource names a container may ask for without a domain
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_QUALIFIED_NAME = re.compile(
+    r"(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/)"
+    r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+
+
+def _resource_name(value: str) -> str:
+    if value in STANDARD_RESOURCES or _QUALIFIED_NAME.fullmatch(value):
+        return value
+    if value.startswith("hugepages-") and QUANTITY.fullmatch(value.removeprefix("hugepages-")):
+        return value
+    raise ValueError(
+        f"{_shown(value)} is not a resource name: cpu, memory, ephemeral-storage,"
+        " hugepages-<size>, or a name with a domain such as example.com/gpu"
+    )
+
+
+ImageReference = Annotated[str, AfterValidator(image_reference)]
+ResourceName = Annotated[str, AfterValidator(_resource_name)]
+Quantity = Annotated[str, BeforeValidator(canonical_quantity), WithJsonSchema(QUANTITY_SCHEMA)]
+SecretObjectName = Annotated[
+    str,
+    AfterValidator(_dns1123_subdomain),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253}),
+]
+
+
+class StepResources(Strict):
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=dict, description="What each step container is guaranteed."
+    )
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=dict, description="What each step container may use at most."
+    )
+
+    @model_validator(mode="after")
+    def _what_kubernetes_accepts(self) -> StepResources:
+        for part, amounts in (("requests", self.requests), ("limits", self.limits)):
+            for name, amount in amounts.items():
+                if "/" in name and _parse_quantity(amount)[0] % 10**9:
+                    raise ValueError(
+                        f"{part}.{name} ({amount}) is not a whole number, as an extended"
+                        " resource must be; Kubernetes would refuse the step pods"
+                    )
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is None:
+                continue
+            asked, allowed = _parse_quantity(request)[0], _parse_quantity(limit)[0]
+            if asked > allowed:
+                raise ValueError(
+                    f"requests.{name} ({request}) is more than limits.{name} ({limit});"
+                    " Kubernetes would refuse the step pods"
+                )
+            if asked != allowed and ("/" in name or name.startswith("hugepages-")):
+                raise ValueError(
+                    f"requests.{name} ({request}) differs from limits.{name} ({limit}): this"
+                    " resource cannot be overcommitted; Kubernetes would refuse the step pods"
+                )
+        return self
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        """As a container's ``resources``."""
+        return {
+            part: dict(sorted(amounts.items()))
+            for part, amounts in (("requests", self.requests), ("limits", self.limits))
+            if amounts
+        }
+
+
+class StepPods(Strict):
+    """How the step pods run on one cluster; applied to the WorkflowTemplates when the
+    daemon installs them there."""
+
+    image: ImageReference | None = Field(
+        default=None,
+        description="Image of the step containers on this cluster, with a tag or digest;"
+        " default: the daemon's --step-image (ORCHESTRATOR_STEP_IMAGE), itself"
+        f" {DEFAULT_STEP_IMAGE} unless set.",
+    )
+    image_pull_secrets: list[SecretObjectName] = Field(
+        default_factory=list,
+        alias="imagePullSecrets",
+        description="Names of Secrets (type kubernetes.io/dockerconfigjson) in the cluster's"
+        " Argo namespace that the step pods pull their image with (names, or {name: ...} as"
+        " in Kubernetes); made outside the daemon.",
+    )
+    resources: StepResources | None = Field(
+        default=None,
+        description="Requests and limits of each step container, as in a Kubernetes"
+        " container; replaces the templates' own (cpu 50m, memory 64Mi, limit 256Mi).",
+    )
+
+    @field_validator("image_pull_secrets", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """Kubernetes spells them ``[{name: x}]``; both spellings mean the same."""
+        if isinstance(value, list):
+            return [
+                item["name"] if isinstance(item, dict) and list(item) == ["name"] else item
+                for item in value
+            ]
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} given more than once")
+        return names
+
+    def install(self, manifest: dict[str, Any], *, default_image: str) -> dict[str, Any]:
+        """``manifest`` as installed on this cluster: a copy whose step containers (those
+        whose image is ``STEP_IMAGE_PLACEHOLDER``) run ``image`` (else ``default_image``)
+        with these resources, and whose pods also pull with these Secrets. The same
+        inputs give the same manifest, so an unchanged template is never updated."""
+        installed = copy.deepcopy(manifest)
+        spec = installed.get("spec")
+        if not isinstance(spec, dict):
+            return installed
+        for template in spec.get("templates") or []:
+            if not isinstance(template, dict):
+                continue
+            for kind in ("container", "script"):
+                container = template.get(kind)
+                if isinstance(container, dict) and container.get("image") == STEP_IMAGE_PLACEHOLDER:
+                    container["image"] = self.image or default_image
+                    if self.resources is not None:
+                        container["resources"] = self.resources.manifest()
+        if self.image_pull_secrets:
+            own = [s for s in spec.get("imagePullSecrets") or [] if isinstance(s, dict)]
+            named = {s.get("name") for s in own}
+            spec["imagePullSecrets"] = own + [
+                {"name": name} for name in self.image_pull_secrets if name not in named
+            ]
+        return installed
+
+
 class ClusterSpec(Strict):
     kubeconfig: Kubeconfig | None = Field(
         default=None, description="How to reach the cluster's Kubernetes API."
@@ -334,6 +606,10 @@ class ClusterSpec(Strict):
         le=300,
         alias="requestTimeoutSeconds",
         description="Timeout of one request to this cluster.",
+    )
+    steps: StepPods = Field(
+        default_factory=StepPods,
+        description="The step pods on this cluster: image, imagePullSecrets, resources.",
     )
 
     @model_validator(mode="after")

@@ -316,6 +316,7 @@ async def build(
         targets=ClusterTargets(accesses, daemon=settings.daemon_id),
         credentials=GlobalAccountCredentials(management=management, namespace=namespace),
     )
+    reconciler.actor.step_image = settings.step_image
     daemon = Daemon(
         accesses=accesses,
         settings=settings,

@@ -44,7 +44,7 @@ class Source(StrEnum):
     API = "api"
 
 
-@dataclass
+@dataclass(slots=True)  # thousands are kept in memory: no __dict__ each
 class OnboardingRecord:
     """The persisted state of one onboarding.
 

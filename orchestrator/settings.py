@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orchestrator.configs import DEFAULT_STEP_IMAGE, image_reference
 from orchestrator.logs import register_secret
 
 #: namespaces no onboarding may target (shell-style patterns): ``kube-`` is reserved
@@ -17,6 +19,23 @@ from orchestrator.logs import register_secret
 DENIED_NAMESPACES = ("default", "kube-*")
 #: a config file larger than this is refused before it is read
 CONFIG_MAX_FILE_BYTES = 1024 * 1024
+
+
+#: the package the WorkflowTemplates ship in: templates/ of the source tree (pyproject.toml)
+TEMPLATES_PACKAGE = "orchestrator.workflowtemplates"
+
+
+def packaged_templates_dir() -> Path:
+    """The WorkflowTemplates installed with the package, wherever it was installed.
+
+    A package that lacks them (an install from a tree without templates/, or a zip)
+    gives a path that does not exist, which ``load_templates`` names in its error.
+    """
+    try:
+        directory = importlib.resources.files(TEMPLATES_PACKAGE)
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent / "workflowtemplates"
+    return directory if isinstance(directory, Path) else Path(str(directory))
 
 
 def default_db_url() -> str:
@@ -27,7 +46,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", frozen=True)
 
     config_dir: Path = Field(default=Path("clusters"), description="Desired-state directory.")
-    templates_dir: Path = Field(default=Path("templates"), description="WorkflowTemplates.")
+    templates_dir: Path = Field(
+        default_factory=packaged_templates_dir,
+        description="Directory of the WorkflowTemplates; default: those shipped in the package.",
+    )
+    step_image: str = Field(
+        default=DEFAULT_STEP_IMAGE,
+        description="Image of the step containers, with a tag or digest, where a Cluster's"
+        " spec.steps.image does not name one.",
+    )
     db_url: str = Field(default_factory=default_db_url, description="SQLite or PostgreSQL URL.")
     listen: str = Field(default="127.0.0.1:8080", description="host:port of the HTTP API.")
     api_token_file: Path | None = Field(
@@ -85,11 +112,12 @@ class Settings(BaseSettings):
         " false: only the periodic check notices.",
     )
     config_poll_seconds: float = Field(
-        default=60.0,
+        default=300.0,
         gt=0,
         description="Periodic check of the config directory for changes, the safety net"
-        " under the config watch (with ORCHESTRATOR_CONFIG_WATCH=false, set it to a few"
-        " seconds).",
+        " under the config watch (a check reads every file's metadata: about a second for"
+        " 10,000 files). Where inotify does not work (some network filesystems), or with"
+        " ORCHESTRATOR_CONFIG_WATCH=false, set it to a few seconds.",
     )
     offboard_hold_share: float = Field(
         default=0.25,
@@ -153,6 +181,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: list[Path]) -> list[Path]:
         return [path.expanduser() for path in value]
+
+    @field_validator("step_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return image_reference(value)
 
     @field_validator("listen")
     @classmethod

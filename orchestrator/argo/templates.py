@@ -1,4 +1,10 @@
-"""Loading the WorkflowTemplates kept in ``templates/`` (one YAML document per file)."""
+"""Loading the WorkflowTemplates kept in ``templates/`` (one YAML document per file).
+
+They ship in the package as ``orchestrator.workflowtemplates`` (the default of
+``Settings.templates_dir``); ``--templates DIR`` reads another directory. What a cluster
+gets is rendered from them per cluster (``StepPods.install``: the step image, pull
+Secrets, resources) when the daemon installs them.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,15 @@ def load_templates(directory: str | Path) -> list[dict[str, Any]]:
     """
     root = Path(directory)
     if not root.is_dir():
-        raise ConfigError([ConfigProblem(str(root), "is not a directory")])
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(root),
+                    "is not a directory of WorkflowTemplates (--templates,"
+                    " ORCHESTRATOR_TEMPLATES_DIR; default: those shipped in the package)",
+                )
+            ]
+        )
     templates: list[dict[str, Any]] = []
     problems: list[ConfigProblem] = []
     seen: dict[str, str] = {}
