@@ -138,14 +138,6 @@ def install(helm: Helm, local_clusters: dict[str, controlplane.Cluster]) -> Iter
         made.close()
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
 def granted(review: dict[str, Any]) -> set[Right]:
     return rights(review["resourceRules"])
 

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
@@ -107,17 +106,13 @@ def setup(tmp_path: Path, local_clusters: dict[str, controlplane.Cluster]) -> Se
     return Setup(tmp_path, local_clusters)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
 def run_daemon(
-    setup: Setup, daemons: list[DaemonProcess], templates: Path | None = None
+    setup: Setup,
+    daemons: list[DaemonProcess],
+    templates: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> DaemonProcess:
+    """A daemon on the setup's config (its settings in ``env`` on top of the usual)."""
     daemon = DaemonProcess(
         config=setup.config,
         workdir=setup.tmp,
@@ -129,6 +124,7 @@ def run_daemon(
             "ORCHESTRATOR_SECRETS_DIRS": os.pathsep.join(
                 [*{str(c.dir.parent) for c in setup.clusters.values()}, str(setup.tmp)]
             ),
+            **(env or {}),
         },
     )
     daemons.append(daemon)

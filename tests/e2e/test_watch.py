@@ -23,11 +23,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
 from tests.controlplane import cluster as controlplane
 from tests.controlplane.kube import Kube
-from tests.e2e.test_daemon import FORWARD, Setup, unique
+from tests.e2e.test_daemon import FORWARD, Setup, run_daemon, unique
 from tests.support.processes import DaemonProcess, wait_for
 
 #: the periodic pass, out of reach of every test here
@@ -217,35 +214,19 @@ def write_entries(setup: Setup, entries: list[dict[str, Any]]) -> None:
         path.write_text(yaml.safe_dump(entry))
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
 def start_daemon(
     setup: Setup, daemons: list[DaemonProcess], *, watch: bool = True
 ) -> DaemonProcess:
-    daemon = DaemonProcess(
-        config=setup.config,
-        workdir=setup.tmp,
+    return run_daemon(
+        setup,
+        daemons,
         env={
             "ORCHESTRATOR_INTERVAL_SECONDS": INTERVAL_SECONDS,
             "ORCHESTRATOR_WATCH": str(watch).lower(),
             # its own managed-by label: its watches see its own workflows only
             "ORCHESTRATOR_DAEMON_ID": unique("e2e-watch"),
-            "ORCHESTRATOR_STEP_ATTEMPTS": "1",
-            "ORCHESTRATOR_BACKOFF_BASE_SECONDS": "1",
-            "ORCHESTRATOR_SECRETS_DIRS": os.pathsep.join(
-                [*{str(c.dir.parent) for c in setup.clusters.values()}, str(setup.tmp)]
-            ),
         },
     )
-    daemons.append(daemon)
-    daemon.start()
-    return daemon
 
 
 def log_lines(daemon: DaemonProcess, message: str) -> list[dict[str, Any]]:
