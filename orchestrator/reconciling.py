@@ -87,6 +87,9 @@ class Reconciler:
         #: per cluster, its settled onboardings with nothing to do: name -> (the desired
         #: state and the record version it was settled under, the record as stored)
         self._quiet: dict[str, dict[str, tuple[int | None, int, OnboardingRecord]]] = {}
+        #: per cluster, Pending onboardings that wait for a slot: name -> (the desired
+        #: state and the record version they waited under); skipped until given a slot
+        self._queued: dict[str, dict[str, tuple[int | None, int]]] = {}
         self.saver = Saver(store)
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -187,7 +190,14 @@ class Reconciler:
                 break
             if self._wants_slot(record, now):
                 granted.add(record.name)
-        await asyncio.gather(*(turn(r, slot=r.name in granted) for r in takers))
+        # one still waiting for a slot, unchanged since it last looked, has nothing to do
+        await asyncio.gather(
+            *(
+                turn(r, slot=r.name in granted)
+                for r in takers
+                if r.name in granted or not self._is_queued(r)
+            )
+        )
 
     def _wants_slot(self, record: OnboardingRecord, now: datetime) -> bool:
         """Whether the onboarding would start or update if it had a slot (an estimate
@@ -205,6 +215,17 @@ class Reconciler:
         if record.source != Source.FILE:
             return None
         return self.desired.generation
+
+    def _is_queued(self, record: OnboardingRecord) -> bool:
+        """Waits for a slot, and neither the record nor its desired spec changed since."""
+        queued = self._queued.get(record.cluster, {})
+        entry = queued.pop(record.name, None)
+        if entry is None or record.state != State.PENDING:
+            return False
+        if entry == (self._desired_key(record), record.version):
+            queued[record.name] = entry
+            return True
+        return False
 
     def _is_quiet(self, record: OnboardingRecord) -> bool:
         """Settled, and neither the record nor its desired spec changed since: no work."""
@@ -320,6 +341,7 @@ class Reconciler:
     ) -> None:
         """Decide and act for one onboarding (the caller counts the slots it holds)."""
         stored_error = record.last_error
+        offered = slot_available
         desired, refused = self._effective_spec(record)
         changed = False
         if desired is not None:
@@ -378,6 +400,12 @@ class Reconciler:
                 record.last_error = refused
             if changed or record.last_error != stored_error:
                 await self._save(record, machine.log)
+            if isinstance(commands[0], Wait) and record.state == State.PENDING and not offered:
+                # waits for a slot: not looked at again until offered one or changed
+                self._queued.setdefault(record.cluster, {})[record.name] = (
+                    self._desired_key(record),
+                    record.version,
+                )
             if isinstance(commands[0], Wait) and commands[0].settled:
                 # nothing to do until the record or its desired spec changes
                 self._quiet.setdefault(record.cluster, {})[record.name] = (
