@@ -53,6 +53,21 @@ GET_FIELDS = ",".join(STATUS_FIELDS)
 #: a watch stream quiet this long is closed and opened again from where it was
 WATCH_IDLE_SECONDS = 300.0
 LIST_FIELDS = ",".join(f"items.{field}" for field in STATUS_FIELDS)
+#: what a watch event needs: its type, the workflow's status fields and the version to
+#: resume from (a whole workflow, spec and node statuses included, is many kilobytes),
+#: and the error's code and message: the server filters its error answers too
+WATCH_FIELDS = ",".join(
+    [
+        "result.type",
+        "result.object.metadata.resourceVersion",
+        *(f"result.object.{field}" for field in STATUS_FIELDS),
+        "error.grpc_code",
+        "error.http_code",
+        "error.message",
+        "code",
+        "message",
+    ]
+)
 
 #: Labels Argo itself puts on templates (creator, last actor); not ours to compare or drop.
 ARGO_LABEL_PREFIX = "workflows.argoproj.io/"
@@ -165,6 +180,7 @@ class ArgoClient:
         params = {
             "listOptions.labelSelector": selector,
             "listOptions.allowWatchBookmarks": "true",
+            "fields": WATCH_FIELDS,
         }
         if resource_version:
             params["listOptions.resourceVersion"] = resource_version
