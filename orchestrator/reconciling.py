@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_DECISIONS = 6
 #: onboardings of one cluster acted on at the same time within a pass
 CONCURRENT_ACTIONS = 16
+#: the desired state's generation (file-declared only) and the record version an
+#: onboarding was last looked at under; either changing means it is looked at again
+Look = tuple[int | None, int]
 #: states whose next step may need one of the cluster's slots (a start, an update)
 SLOT_TAKERS = frozenset({State.PENDING, State.READY, State.UPDATE_FAILED, State.FAILED})
 
@@ -84,12 +87,12 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
-        #: per cluster, its settled onboardings with nothing to do: name -> (the desired
-        #: state and the record version it was settled under, the record as stored)
-        self._quiet: dict[str, dict[str, tuple[int | None, int, OnboardingRecord]]] = {}
-        #: per cluster, Pending onboardings that wait for a slot: name -> (the desired
-        #: state and the record version they waited under); skipped until given a slot
-        self._queued: dict[str, dict[str, tuple[int | None, int]]] = {}
+        #: per cluster, its settled onboardings with nothing to do: name -> (what it was
+        #: settled under, see ``_looked_at``; the record as stored)
+        self._quiet: dict[str, dict[str, tuple[Look, OnboardingRecord]]] = {}
+        #: per cluster, Pending onboardings that wait for a slot: name -> what they waited
+        #: under; skipped until given a slot
+        self._queued: dict[str, dict[str, Look]] = {}
         self.saver = Saver(store)
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -209,33 +212,28 @@ class Reconciler:
             return False
         return record.state == State.PENDING or desired.fingerprint() != record.spec_fingerprint
 
-    def _desired_key(self, record: OnboardingRecord) -> int | None:
-        """Which desired state a file-declared onboarding was looked at under: after
-        every accepted change of the files, each is looked at once more."""
-        if record.source != Source.FILE:
-            return None
-        return self.desired.generation
+    def _looked_at(self, record: OnboardingRecord) -> Look:
+        """What the onboarding is looked at under: its record version and, when declared
+        in files, the desired state's generation (after every accepted change of the
+        files, each is looked at once more)."""
+        generation = self.desired.generation if record.source == Source.FILE else None
+        return generation, record.version
 
     def _is_queued(self, record: OnboardingRecord) -> bool:
         """Waits for a slot, and neither the record nor its desired spec changed since."""
         queued = self._queued.get(record.cluster, {})
-        entry = queued.pop(record.name, None)
-        if entry is None or record.state != State.PENDING:
-            return False
-        if entry == (self._desired_key(record), record.version):
-            queued[record.name] = entry
+        if record.state == State.PENDING and queued.get(record.name) == self._looked_at(record):
             return True
+        queued.pop(record.name, None)
         return False
 
     def _is_quiet(self, record: OnboardingRecord) -> bool:
         """Settled, and neither the record nor its desired spec changed since: no work."""
         quiet = self._quiet.get(record.cluster, {})
         entry = quiet.get(record.name)
-        if entry is None:
-            return False
-        if entry[:2] == (self._desired_key(record), record.version):
+        if entry is not None and entry[0] == self._looked_at(record):
             return True
-        del quiet[record.name]
+        quiet.pop(record.name, None)
         return False
 
     def _limit(self, cluster: str) -> int:
@@ -246,7 +244,7 @@ class Reconciler:
         self,
         cluster: str,
         now: datetime,
-        quiet: Mapping[str, tuple[int | None, int, OnboardingRecord]],
+        quiet: Mapping[str, tuple[Look, OnboardingRecord]],
     ) -> list[OnboardingRecord]:
         """The cluster's stored onboardings, creating those newly declared in files and
         taking over those declared anew here while nothing of them exists elsewhere.
@@ -255,9 +253,9 @@ class Reconciler:
         the version, from an index: the row is read again only once it changed."""
         versions = self.store.versions(cluster=cluster)
         unchanged = [
-            entry[2]
-            for name, entry in quiet.items()
-            if versions.get(name) == entry[1] and entry[2].cluster == cluster
+            record
+            for name, (_, record) in quiet.items()
+            if versions.get(name) == record.version and record.cluster == cluster
         ]
         changed = versions.keys() - {record.name for record in unchanged}
         stored = {}
@@ -402,15 +400,11 @@ class Reconciler:
                 await self._save(record, machine.log)
             if isinstance(commands[0], Wait) and record.state == State.PENDING and not offered:
                 # waits for a slot: not looked at again until offered one or changed
-                self._queued.setdefault(record.cluster, {})[record.name] = (
-                    self._desired_key(record),
-                    record.version,
-                )
+                self._queued.setdefault(record.cluster, {})[record.name] = self._looked_at(record)
             if isinstance(commands[0], Wait) and commands[0].settled:
                 # nothing to do until the record or its desired spec changes
                 self._quiet.setdefault(record.cluster, {})[record.name] = (
-                    self._desired_key(record),
-                    record.version,
+                    self._looked_at(record),
                     record,
                 )
         except ClusterUnavailable as error:

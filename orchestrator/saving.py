@@ -11,15 +11,12 @@ never waits for the disk.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import Conflict
 from orchestrator.ports import Store
 from orchestrator.records import OnboardingRecord, TransitionRecord
-
-log = logging.getLogger(__name__)
 
 #: saves committed in one transaction at most
 MAX_BATCH = 256
@@ -82,8 +79,3 @@ class Saver:
                     pending.done.set_exception(outcome)
                 else:
                     pending.done.set_result(outcome)
-
-    async def aclose(self) -> None:
-        """Wait for the saves already queued."""
-        if self._writer is not None and not self._writer.done():
-            await asyncio.gather(self._writer, return_exceptions=True)
