@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,35 +233,41 @@ class Daemon:
 
     def wait_ready(self, timeout: float = 300) -> None:
         """Poll /readyz every 20 ms until it answers 200; note when, and the CPU spent."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5) as client:
-            while time.monotonic() < deadline:
-                if not self.spawned.alive():
-                    raise BenchError(f"the daemon exited:\n{self.spawned.tail()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get(f"{self.api}/readyz").status_code == 200:
-                        self.ready_at = time.time()
-                        self.cpu_at_ready = procfs.cpu_seconds(self.pid)
-                        return
-                time.sleep(0.02)
-        raise BenchError(
-            f"/readyz did not answer 200 within {timeout:g}s (log: {self.spawned.log})"
+        self._poll_readyz(
+            lambda answer: answer.status_code == 200,
+            timeout=timeout,
+            every=0.02,
+            failure=f"/readyz did not answer 200 within {timeout:g}s",
         )
+        self.ready_at = time.time()
+        self.cpu_at_ready = procfs.cpu_seconds(self.pid)
 
     def wait_loaded(self, timeout: float = 300) -> float:
         """Poll /readyz until it no longer says the config is loading (the daemon answers
         while its files load); the seconds from the spawn to then."""
+        self._poll_readyz(
+            lambda answer: not (answer.json().get("reason") or "").startswith("loading"),
+            timeout=timeout,
+            every=0.05,
+            failure=f"the config did not load within {timeout:g}s",
+        )
+        return time.time() - self.spawned.spawned
+
+    def _poll_readyz(
+        self, done: Callable[[httpx.Response], bool], *, timeout: float, every: float, failure: str
+    ) -> None:
+        """Ask /readyz every ``every`` seconds until ``done`` says so; BenchError when the
+        daemon exits or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=5) as client:
             while time.monotonic() < deadline:
                 if not self.spawned.alive():
                     raise BenchError(f"the daemon exited:\n{self.spawned.tail()}")
                 with contextlib.suppress(httpx.TransportError):
-                    reason = client.get(f"{self.api}/readyz").json().get("reason") or ""
-                    if not reason.startswith("loading"):
-                        return time.time() - self.spawned.spawned
-                time.sleep(0.05)
-        raise BenchError(f"the config did not load within {timeout:g}s (log: {self.spawned.log})")
+                    if done(client.get(f"{self.api}/readyz")):
+                        return
+                time.sleep(every)
+        raise BenchError(f"{failure} (log: {self.spawned.log})")
 
     @property
     def pid(self) -> int:
