@@ -67,9 +67,12 @@ run: install ## Set up and start the local clusters, then the daemon on SQLite w
 	$(BIN)/orchestrator run --config $(CONFIG) --db $(DB) --listen $(LISTEN) --api-token-file $(API_TOKEN_FILE) \
 		--secrets-dir $(SECRETS_DIR)
 
+# run-fake keeps everything (database, config, tokens, CA) in a folder of its own
+FAKE_DB ?= sqlite:///$(HOME)/.cache/orchestrator/demo/orchestrator.db
+
 .PHONY: run-fake
-run-fake: install ## Like run, with the Argo test server instead of the local clusters (no build)
-	$(BIN)/python -m tests.fakes.demo --config $(CONFIG) --db $(DB) --listen $(LISTEN)
+run-fake: install ## Like run, with the Argo test server instead of the local clusters (no build; its own database and state)
+	$(BIN)/python -m tests.fakes.demo --config $(CONFIG) --db $(FAKE_DB) --listen $(LISTEN)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches

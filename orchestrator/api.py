@@ -7,9 +7,12 @@ Every request passes the ``Guard`` first, before FastAPI reads anything: it
 finds the route, answers ``OPTIONS`` and unknown methods itself, checks the
 bearer token (mutating calls always; reads of ``/api/v1/*`` when they are
 guarded) and only then reads the body, at most ``max_body_bytes`` of
-it, refusing what is not I-JSON (UTF-8, finite numbers, unique names). Without
-a configured token mutating calls are refused, never open by default. Every
-error answer is an ``ErrorBody``.
+it, refusing what is not I-JSON (UTF-8, finite numbers, unique names); a YAML
+body is taken as the JSON it reads as. Without a configured token mutating
+calls are refused, never open by default. Every error answer is an ``ErrorBody``.
+In front of the guard, ``apirequests.RequestLog`` gives each request its id, its
+log line and its metrics; each call that changes something writes an audit line
+naming the caller (address, token fingerprint).
 
 The synchronous ``Operations`` methods are called on the event loop (not in a
 thread pool) so the daemon's in-memory state is only ever touched from one
@@ -24,6 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -42,6 +46,7 @@ from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import __version__
+from orchestrator.apirequests import RequestLog, caller
 from orchestrator.configs import DNSLabel, Onboarding
 from orchestrator.errors import (
     ConfigError,
@@ -50,13 +55,18 @@ from orchestrator.errors import (
     OrchestratorError,
     TemporaryError,
 )
+from orchestrator.explaining import explain, with_causes
+from orchestrator.loading import parse_yaml
 from orchestrator.metrics import Metrics
+from orchestrator.planning import IN_FLIGHT
 from orchestrator.ports import Action, Operations
 from orchestrator.records import State
 from orchestrator.views import (
     ClusterView,
+    Explanation,
     HeldOffboardingView,
     OnboardingView,
+    ReplicaView,
     TransitionView,
     UpsertResult,
 )
@@ -71,11 +81,18 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64
 #: methods that change nothing; any other method needs the API token
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: the Onboarding document in the OpenAPI document
+ONBOARDING_SCHEMA = "#/components/schemas/Onboarding"
+#: media types of a YAML body (turned into JSON before the route sees it)
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 #: open: probes, metrics and the OpenAPI document; read: ``GET /api/v1/*``; write: the rest
 Access = Literal["open", "read", "write"]
 #: the scope key where the ``Guard`` leaves the access it granted; routes check it too
 GRANTED = "orchestrator.granted"
+
+#: actions that answer 200 and change nothing when already done (a second call is no error)
+IDEMPOTENT: frozenset[Action] = frozenset({"suspend", "resume"})
 
 #: The on-call actions and what each does, shown in the OpenAPI document.
 ACTIONS: dict[Action, str] = {
@@ -83,8 +100,9 @@ ACTIONS: dict[Action, str] = {
     "retry": "Start a Failed onboarding again from the beginning, or resume the"
     " compensations of a CleanupFailed one.",
     "suspend": "Do nothing for this onboarding until it is resumed (a workflow in flight"
-    " is left alone).",
-    "resume": "Go back to the state the onboarding was suspended in.",
+    " is left alone). Suspending a suspended onboarding changes nothing and answers 200.",
+    "resume": "Go back to the state the onboarding was suspended in. Resuming an onboarding"
+    " that is not suspended changes nothing and answers 200.",
 }
 
 #: Documents the scheme; the check itself is the ``Guard``'s (and ``needs``'s).
@@ -181,7 +199,8 @@ STATUSES: dict[int, str] = {
     404: "No onboarding of that name.",
     409: "Not allowed in the current state, or the onboarding is declared in files.",
     413: "The body is larger than the daemon's limit (api_max_body_bytes).",
-    415: "The body is not said to be JSON: send Content-Type: application/json.",
+    415: "The body is not said to be JSON or YAML: send Content-Type: application/json (or"
+    " application/yaml).",
     422: "Invalid request: the problems name the field or parameter (an unknown query"
     " parameter too, so that a misspelt filter never answers everything). `Invalid` is what this"
     " document rules out; another error (`InvalidConfig`: e.g. an unknown cluster;"
@@ -368,6 +387,32 @@ def _is_json(content_type: str) -> bool:
     return True
 
 
+def _is_yaml(content_type: str) -> bool:
+    """``application/yaml`` (and the older ``application/x-yaml``, ``text/yaml``)."""
+    media = content_type.split(";")[0].strip().lower()
+    return media in YAML_TYPES or (media.startswith("application/") and media.endswith("+yaml"))
+
+
+def yaml_as_json(body: bytes) -> bytes | ApiError:
+    """A YAML body (one document) as JSON, parsed with the config files' limits (depth,
+    size, aliases, repeated keys), or why it is refused."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        problem = f"body: not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})"
+        return ApiError(422, "Invalid", problem, problems=[problem])
+    documents, problems = parse_yaml("body", text)
+    found = [str(p) for p in problems]
+    if not found and len(documents) != 1:
+        found = [f"body: one YAML document is expected, not {len(documents)}"]
+    if found:
+        return ApiError(422, "Invalid", "; ".join(found), problems=found)
+    converted = json.dumps(documents[0], default=str).encode("utf-8")
+    if (unfit := json_problem(converted)) is not None:
+        return ApiError(422, "Invalid", f"body: {unfit}", problems=[f"body: {unfit}"])
+    return converted
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -490,7 +535,8 @@ class Guard:
     token the route's access needs, without reading the body; refuses query
     parameters an ``/api/v1`` route does not take (422); then reads the body of a
     route that takes one, refusing more than ``max_body_bytes`` (413),
-    a media type other than JSON (415) and anything but I-JSON (422).
+    a media type other than JSON or YAML (415) and anything but I-JSON (422); a YAML body
+    (one document, read with the config files' limits) goes on as the JSON it reads as.
     HEAD is answered as GET without the body. Unknown paths go on to the router
     (404), untouched.
     """
@@ -538,6 +584,13 @@ class Guard:
             if isinstance(body, ApiError):
                 await _answer(body)(scope, receive, send)
                 return
+            if body and _is_yaml(_content_type(scope)):
+                converted = yaml_as_json(body)
+                if isinstance(converted, ApiError):
+                    await _answer(converted)(scope, receive, send)
+                    return
+                body = converted
+                routed["headers"] = _as_json_headers(scope, len(body))
             receive = _replay(body, receive)
         await self.app(routed, receive, _headless(send) if headless else send)
 
@@ -561,12 +614,12 @@ class Guard:
     async def _body(self, scope: Scope, receive: Receive) -> bytes | ApiError | None:
         """The whole body, or why it is refused; None when the client disconnected."""
         headers = dict((k.lower(), v) for k, v in scope.get("headers", ()))
-        content_type = headers.get(b"content-type", b"")
-        if not _is_json(content_type.decode("latin-1")):
+        content_type = _content_type(scope)
+        if not _is_json(content_type) and not _is_yaml(content_type):
             return ApiError(
                 415,
                 "UnsupportedMediaType",
-                "the body must be JSON (Content-Type: application/json)",
+                "the body must be JSON (Content-Type: application/json) or YAML (application/yaml)",
             )
         length = headers.get(b"content-length", b"").decode("latin-1").strip()
         if length.isdecimal() and int(length) > self.max_body_bytes:
@@ -585,6 +638,8 @@ class Guard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _is_yaml(content_type):
+            return body  # checked once it is JSON
         if (problem := json_problem(body)) is not None:
             return ApiError(422, "Invalid", f"body: {problem}", problems=[f"body: {problem}"])
         return body
@@ -595,6 +650,27 @@ class Guard:
             "ContentTooLarge",
             f"the body is larger than {self.max_body_bytes} bytes, the daemon's limit",
         )
+
+
+def _content_type(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"content-type":
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _as_json_headers(scope: Scope, length: int) -> list[tuple[bytes, bytes]]:
+    """The request's headers for a body that is now JSON of ``length`` bytes."""
+    kept = [
+        (key, value)
+        for key, value in scope.get("headers", ())
+        if key.lower() not in (b"content-type", b"content-length", b"transfer-encoding")
+    ]
+    return [
+        *kept,
+        (b"content-type", b"application/json"),
+        (b"content-length", str(length).encode()),
+    ]
 
 
 def needs(access: Access) -> Callable[[Request], None]:
@@ -723,13 +799,14 @@ def create_app(
             log.exception("unexpected error answering %s %s", request.method, request.url.path)
             return _answer(ApiError(500, "InternalError", "internal error; see the daemon's log"))
 
-    # outermost: added last
     app.add_middleware(
         Guard,
         router=app.router,
         tokens=Tokens(write=token, read=read_token),
         max_body_bytes=max_body_bytes,
     )
+    # outermost: added last, so what the guard refuses is logged and counted too
+    app.add_middleware(RequestLog, router=app.router, metrics=metrics)
 
     # --- operations --------------------------------------------------------------
 
@@ -773,6 +850,17 @@ def create_app(
         """Every declared cluster: reachable or not, why, since when, and its latency."""
         return operations.clusters()
 
+    @app.get(
+        f"{PREFIX}/replica",
+        tags=["operations"],
+        response_model=ReplicaView,
+        dependencies=reading,
+        responses=_documented(*read_errors),
+    )
+    async def replica() -> ReplicaView:
+        """This replica's role (leader, follower, or the only replica) and who leads."""
+        return operations.replica()
+
     # --- config -------------------------------------------------------------------
 
     @app.get(
@@ -800,15 +888,20 @@ def create_app(
             },
         },
     )
-    async def confirm_held_offboarding() -> HeldOffboardingView:
+    async def confirm_held_offboarding(request: Request) -> HeldOffboardingView:
         """Run the held change: the onboardings it removes are offboarded now.
 
         Only the change as it was held, and only while the files are unchanged.
         """
         view = await operations.confirm_offboarding()
         log.warning(
-            "held config change confirmed through the API: offboarding %s",
-            ", ".join(view.onboardings),
+            "held config change confirmed through the API: offboarding "
+            + ", ".join(view.onboardings),
+            extra={
+                "action": "confirm-offboarding",
+                "onboardings": view.onboardings,
+                **caller(request),
+            },
         )
         return view
 
@@ -825,8 +918,9 @@ def create_app(
         state: Annotated[State | None, Query(description="Only in this state.")] = None,
         cluster: Annotated[DNSLabel | None, Query(description="Only on this cluster.")] = None,
     ) -> list[OnboardingView]:
-        """Onboardings, ordered by name."""
-        return operations.list(state=state, cluster=cluster)
+        """Onboardings, ordered by name, each with its cause (what it waits for)."""
+        views = operations.list(state=state, cluster=cluster)
+        return with_causes(views, operations.clusters(), now=datetime.now(UTC))
 
     @app.get(
         f"{PREFIX}/onboardings/{{name}}",
@@ -836,8 +930,36 @@ def create_app(
         responses=_documented(*read_errors, 404, 422),
     )
     async def get_onboarding(name: Name) -> OnboardingView:
-        """One onboarding: state, current step and workflow, last error, Argo UI link."""
-        return operations.get(name)
+        """One onboarding: state, current step and workflow, last error, Argo UI link, and
+        its cause (what it waits for)."""
+        return with_causes([operations.get(name)], operations.clusters(), now=datetime.now(UTC))[0]
+
+    @app.get(
+        f"{PREFIX}/onboardings/{{name}}/explain",
+        tags=["onboardings"],
+        response_model=Explanation,
+        dependencies=reading,
+        responses=_documented(*read_errors, 404, 422),
+    )
+    async def explain_onboarding(name: Name) -> Explanation:
+        """Why the onboarding is where it is: what it waits for (a free slot of its
+        cluster's maxConcurrent, a back-off until when, its cluster down since when, a
+        resume by whom, an edit refused, on-call after a failure: the failed step with its
+        full reason and workflow), and what on-call can do about it."""
+        view = operations.get(name)
+        clusters = operations.clusters()
+        holders = [
+            other.name
+            for other in operations.list(cluster=view.cluster)
+            if other.state in IN_FLIGHT and other.name != name
+        ]
+        return explain(
+            view,
+            now=datetime.now(UTC),
+            history=operations.history(name),
+            cluster=next((c for c in clusters if c.name == view.cluster), None),
+            slot_holders=holders,
+        )
 
     @app.get(
         f"{PREFIX}/onboardings/{{name}}/history",
@@ -855,12 +977,19 @@ def create_app(
         tags=["onboardings"],
         response_model=UpsertResult,
         dependencies=writing,
+        # the same document as YAML, as in a config file (turned into JSON by the Guard)
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/yaml": {"schema": {"$ref": ONBOARDING_SCHEMA}}}
+            }
+        },
         responses={
             201: {"model": UpsertResult, "description": "Created."},
             **_documented(*write_errors, 409, 413, 415, 422, e422=INVALID_BODY),
         },
     )
     async def upsert_onboarding(
+        request: Request,
         name: Name,
         document: Annotated[
             Onboarding,
@@ -891,8 +1020,16 @@ def create_app(
             # not ``Invalid``: that is kept for what the OpenAPI document itself rules out
             raise ApiError(422, "NameMismatch", problem, problems=[problem])
         view, created, changed = await operations.upsert(document)
-        log.info("onboarding %s upserted through the API (created=%s, changed=%s)",
-                 name, created, changed)  # fmt: skip
+        log.info(
+            f"onboarding {name} upserted through the API",
+            extra={
+                "action": "upsert",
+                "onboarding": name,
+                "cluster": view.cluster,
+                "result": "created" if created else ("changed" if changed else "unchanged"),
+                **caller(request),
+            },
+        )
         done: bool | None = None
         if wait:
             view, done = await operations.wait(name, timeout=timeout)
@@ -907,16 +1044,48 @@ def create_app(
         dependencies=writing,
         responses=_documented(*write_errors, 404, 409, 422),
     )
-    async def delete_onboarding(name: Name) -> OnboardingView:
+    async def delete_onboarding(request: Request, name: Name) -> OnboardingView:
         """Offboard an onboarding declared through the API, per its deletion policy."""
         view = await operations.delete(name)
-        log.info("onboarding %s deleted through the API", name)
+        log.info(
+            f"onboarding {name} deleted through the API",
+            extra={
+                "action": "delete",
+                "onboarding": name,
+                "cluster": view.cluster,
+                **caller(request),
+            },
+        )
         return view
 
-    def action_endpoint(action: Action) -> Callable[[str], Awaitable[OnboardingView]]:
-        async def act(name: Name) -> OnboardingView:
+    def action_endpoint(action: Action) -> Callable[[Request, str], Awaitable[OnboardingView]]:
+        async def act(request: Request, name: Name) -> OnboardingView:
+            if action in IDEMPOTENT:
+                # suspending a suspended onboarding (resuming a running one) is done already
+                current = operations.get(name)
+                if (current.state == State.SUSPENDED) == (action == "suspend"):
+                    log.info(
+                        f"on-call action {action} on onboarding {name}: nothing to do",
+                        extra={
+                            "action": action,
+                            "onboarding": name,
+                            "cluster": current.cluster,
+                            "result": "unchanged",
+                            **caller(request),
+                        },
+                    )
+                    return current
             view = await operations.act(name, action)
-            log.info("on-call action %s on onboarding %s", action, name)
+            log.info(
+                f"on-call action {action} on onboarding {name}",
+                extra={
+                    "action": action,
+                    "onboarding": name,
+                    "cluster": view.cluster,
+                    "result": "changed",
+                    **caller(request),
+                },
+            )
             return view
 
         act.__doc__ = ACTIONS[action]

@@ -18,7 +18,14 @@ from pydantic import TypeAdapter, ValidationError
 from orchestrator import __version__
 from orchestrator.ports import Action
 from orchestrator.records import State
-from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
+from orchestrator.views import (
+    ClusterView,
+    Explanation,
+    HeldOffboardingView,
+    OnboardingView,
+    TransitionView,
+    UpsertResult,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "ORCHESTRATOR_API"
@@ -32,6 +39,8 @@ _VIEWS = TypeAdapter(list[OnboardingView])
 _HISTORY = TypeAdapter(list[TransitionView])
 _CLUSTERS = TypeAdapter(list[ClusterView])
 _HELD = TypeAdapter(HeldOffboardingView)
+_EXPLANATION = TypeAdapter(Explanation)
+_UPSERT = TypeAdapter(UpsertResult)
 HELD_PATH = "/api/v1/config/held-offboarding"
 
 
@@ -59,13 +68,25 @@ def resolve_url(flag: str | None) -> str:
 
 def resolve_token(token_file: str | None) -> str | None:
     """The token from ``--token-file``, else $ORCHESTRATOR_API_TOKEN(_FILE); may be None."""
-    path = token_file or os.environ.get(TOKEN_FILE_ENV)
+    return token_and_origin(token_file)[0]
+
+
+def token_and_origin(token_file: str | None) -> tuple[str | None, str | None]:
+    """The token (or None) and where it came from, to name it when the daemon refuses it:
+    ``--token-file``, then $ORCHESTRATOR_API_TOKEN_FILE, then $ORCHESTRATOR_API_TOKEN."""
+    if token_file:
+        path, origin = token_file, f"--token-file {token_file}"
+    else:
+        path = os.environ.get(TOKEN_FILE_ENV) or ""
+        origin = f"${TOKEN_FILE_ENV} ({path})"
     if path:
         try:
-            return Path(path).read_text(encoding="utf-8").strip() or None
+            token = Path(path).read_text(encoding="utf-8").strip() or None
         except OSError as error:
             raise ClientError(f"cannot read the token file {path}: {error.strerror}") from None
-    return os.environ.get(TOKEN_ENV) or None
+        return token, origin if token else None
+    token = os.environ.get(TOKEN_ENV) or None
+    return token, f"${TOKEN_ENV}" if token else None
 
 
 class ApiClient:
@@ -110,6 +131,27 @@ class ApiClient:
     def onboarding(self, name: str) -> OnboardingView:
         return self._parse(_VIEW, self._request("GET", _path(name)))
 
+    def explain(self, name: str) -> Explanation:
+        return self._parse(_EXPLANATION, self._request("GET", _path(name, "explain")))
+
+    def apply(
+        self, name: str, document: bytes, *, wait: bool = False, timeout: float = 60.0
+    ) -> UpsertResult:
+        """Upsert one Onboarding document, sent as YAML as it was written."""
+        params = {"wait": "true", "timeout": f"{timeout:g}"} if wait else None
+        answer = self._request(
+            "PUT",
+            _path(name),
+            params=params,
+            content=document,
+            headers={"Content-Type": "application/yaml"},
+            timeout=timeout + 30 if wait else None,
+        )
+        return self._parse(_UPSERT, answer)
+
+    def delete(self, name: str) -> OnboardingView:
+        return self._parse(_VIEW, self._request("DELETE", _path(name)))
+
     def clusters(self) -> list[ClusterView]:
         return self._parse(_CLUSTERS, self._request("GET", "/api/v1/clusters"))
 
@@ -128,9 +170,25 @@ class ApiClient:
 
     # --- plumbing ----------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         try:
-            response = self._http.request(method, path, params=params)
+            response = self._http.request(
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
         except httpx.HTTPError as error:
             raise Unreachable(
                 f"cannot reach the daemon at {self.base_url}: {_why(error)}"

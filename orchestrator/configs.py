@@ -519,6 +519,80 @@ class StepResources(Strict):
         }
 
 
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+#: a label key: an optional DNS-1123 subdomain prefix and '/', then a name of at most 63
+LABEL_KEY = re.compile(
+    rf"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}"
+)
+
+
+def _label_key(value: str) -> str:
+    prefix = value.rpartition("/")[0]
+    if len(prefix) > 253 or not LABEL_KEY.fullmatch(value):
+        raise ValueError(
+            f"{_shown(value)} is not a label key (an optional DNS subdomain and '/', then a"
+            " name: at most 63 letters, digits, '-', '_' or '.', starting and ending with a"
+            " letter or digit)"
+        )
+    return value
+
+
+def _label_value(value: str) -> str:
+    if value and not re.fullmatch(_LABEL_NAME, value):
+        raise ValueError(
+            f"{_shown(value)} is not a label value (at most 63 letters, digits, '-', '_' or"
+            " '.', starting and ending with a letter or digit)"
+        )
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(Strict):
+    """A taint the step pods tolerate, as Kubernetes writes and checks it."""
+
+    key: LabelKey | None = Field(
+        default=None, description="The taint's key; none (with Exists) matches every taint."
+    )
+    operator: Literal["Equal", "Exists"] = Field(
+        default="Equal", description="Equal: the taint's value is value; Exists: any value."
+    )
+    value: LabelValue = Field(default="", description="The taint's value (with Equal).")
+    effect: TaintEffect | None = Field(
+        default=None, description="The taint's effect; none matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        alias="tolerationSeconds",
+        description="With NoExecute: how long the pod stays once the taint appears.",
+    )
+
+    @model_validator(mode="after")
+    def _what_kubernetes_accepts(self) -> Toleration:
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key must have operator Exists")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != TaintEffect.NO_EXECUTE:
+            raise ValueError("tolerationSeconds goes only with effect NoExecute")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        """As in a pod spec, and as Argo writes it back (no empty fields)."""
+        written = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if not written.get("value"):
+            written.pop("value", None)
+        return written
+
+
 class StepPods(Strict):
     """How the step pods run on one cluster; applied to the WorkflowTemplates when the
     daemon installs them there."""
@@ -540,6 +614,17 @@ class StepPods(Strict):
         default=None,
         description="Requests and limits of each step container, as in a Kubernetes"
         " container; replaces the templates' own (cpu 50m, memory 64Mi, limit 256Mi).",
+    )
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        alias="nodeSelector",
+        description="Labels a node must have to run the step pods (the pods'"
+        " nodeSelector), e.g. {orchestrator.dev/node: steps}.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Taints the step pods tolerate, as in a Kubernetes pod spec: to run on"
+        " nodes kept for them.",
     )
 
     @field_validator("image_pull_secrets", mode="before")
@@ -579,6 +664,14 @@ class StepPods(Strict):
                     container["image"] = self.image or default_image
                     if self.resources is not None:
                         container["resources"] = self.resources.manifest()
+        # Argo gives every pod of the workflow these unless its template sets its own
+        if self.node_selector:
+            spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **self.node_selector}
+        if self.tolerations:
+            spec["tolerations"] = [
+                *(spec.get("tolerations") or []),
+                *(t.manifest() for t in self.tolerations),
+            ]
         if self.image_pull_secrets:
             own = [s for s in spec.get("imagePullSecrets") or [] if isinstance(s, dict)]
             named = {s.get("name") for s in own}

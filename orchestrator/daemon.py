@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import sys
@@ -30,9 +31,12 @@ from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
 from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.desired import DesiredStateSource, clusters_in_use, declared_in_files
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.election import Elector, Gate, LeaseTiming
+from orchestrator.errors import ConfigError, ConfigProblem, NotLeading, OrchestratorError
 from orchestrator.globalaccounts import GlobalAccountCredentials
 from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
+from orchestrator.kube.clients import pod_namespace
+from orchestrator.kube.leases import KubeLeases
 from orchestrator.loading import directory_digest, rules_of
 from orchestrator.logs import configure, register_secret
 from orchestrator.metrics import Metrics
@@ -41,7 +45,9 @@ from orchestrator.ports import Store, WorkflowEngine
 from orchestrator.reconciling import Reconciler, Tuning, utcnow
 from orchestrator.service import Service
 from orchestrator.settings import Settings
-from orchestrator.store import open_store
+from orchestrator.store import open_store, urls
+from orchestrator.store.replicas import ExclusiveUse, WakeChannel
+from orchestrator.views import Role
 from orchestrator.watching import Watcher
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,14 @@ class Daemon:
     #: the clusters' workflow watches (when running as a service)
     watcher: Watcher | None = None
     templates_digest: str = ""
+    #: may this replica act (see ``election``); the only replica's always may
+    gate: Gate = field(default_factory=Gate)
+    #: whether this replica runs passes: the leader, or the only replica
+    acting: bool = False
+    #: wakes a leader on another replica (PostgreSQL), and lets this one be woken
+    wakes: WakeChannel | None = None
+    _listener: asyncio.Task[None] | None = None
+    _passes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
     #: clusters whose pending pass was asked for by their watch alone
@@ -88,10 +102,14 @@ class Daemon:
 
     async def reconcile(self, cluster: str) -> None:
         """One cluster's pass; repeated while wakes arrived during it."""
+        if not self.acting:
+            return
         if cluster in self._running:
             self._dirty.add(cluster)
             return
         self._running.add(cluster)
+        if (task := asyncio.current_task()) is not None:
+            self._passes[cluster] = task
         try:
             while True:
                 self._dirty.discard(cluster)
@@ -103,9 +121,15 @@ class Daemon:
                 try:
                     result = await self.reconciler.reconcile_cluster(cluster, known=known)
                 except asyncio.CancelledError:
-                    # the daemon is stopping: the pass ends here, and the next start
-                    # picks up from the store (nothing is half-written)
+                    # the daemon is stopping (or stops leading): the pass ends here, and
+                    # the next start picks up from the store (nothing is half-written)
                     log.info("reconcile pass stopped", extra={"cluster": cluster})
+                    return
+                except NotLeading as error:
+                    log.warning(
+                        "reconcile pass stopped: not leading",
+                        extra={"cluster": cluster, "error": str(error)},
+                    )
                     return
                 except OrchestratorError as error:
                     log.error(
@@ -118,12 +142,18 @@ class Daemon:
                     break
         finally:
             self._running.discard(cluster)
+            self._passes.pop(cluster, None)
 
     def wake(self, cluster: str, *, by_watch: bool = False) -> None:
         """Run the cluster's pass now: something changed (an API call, a reload, a
         workflow that finished), so a back-off after the cluster's last failure is
         not waited out. A pass woken by the watch alone lists only what it does not
-        know from the watch; any other wake makes it list everything in flight."""
+        know from the watch; any other wake makes it list everything in flight. On a
+        replica that does not lead, the leader is woken instead."""
+        if not self.acting:
+            if self.wakes is not None:
+                asyncio.get_running_loop().create_task(self.wakes.send(cluster))
+            return
         if by_watch and cluster not in self._dirty:
             self._watch_only.add(cluster)
         elif not by_watch:
@@ -195,7 +225,7 @@ class Daemon:
             self.watcher.retain(self.clusters.names())
         if self.scheduler is None:
             return
-        wanted = set(self.clusters.names())
+        wanted = set(self.clusters.names()) if self.acting else set()
         for job in self.scheduler.get_jobs():
             if job.id.startswith("cluster:") and job.id.removeprefix("cluster:") not in wanted:
                 job.remove()
@@ -213,6 +243,95 @@ class Daemon:
                     next_run_time=datetime.now(UTC),
                 )
 
+    # --- roles ----------------------------------------------------------------------
+
+    async def start_leading(self, epoch: int) -> None:
+        """The elector took the Lease: record its epoch in the store (raising the
+        Lease's count first when the store holds that epoch already), then act."""
+        elector = self.gate.elector
+        assert elector is not None
+        for _ in range(3):
+            claimed = await asyncio.to_thread(
+                self.store.claim_leadership, epoch=epoch, holder=elector.identity, at=utcnow()
+            )
+            if claimed:
+                break
+            stored = await asyncio.to_thread(self.store.leadership)
+            if stored is not None and stored.epoch >= epoch:
+                epoch = await elector.raise_epoch(stored.epoch + 1)
+        else:
+            raise NotLeading(f"epoch {epoch} could not be recorded in the database")
+        self.gate.epoch = epoch
+        self.metrics.leader_epoch.set(epoch)
+        log.info(
+            "started leading",
+            extra={"replica": elector.identity, "epoch": epoch, "lease": elector.leases.where},
+        )
+        await self.start_acting()
+
+    async def start_acting(self) -> None:
+        """Run passes, watch the clusters and listen for wakes: as the leader, or as the
+        only replica. What earlier passes saw is forgotten (another may have acted)."""
+        self.reconciler.start_over()
+        self.acting = True
+        self.metrics.leader.set(1)
+        self.metrics.leadership_changes.labels(change="started").inc()
+        if self.settings.watch and self.watcher is None and self.scheduler is not None:
+            self.watcher = Watcher(
+                daemon_id=self.settings.daemon_id,
+                engine_of=self.clusters.engine,
+                on_change=functools.partial(self.wake, by_watch=True),
+                limits=self.reconciler.tuning.limits,
+                jitter=random.random,
+            )
+        if self.wakes is not None and self._listener is None:
+            self._listener = asyncio.create_task(self.wakes.listen(self.wake), name="wakes")
+        if self.scheduler is not None:
+            self.scheduler.add_job(
+                self.prune,
+                "interval",
+                id="prune",
+                minutes=10,
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+            )
+        await self.apply_clusters()
+
+    async def stop_acting(self, reason: str) -> None:
+        """Stop at once: no pass, watch or prune runs any more, and the passes in
+        progress are cancelled (what they did is in the store; what they had yet to
+        record is refused by the store's fence anyway)."""
+        if not self.acting:
+            return
+        self.acting = False
+        self.gate.epoch = None
+        self.metrics.leader.set(0)
+        self.metrics.leadership_changes.labels(change="stopped").inc()
+        self.metrics.forget_clusters()
+        await self.apply_clusters()  # removes the clusters' jobs
+        if self.scheduler is not None and self.scheduler.get_job("prune") is not None:
+            self.scheduler.remove_job("prune")
+        passes = [task for task in self._passes.values() if task is not asyncio.current_task()]
+        for task in passes:
+            task.cancel()
+        await asyncio.gather(*passes, return_exceptions=True)
+        if self.watcher is not None:
+            watcher, self.watcher = self.watcher, None
+            await watcher.aclose()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        if self.gate.elector is not None:
+            log.warning("stopped leading", extra={"reason": reason})
+
+    def role(self) -> Role:
+        """``leader``, ``follower``, or ``only replica`` (no leader election)."""
+        if self.gate.elector is None:
+            return "only replica"
+        return "leader" if self.acting else "follower"
+
     async def tick(self) -> None:
         """One pass over every cluster, as the scheduler would run them (for tests)."""
         await self.reload_config()
@@ -221,6 +340,8 @@ class Daemon:
 
     def prune(self) -> None:
         """Forget Deleted onboardings older than the retention, with their history."""
+        if not self.acting:
+            return
         before = self.reconciler.clock() - timedelta(
             seconds=self.settings.deleted_retention_seconds
         )
@@ -235,6 +356,9 @@ class Daemon:
     async def aclose(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
         if self.watcher is not None:
             await self.watcher.aclose()
         await self.clusters.aclose()
@@ -256,6 +380,43 @@ def management_access(settings: Settings) -> KubeAccess | None:
     else:
         return None
     return KubeAccess("management", kubeconfig)
+
+
+def elector_for(settings: Settings) -> Elector | None:
+    """The Lease election of this replica; None when it runs as the only one (no
+    management cluster, or leader election turned off)."""
+    management = management_access(settings)
+    wanted = settings.leader_election
+    if wanted is None:
+        wanted = management is not None
+    if not wanted:
+        return None
+    if management is None:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file="settings",
+                    document="daemon",
+                    field="leader_election",
+                    message="leader election needs a management cluster: run in a pod, or set"
+                    " ORCHESTRATOR_MANAGEMENT_KUBECONFIG",
+                )
+            ]
+        )
+    timing = LeaseTiming(
+        duration=settings.lease_duration_seconds,
+        renew_deadline=settings.lease_renew_deadline_seconds,
+        retry=settings.lease_retry_seconds,
+    )
+    namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE") or pod_namespace()
+    leases = KubeLeases(
+        management,
+        namespace=namespace or "default",
+        name=settings.lease_name,
+        timeout=timing.retry,
+    )
+    base = settings.replica_id or os.environ.get("POD_NAME") or socket.gethostname()
+    return Elector(leases, identity=f"{base}_{secrets.token_hex(4)}", timing=timing)
 
 
 def default_engine_factory(metrics: Metrics, accesses: KubeAccesses) -> EngineFactory:
@@ -299,7 +460,8 @@ async def build(
         raise
     management = management_access(settings)
     namespace = os.environ.get("POD_NAMESPACE")
-    accesses = KubeAccesses(management=management, default_namespace=namespace)
+    gate = Gate(on_call=metrics.last_cluster_call.set_to_current_time)
+    accesses = KubeAccesses(management=management, default_namespace=namespace, gate=gate.check)
     clusters = ClusterRegistry(
         engine_factory or default_engine_factory(metrics, accesses), metrics=metrics
     )
@@ -315,9 +477,12 @@ async def build(
         jitter=jitter or random.random,
         targets=ClusterTargets(accesses, daemon=settings.daemon_id),
         credentials=GlobalAccountCredentials(management=management, namespace=namespace),
+        fence=gate.fence,
     )
     reconciler.actor.step_image = settings.step_image
     daemon = Daemon(
+        gate=gate,
+        acting=True,
         accesses=accesses,
         settings=settings,
         metrics=metrics,
@@ -334,6 +499,7 @@ async def build(
             accepted=lambda: daemon.desired_state_accepted(),
         ),
     )
+    daemon.service.role = daemon.role
     daemon.templates_digest = directory_digest(settings.templates_dir)
     await daemon.apply_clusters()
     return daemon
@@ -393,11 +559,25 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     sock = sock or listen_socket(settings.listen)
     token = settings.read_api_token()
     register_secret(token)
+    exclusive = None
     try:
+        elector = elector_for(settings)
+        if elector is None:
+            # the only replica: a second one on the same database is refused before
+            # it migrates or reads anything
+            exclusive = ExclusiveUse(urls.parse(settings.db_url))
+            exclusive.acquire()
         daemon = await build(settings, load_config=False)
     except BaseException:
         sock.close()
+        if exclusive is not None:
+            exclusive.release()
         raise
+    if elector is not None:
+        daemon.acting = False
+        daemon.gate.elector = elector
+        daemon.wakes = WakeChannel.for_url(urls.parse(settings.db_url))
+        daemon.service.replica_id = elector.identity
     if settings.api_reads_guarded:
         settings.read_api_read_token()  # registered with the log masker from the start
     app = create_app(
@@ -435,21 +615,19 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
         max_instances=1,
         coalesce=True,
     )
-    daemon.scheduler.add_job(
-        daemon.prune, "interval", id="prune", minutes=10, max_instances=1, coalesce=True
-    )
-    if settings.watch:
-        daemon.watcher = Watcher(
-            daemon_id=settings.daemon_id,
-            engine_of=daemon.clusters.engine,
-            on_change=functools.partial(daemon.wake, by_watch=True),
-            limits=daemon.reconciler.tuning.limits,
-            jitter=random.random,
-        )
     await daemon.apply_clusters()
     daemon.scheduler.start()
-    # the only replica acts (leader election is yet to come): it leads from here on
-    daemon.metrics.leader.set(1)
+    stop_electing = asyncio.Event()
+    election = None
+    if elector is None:
+        await daemon.start_acting()
+    else:
+        election = asyncio.create_task(
+            elector.run(
+                stop_electing, on_started=daemon.start_leading, on_stopped=daemon.stop_acting
+            ),
+            name="election",
+        )
     stop_watching = asyncio.Event()
     config_watch = (
         asyncio.create_task(daemon.watch_config(stop_watching), name="config-watch")
@@ -463,8 +641,18 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
             "config": str(settings.config_dir),
             "clusters": daemon.clusters.names(),
             "onboardings": len(daemon.desired.state.onboardings),
+            **(
+                {"role": "candidate", "replica": elector.identity, "lease": elector.leases.where}
+                if elector
+                else {"role": "only replica"}
+            ),
         },
     )
+    if elector is None:
+        log.info(
+            "running as the only replica (no leader election): another daemon on this"
+            " database is refused"
+        )
     if token is None:
         log.warning("no API token configured: mutating API calls are refused")
     if not settings.api_reads_guarded and not _loopback(host):
@@ -477,9 +665,18 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
     done, _ = await asyncio.wait({api, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
     stop_watching.set()
-    await asyncio.gather(api, *([config_watch] if config_watch else []), return_exceptions=True)
+    stop_electing.set()  # a leader hands its Lease back: a follower takes over at once
+    await asyncio.gather(
+        api,
+        *([config_watch] if config_watch else []),
+        *([election] if election else []),
+        return_exceptions=True,
+    )
     stopped.cancel()
+    await daemon.stop_acting("stopping")
     await daemon.aclose()
+    if exclusive is not None:
+        exclusive.release()
     log.info("daemon stopped")
     if api in done and api.exception() is not None:
         return 1
@@ -488,7 +685,7 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
 
 def run(settings: Settings) -> int:
     """Entry point of ``orchestrator run``."""
-    configure()
+    configure(level=settings.log_level, log_format=settings.log_format)
     try:
         sock = listen_socket(settings.listen)
     except CannotListen as error:

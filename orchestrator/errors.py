@@ -84,6 +84,14 @@ class Conflict(OrchestratorError):
     reason = "Conflict"
 
 
+class NotLeading(OrchestratorError):
+    """This replica does not lead (any more): it must not act. Raised before a call to a
+    cluster when the lease was not renewed in time, and by the store when a write names
+    an epoch that is no longer the leader's (a deposed leader that woke up)."""
+
+    reason = "NotLeading"
+
+
 class ClusterUnavailable(TemporaryError):
     """A cluster did not answer as it should (down, slow, refusing our credentials):
     every call to it may fail the same way for a while."""

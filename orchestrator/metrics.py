@@ -1,18 +1,35 @@
 """Prometheus metrics, all prefixed ``orchestrator_``.
 
 Labels carry names and short reasons only, never a secret or an error text.
-One registry per daemon, so tests can make as many daemons as they like.
+One registry per daemon, so tests can make as many daemons as they like; each
+also has the standard process and Python collectors (``process_*``,
+``python_*``). Counters and histograms have no ``_created`` series.
 """
 
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Mapping
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
+from orchestrator import __version__
 from orchestrator.records import SETTLED, State
+
+# a ``_created`` series per counter and histogram doubles the series and says nothing a
+# scrape needs (process-wide: the library reads it when a metric is made)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -22,6 +39,17 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # the standard collectors, in this registry (not the library's global one)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "orchestrator_build_info",
+            "1, labelled with the daemon's version and the Python it runs on.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
         self.onboardings = Gauge(
             "orchestrator_onboardings",
             "Onboardings per state and cluster.",
@@ -56,20 +84,22 @@ class Metrics:
         )
         self.workflow_submissions = Counter(
             "orchestrator_workflow_submissions_total",
-            "Workflows submitted (result: created, adopted, error).",
+            "Workflow submissions (result: created, adopted, rejected).",
             ["cluster", "step", "result"],
             registry=r,
         )
         self.argo_requests = Histogram(
             "orchestrator_argo_request_duration_seconds",
-            "Argo Server request latency.",
+            "Requests to a cluster's Argo Server (or its Kubernetes API for workflows).",
             ["cluster", "operation"],
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
         self.argo_errors = Counter(
             "orchestrator_argo_request_errors_total",
-            "Argo Server request errors.",
+            "Failed requests to a cluster's Argo Server (or its Kubernetes API for workflows),"
+            " by reason; an answer the daemon expects (a workflow or template not there yet)"
+            " is not counted.",
             ["cluster", "operation", "reason"],
             registry=r,
         )
@@ -130,11 +160,56 @@ class Metrics:
             ["cluster"],
             registry=r,
         )
-        self.leader = Gauge(
-            "orchestrator_leader",
-            "1 when this replica acts.",
+        self.http_requests = Counter(
+            "orchestrator_http_requests_total",
+            "Requests to the daemon's HTTP API, by route template and status.",
+            ["method", "route", "status"],
             registry=r,
         )
+        self.http_request_duration = Histogram(
+            "orchestrator_http_request_duration_seconds",
+            "Time to answer a request to the daemon's HTTP API (a waiting upsert included).",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.leader = Gauge(
+            "orchestrator_leader",
+            "1 when this replica acts (the leader, or the only replica), else 0.",
+            registry=r,
+        )
+        self.leader_epoch = Gauge(
+            "orchestrator_leader_epoch",
+            "The epoch of this replica's current or last leadership (the Lease's transitions).",
+            registry=r,
+        )
+        self.leadership_changes = Counter(
+            "orchestrator_leadership_changes_total",
+            "Times this replica started or stopped leading.",
+            ["change"],
+            registry=r,
+        )
+        for change in ("started", "stopped"):
+            self.leadership_changes.labels(change=change)
+        self.last_cluster_call = Gauge(
+            "orchestrator_last_cluster_call_timestamp_seconds",
+            "When this replica last sent a request to a cluster (Argo Server or Kubernetes"
+            " API); a follower's stays where its leadership ended.",
+            registry=r,
+        )
+
+    def forget_clusters(self) -> None:
+        """Drop the per-cluster gauges a pass sets: a replica that stops leading exports
+        none, so that its last values (a CleanupFailed long cleaned up, an old unsettled
+        time) cannot keep an alert firing beside the new leader's."""
+        for gauge in (
+            self.onboardings,
+            self.unsettled_since,
+            self.cleanup_failed,
+            self.cluster_up,
+            self.cluster_latency,
+        ):
+            gauge.clear()
 
     def count_cluster(
         self,

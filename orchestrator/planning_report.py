@@ -1,22 +1,27 @@
 """``orchestrator plan``: what the daemon would do next for each onboarding.
 
 Reads the config and the database, asks no cluster and changes nothing (a
-database that does not exist yet is not created).
+database that does not exist yet is not created). What the daemon recorded at
+its last pass says why an onboarding waits: a back-off, a cluster that did not
+answer, a refused edit, a failure waiting for on-call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from orchestrator.configs import OnboardingSpec
+from orchestrator.explaining import cause
 from orchestrator.loading import load_directory, rules_of
 from orchestrator.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
 from orchestrator.reconciling import new_record, utcnow
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
 from orchestrator.settings import Settings
+from orchestrator.views import OnboardingView
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,13 @@ def plan(settings: Settings) -> list[PlanLine]:
         if spec is not None and (refused := immutable_change(record, spec)) is not None:
             # the same rule as the daemon's: the stored spec keeps running
             spec = OnboardingSpec.model_validate(record.spec)
+        cluster = desired.clusters.get(record.cluster)
+        limit = cluster.spec.max_concurrent if cluster else 0
         if refused is not None:
             action, detail = "refuse", refused
         elif record.workflow is not None and record.state not in SETTLED:
-            action, detail = "check", f"look at workflow {record.workflow} ({record.step})"
+            action, detail = _in_flight(record, now=now)
         else:
-            cluster = desired.clusters.get(record.cluster)
-            limit = cluster.spec.max_concurrent if cluster else 0
             situation = Situation(
                 record=record,
                 desired=spec,
@@ -81,5 +86,36 @@ def plan(settings: Settings) -> list[PlanLine]:
                 slot_available=busy.get(record.cluster, 0) < limit,
             )
             action, detail = describe(decide(situation))
+            if action == "wait":
+                detail = _waiting(record, detail, busy=busy.get(record.cluster, 0), limit=limit)
         lines.append(PlanLine(name, record.cluster, record.state.value, action, detail))
     return lines
+
+
+def _in_flight(record: OnboardingRecord, *, now: datetime) -> tuple[str, str]:
+    """A step's workflow is in flight: what the last pass found keeps it from moving, if
+    anything (a back-off, a cluster that did not answer); else its phase is asked next."""
+    if record.next_attempt_at is not None and record.next_attempt_at > now:
+        until = record.next_attempt_at.isoformat(timespec="seconds")
+        return "wait", f"backing off until {until}: {_first_line(record.last_error)}"
+    if record.last_error:
+        return "wait", f"the last pass could not go on: {_first_line(record.last_error)}"
+    return "check", f"ask Argo for workflow {record.workflow} ({record.step}, in flight)"
+
+
+def _waiting(record: OnboardingRecord, why: str, *, busy: int, limit: int) -> str:
+    """What the onboarding waits for, as ``orchestrator explain`` says it when it says more
+    than the planner (a failure's reason, who suspended it, the cluster's slots)."""
+    now = utcnow()
+    backing_off = record.next_attempt_at is not None and record.next_attempt_at > now
+    if record.state == State.PENDING and busy >= limit and not backing_off:
+        return (
+            f"waits for a free slot: {busy} of {limit} (maxConcurrent) in flight on"
+            f" {record.cluster}"
+        )
+    said = cause(OnboardingView.of(record), now=now)
+    return said if said is not None and record.state in SETTLED else why
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else "-"

@@ -14,6 +14,8 @@ from typing import Any, Literal, Protocol
 from orchestrator.configs import Cluster, GlobalAccount, Onboarding
 from orchestrator.errors import Conflict
 from orchestrator.records import (
+    Leadership,
+    LeaseRecord,
     OnboardingRecord,
     State,
     TransitionRecord,
@@ -21,7 +23,13 @@ from orchestrator.records import (
     WorkflowStatus,
     WorkflowSubmission,
 )
-from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
+from orchestrator.views import (
+    ClusterView,
+    HeldOffboardingView,
+    OnboardingView,
+    ReplicaView,
+    TransitionView,
+)
 
 
 class Store(Protocol):
@@ -50,10 +58,21 @@ class Store(Protocol):
       other state, and younger Deleted ones, are left as they are.
     - Datetimes go in and come out timezone-aware UTC; a naive one raises
       ``ValueError``.
+    - Fencing: ``claim_leadership`` records ``epoch`` as the leader's if it is
+      newer than the stored one (True), else changes nothing (False);
+      ``leadership`` reads it back. ``create``, ``save`` and ``save_all`` given
+      an ``epoch`` write only while that is the stored epoch, else raise
+      ``errors.NotLeading`` and write nothing; a claim waits for the fenced
+      writes in progress, and no write of an older epoch goes in after it.
+      Transitions are stored with the epoch of their write (None without).
     """
 
     def create(
-        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+        self,
+        record: OnboardingRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        *,
+        epoch: int | None = None,
     ) -> OnboardingRecord: ...
 
     def get(self, name: str) -> OnboardingRecord | None: ...
@@ -69,18 +88,49 @@ class Store(Protocol):
     def versions(self, *, cluster: str) -> dict[str, int]: ...
 
     def save(
-        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+        self,
+        record: OnboardingRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        *,
+        epoch: int | None = None,
     ) -> OnboardingRecord: ...
 
     def save_all(
-        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+        self,
+        batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]],
+        *,
+        epoch: int | None = None,
     ) -> builtins.list[OnboardingRecord | Conflict]: ...
+
+    def claim_leadership(self, *, epoch: int, holder: str, at: datetime) -> bool: ...
+
+    def leadership(self) -> Leadership | None: ...
 
     def history(self, name: str) -> builtins.list[TransitionRecord]: ...
 
     def prune(self, *, deleted_before: datetime) -> builtins.list[str]: ...
 
     def close(self) -> None: ...
+
+
+class Leases(Protocol):
+    """The one Lease the replicas elect their leader on.
+
+    Contract: ``get`` answers None when there is no Lease; ``create`` raises
+    ``errors.Conflict`` when one exists; ``update`` writes only over the version it
+    was read at (``record.version``), else raises ``errors.Conflict``. Both answer
+    the stored record with its new version. Other failures are the project's
+    errors (``TemporaryError`` for an unreachable API). ``where`` names the Lease
+    for messages.
+    """
+
+    where: str
+
+    async def get(self) -> LeaseRecord | None: ...
+
+    async def create(self, record: LeaseRecord) -> LeaseRecord: ...
+
+    async def update(self, record: LeaseRecord) -> LeaseRecord: ...
 
 
 TemplateChange = Literal["created", "updated", "unchanged"]
@@ -169,6 +219,10 @@ class Operations(Protocol):
         ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+    def replica(self) -> ReplicaView:
+        """This replica's role and the leader (from the store's leadership record)."""
+        ...
 
     def held_offboarding(self) -> HeldOffboardingView:
         """The config change held because it would offboard too many at once, if any."""

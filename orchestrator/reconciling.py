@@ -22,7 +22,7 @@ from orchestrator.acting import Actor, log_fields, new_incarnation
 from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource
-from orchestrator.errors import ClusterUnavailable, Conflict, TemporaryError
+from orchestrator.errors import ClusterUnavailable, Conflict, NotLeading, TemporaryError
 from orchestrator.machine import OnboardingMachine
 from orchestrator.metrics import Metrics
 from orchestrator.observing import Observer
@@ -79,8 +79,12 @@ class Reconciler:
         jitter: Callable[[], float] = random.random,
         targets: Targets | None = None,
         credentials: Credentials | None = None,
+        fence: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.store = store
+        #: the leader's epoch every write of a pass names (None: the only replica), or
+        #: ``NotLeading`` raised when this replica must not write (see ``election``)
+        self.fence = fence
         self.desired = desired
         self.clusters = clusters
         self.metrics = metrics
@@ -93,7 +97,7 @@ class Reconciler:
         #: per cluster, Pending onboardings that wait for a slot: name -> what they waited
         #: under; skipped until given a slot
         self._queued: dict[str, dict[str, Look]] = {}
-        self.saver = Saver(store)
+        self.saver = Saver(store, fence=lambda: self.fence())
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
         )
@@ -304,7 +308,7 @@ class Reconciler:
             at=now,
         )
         try:
-            saved = self.store.save(record, [entry])
+            saved = self.store.save(record, [entry], epoch=self.fence())
         except Conflict:
             return None
         log.info("onboarding moved", extra={"onboarding": record.name, "cluster": cluster})
@@ -322,7 +326,7 @@ class Reconciler:
             reason=f"declared in {where}",
             at=now,
         )
-        created = self.store.create(record, [first])
+        created = self.store.create(record, [first], epoch=self.fence())
         log.info("onboarding declared", extra={"onboarding": name, "cluster": record.cluster})
         return created
 
@@ -428,13 +432,13 @@ class Reconciler:
             await self._note_error(record, error, machine.log)
         except Conflict as error:
             # changed meanwhile (an API action): the next pass starts from the stored record
-            log.info(
-                "skipped: changed meanwhile", extra={"onboarding": record.name, "error": str(error)}
-            )
+            log.info("skipped: changed meanwhile", extra=log_fields(record, error=str(error)))
+        except NotLeading:
+            raise  # this replica stops acting: nothing is recorded, the pass ends
         except Exception as error:
             result.errors += 1
             self.metrics.reconcile_errors.labels(cluster=record.cluster, reason="Internal").inc()
-            log.exception("reconcile failed", extra={"onboarding": record.name})
+            log.exception("reconcile failed", extra=log_fields(record))
             await self._note_error(
                 record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
             )
@@ -491,6 +495,13 @@ class Reconciler:
         """Make the next pass re-check every cluster's WorkflowTemplates."""
         self.actor.forget_templates()
 
+    def start_over(self) -> None:
+        """Forget what earlier passes saw: when this replica leads again, another one
+        may have acted meanwhile."""
+        self._quiet.clear()
+        self._queued.clear()
+        self.actor.forget_templates()
+
     # --- recording ------------------------------------------------------------------
 
     async def _save(self, record: OnboardingRecord, log_: list[TransitionRecord]) -> None:
@@ -530,7 +541,7 @@ class Reconciler:
         except Conflict:
             pass
         except TemporaryError as store_error:
-            log.error("cannot record the error", extra={"error": str(store_error)})
+            log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
 
 
 def new_record(document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:

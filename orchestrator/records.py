@@ -104,6 +104,8 @@ class TransitionRecord:
     reason: str
     at: datetime
     workflow: str | None = None
+    #: the leader's epoch it was recorded under (None: not by a leader's pass)
+    epoch: int | None = None
 
 
 class WorkflowPhase(StrEnum):
@@ -155,3 +157,26 @@ class WorkflowEvent:
     type: str
     resource_version: str
     status: WorkflowStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """Who leads, as the store knows it: the epoch every write of a pass is fenced by."""
+
+    epoch: int
+    holder: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """What a ``coordination.k8s.io/v1`` Lease says: who holds it, since when, renewed
+    when, for how long, and how often it changed hands (the leader's epoch)."""
+
+    holder: str
+    duration_seconds: int
+    acquired_at: datetime | None = None
+    renewed_at: datetime | None = None
+    transitions: int = 0
+    #: the object's resourceVersion: an update applies only to the version read
+    version: str | None = None

@@ -6,12 +6,16 @@ submission). While one batch is being committed in a worker thread, the saves
 that arrive meanwhile queue up and go in the next transaction together: the
 more onboardings act at once, the fewer commits per onboarding, and the loop
 never waits for the disk.
+
+Each batch is fenced: ``fence()`` names the leader's epoch the store checks the
+batch against (None for the only replica), or raises ``NotLeading``, which every
+save of the batch then raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import Conflict
@@ -32,9 +36,16 @@ class _Pending:
 class Saver:
     """Group commit of the reconciler's saves; see the module docstring."""
 
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = MAX_BATCH,
+        fence: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._fence = fence
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         #: transactions committed, and saves in them (for the benchmark and tests)
@@ -58,7 +69,8 @@ class Saver:
             del self._queue[: len(batch)]
             items = [(p.record, p.transitions) for p in batch]
             try:
-                outcomes = await asyncio.to_thread(self._store.save_all, items)
+                epoch = self._fence()
+                outcomes = await asyncio.to_thread(self._store.save_all, items, epoch=epoch)
             except Exception as error:
                 for pending in batch:
                     if not pending.done.done():

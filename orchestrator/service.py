@@ -22,7 +22,14 @@ from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
+from orchestrator.views import (
+    ClusterView,
+    HeldOffboardingView,
+    OnboardingView,
+    ReplicaView,
+    Role,
+    TransitionView,
+)
 
 #: states after which waiting for an upsert ends
 DONE = frozenset(
@@ -57,6 +64,9 @@ class Service:
         #: what the daemon does after a new desired state is accepted (wakes every cluster)
         self.accepted = accepted
         self.started = False
+        #: this replica's identity (None without leader election) and role
+        self.replica_id: str | None = None
+        self.role: Callable[[], Role] = lambda: "only replica"
 
     # --- reading ------------------------------------------------------------------
 
@@ -127,6 +137,16 @@ class Service:
             )
         return True, "ok"
 
+    def replica(self) -> ReplicaView:
+        held = self.store.leadership() if self.replica_id is not None else None
+        return ReplicaView(
+            replica=self.replica_id,
+            role=self.role(),
+            leader=held.holder if held else None,
+            epoch=held.epoch if held else None,
+            leader_since=held.since if held else None,
+        )
+
     def held_offboarding(self) -> HeldOffboardingView:
         return _held_view(self.desired.held, self.desired.offboard_hold_share, waiting=True)
 
@@ -134,6 +154,13 @@ class Service:
 
     async def confirm_offboarding(self) -> HeldOffboardingView:
         await self.desired.loaded.wait()  # a change is checked against the files
+        if self.role() == "follower":
+            # the hold lives in the leader's memory: confirming it here would change nothing
+            leader = self.replica().leader or "the leader"
+            raise Conflict(
+                f"this replica follows; confirm the held offboarding on {leader} (the replica"
+                " that leads)"
+            )
         held = self.desired.confirm_held()
         if self.accepted is not None:
             await self.accepted()

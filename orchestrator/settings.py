@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orchestrator.configs import DEFAULT_STEP_IMAGE, image_reference
-from orchestrator.logs import register_secret
+from orchestrator.logs import LogFormat, LogLevel, register_secret
 
 #: namespaces no onboarding may target (shell-style patterns): ``kube-`` is reserved
 #: for Kubernetes' own namespaces, ``default`` belongs to no tenant
@@ -91,8 +91,51 @@ class Settings(BaseSettings):
         description="Kubeconfig of the cluster the daemon runs in, for kubeconfigs and BTP"
         " credentials kept in Secrets; default: in-cluster when running in a pod.",
     )
+    leader_election: bool | None = Field(
+        default=None,
+        description="Elect one acting replica on a Lease of the management cluster. Default:"
+        " on when there is a management cluster (in a pod, or management_kubeconfig), else"
+        " off: the daemon is then the only replica and locks its database against a second.",
+    )
+    lease_name: str = Field(
+        default="orchestrator",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Name of the Lease the replicas elect their leader on.",
+    )
+    lease_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease; default: the pod's namespace (POD_NAMESPACE,"
+        " or the ServiceAccount's namespace file), else default.",
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0, gt=0, description="How long a Lease not renewed keeps the others waiting."
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A leader that could not renew its Lease for this long stops acting;"
+        " shorter than the lease duration.",
+    )
+    lease_retry_seconds: float = Field(
+        default=2.0, gt=0, description="How often a replica renews or tries to take the Lease."
+    )
+    replica_id: str | None = Field(
+        default=None,
+        description="This replica's identity in the Lease; default: the pod's name"
+        " (POD_NAME) or the host name, with a random suffix.",
+    )
     daemon_id: str = Field(
         default="orchestrator", description="Value of the managed-by label on our workflows."
+    )
+    log_level: LogLevel = Field(
+        default="info",
+        description="The least severe log lines written: debug (also each probe and scrape"
+        " of the API, and each request to Argo), info, warning, error or critical.",
+    )
+    log_format: LogFormat = Field(
+        default="auto",
+        description="json (one object a line), text (for a person), or auto: json unless"
+        " stderr is a terminal.",
     )
     interval_seconds: float = Field(
         default=30.0,

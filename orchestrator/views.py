@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,11 @@ class OnboardingView(BaseModel):
     next_attempt_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    cause: str | None = Field(
+        default=None,
+        description="What it waits for now, in one line (GET /onboardings/{name}/explain has"
+        " the whole explanation); None when nothing holds it up.",
+    )
     spec: dict[str, Any] = Field(
         description="The spec as declared, admin e-mails included: a daemon whose port others"
         " can reach guards reads with a token (--api-read-token-file)."
@@ -67,9 +72,10 @@ class TransitionView(BaseModel):
     reason: str
     at: datetime
     workflow: str | None = None
+    workflow_url: str | None = Field(default=None, description="Link to the Argo UI.")
 
     @classmethod
-    def of(cls, transition: TransitionRecord) -> TransitionView:
+    def of(cls, transition: TransitionRecord, *, workflow_url: str | None = None) -> TransitionView:
         return cls(
             from_state=transition.from_state,
             to_state=transition.to_state,
@@ -77,6 +83,7 @@ class TransitionView(BaseModel):
             reason=transition.reason,
             at=transition.at,
             workflow=transition.workflow,
+            workflow_url=workflow_url,
         )
 
 
@@ -102,6 +109,9 @@ class ClusterView(BaseModel):
     )
     onboardings: int = Field(default=0, description="Onboardings on it, in any state.")
     in_flight: int = Field(default=0, description="Onboardings with a step or undo under way.")
+    max_concurrent: int | None = Field(
+        default=None, description="Its maxConcurrent: onboardings it lets be in flight at once."
+    )
 
 
 class HeldOffboardingView(BaseModel):
@@ -122,3 +132,77 @@ class HeldOffboardingView(BaseModel):
         description="A change offboarding more than this share (and more than one) is held."
     )
     since: datetime | None = Field(default=None, description="When the change was held.")
+
+
+#: what an onboarding waits for, as ``Explanation.waiting_for`` says it
+Waiting = Literal[
+    "nothing",
+    "suspended",
+    "cluster",
+    "refused-change",
+    "on-call",
+    "backoff",
+    "slot",
+    "next-pass",
+    "workflow",
+    "error",
+]
+
+
+class FailedStep(BaseModel):
+    """The step (or compensation) whose failure put the onboarding where it is."""
+
+    step: str | None = Field(default=None, description="The step or compensation that failed.")
+    reason: str = Field(description="Why, in full, as the transition recorded it.")
+    at: datetime
+    workflow: str | None = None
+    workflow_url: str | None = Field(default=None, description="Link to the Argo UI.")
+
+
+class Explanation(BaseModel):
+    """Why an onboarding is where it is and what it waits for: the on-call's first question."""
+
+    name: str
+    cluster: str
+    state: State
+    waiting_for: Waiting = Field(
+        description="nothing (settled as wanted), suspended, cluster (unreachable), refused-change"
+        " (an edit of an immutable field), on-call (failed: retry or fix), backoff, slot (the"
+        " cluster's maxConcurrent), next-pass, workflow (a step is running), error."
+    )
+    summary: str = Field(description="The cause in one line (the CAUSE column of `list`).")
+    details: list[str] = Field(default_factory=list, description="More about it, a line each.")
+    since: datetime | None = Field(default=None, description="Since when the cause holds.")
+    until: datetime | None = Field(default=None, description="Until when (a back-off).")
+    by: str | None = Field(default=None, description="Who suspended it.")
+    slot_holders: list[str] = Field(
+        default_factory=list, description="Onboardings holding the cluster's slots."
+    )
+    workflow: str | None = Field(default=None, description="The workflow running now.")
+    workflow_url: str | None = None
+    failed_step: FailedStep | None = None
+    hint: str | None = Field(default=None, description="What on-call can do about it.")
+
+
+#: what a replica does: acts (leader), serves and stores changes for the leader
+#: (follower), or acts without leader election (only replica)
+Role = Literal["leader", "follower", "only replica"]
+
+
+class ReplicaView(BaseModel):
+    """This replica and the leader, for ``GET /api/v1/replica``."""
+
+    replica: str | None = Field(
+        default=None, description="This replica's identity in the Lease (None: no election)."
+    )
+    role: Role = Field(
+        description="leader: it acts; follower: it serves the API and stores changes for"
+        " the leader; only replica: no leader election (one daemon per database)."
+    )
+    leader: str | None = Field(
+        default=None, description="The replica that holds the leader's epoch in the database."
+    )
+    epoch: int | None = Field(
+        default=None, description="The leader's epoch (the Lease's transitions when it won)."
+    )
+    leader_since: datetime | None = None

@@ -10,9 +10,11 @@ and with it the ``Authorization`` header.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +52,10 @@ STATUS_FIELDS = (
     "status.finishedAt",
 )
 GET_FIELDS = ",".join(STATUS_FIELDS)
+#: a failed workflow is read once more with its nodes: its message is its failed pod's
+FAILURE_FIELDS = ",".join([*STATUS_FIELDS, "status.nodes"])
+#: how many failed workflows' messages (read once with their nodes) are remembered
+EXPLAINED_CACHE = 256
 #: a watch stream quiet this long is closed and opened again from where it was
 WATCH_IDLE_SECONDS = 300.0
 LIST_FIELDS = ",".join(f"items.{field}" for field in STATUS_FIELDS)
@@ -85,9 +91,12 @@ class ArgoClient:
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         token_source: RenewableTokenSource | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
-        """``token_source``, when given, replaces ``tokenFile``/``tokenEnv`` of ``access``."""
+        """``token_source``, when given, replaces ``tokenFile``/``tokenEnv`` of ``access``;
+        ``gate`` is asked before every request and raises when this replica may not act."""
         self.cluster = cluster
+        self._gate = gate
         self.namespace = access.namespace
         self.server = str(access.server).rstrip("/")
         self.ui_url = str(access.ui_url).rstrip("/") if access.ui_url else self.server
@@ -112,6 +121,8 @@ class ArgoClient:
                 reason="TLSConfigInvalid",
             )
         self._timeout = timeout
+        #: uid -> the message of a failed workflow, read once with its nodes
+        self._explained: OrderedDict[str, str | None] = OrderedDict()
         self._http = httpx.AsyncClient(
             base_url=self.server,
             verify=verify,
@@ -128,6 +139,7 @@ class ArgoClient:
         *,
         metrics: Metrics | None = None,
         token_source: RenewableTokenSource | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> ArgoClient:
         """The client for a ``Cluster`` document."""
         return cls(
@@ -136,6 +148,7 @@ class ArgoClient:
             timeout=cluster.spec.request_timeout_seconds,
             metrics=metrics,
             token_source=token_source,
+            gate=gate,
         )
 
     # --- WorkflowEngine ---------------------------------------------------------
@@ -160,7 +173,7 @@ class ArgoClient:
             subject=name,
             params={"fields": GET_FIELDS},
         )
-        return workflow_status(data)
+        return await self._explain(workflow_status(data))
 
     async def list(self, selector: str) -> list[WorkflowStatus]:
         data = await self._request(
@@ -171,7 +184,30 @@ class ArgoClient:
             params={"listOptions.labelSelector": selector, "fields": LIST_FIELDS},
         )
         items = data.get("items") or []  # Argo answers "items": null for an empty list
-        return [workflow_status(item) for item in items if isinstance(item, dict)]
+        return [
+            await self._explain(workflow_status(item)) for item in items if isinstance(item, dict)
+        ]
+
+    async def _explain(self, status: WorkflowStatus) -> WorkflowStatus:
+        """A failed workflow's status with its failed pod's message (``failure_message``):
+        lists and watches ask for no nodes, so a failed one is read once more, whole."""
+        if status.phase not in (WorkflowPhase.FAILED, WorkflowPhase.ERROR) or not status.uid:
+            return status
+        if status.uid not in self._explained:
+            try:
+                data = await self._request(
+                    "GET",
+                    self._workflows(status.name),
+                    operation="get",
+                    subject=status.name,
+                    params={"fields": FAILURE_FIELDS},
+                )
+            except ArgoError:
+                return status  # gone or unreachable: Argo's own message will do
+            self._explained[status.uid] = workflow_status(data).message
+            while len(self._explained) > EXPLAINED_CACHE:
+                self._explained.popitem(last=False)
+        return dataclasses.replace(status, message=self._explained[status.uid] or status.message)
 
     async def watch(
         self, selector: str, *, resource_version: str | None = None
@@ -185,6 +221,8 @@ class ArgoClient:
         if resource_version:
             params["listOptions.resourceVersion"] = resource_version
         subject = f"workflow events ({selector})"
+        if self._gate is not None:
+            self._gate()
         headers: dict[str, str] = {}
         token = await self._token_source.token() if self._token_source else self._tokens.token()
         if token:
@@ -213,6 +251,8 @@ class ArgoClient:
                     )
                 async for line in response.aiter_lines():
                     event = self._event(line, subject)
+                    if event is not None and event.status is not None:
+                        event = dataclasses.replace(event, status=await self._explain(event.status))
                     if event is not None:
                         yield event
         except httpx.ReadTimeout:
@@ -304,13 +344,15 @@ class ArgoClient:
 
     async def _apply_template_once(self, name: str, manifest: dict[str, Any]) -> TemplateChange:
         wanted = self._template_body(manifest)
-        try:
-            current = await self._request(
-                "GET", self._templates(name), operation="get_template", subject=name
-            )
-        except ArgoError as exc:
-            if exc.status != 404:
-                raise
+        # a template not there yet is expected (404: then it is created), not an error
+        current = await self._request(
+            "GET",
+            self._templates(name),
+            operation="get_template",
+            subject=name,
+            accept=lambda response: response.status_code == 404,
+        )
+        if not current:
             await self._request(
                 "POST",
                 self._templates(),
@@ -424,6 +466,8 @@ class ArgoClient:
         subject: str,
         started: float,
     ) -> httpx.Response:
+        if self._gate is not None:
+            self._gate()
         headers: dict[str, str] = {}
         token = await self._token_source.token() if self._token_source else self._tokens.token()
         if token:
@@ -500,11 +544,39 @@ def workflow_status(data: dict[str, Any]) -> WorkflowStatus:
         phase=phase,
         uid=str(metadata.get("uid") or ""),
         # a step pod's last words: they may echo what the step sent to BTP
-        message=remote_message(str(status.get("message") or "")) or None,
+        message=remote_message(failure_message(status)) or None,
         started_at=parse_time(status.get("startedAt")),
         finished_at=parse_time(status.get("finishedAt")),
         labels={str(k): str(v) for k, v in labels.items()},
     )
+
+
+def failure_message(status: dict[str, Any]) -> str:
+    """Why a workflow failed, in its failed step's words when its nodes are at hand.
+
+    Argo's workflow message is its first node's. For a step template with a
+    ``retryStrategy`` that is the retry node's verdict ("retryStrategy.expression
+    evaluated to false", "No more retries left"), while the reason is in the message of
+    the last pod that failed: ``Error (exit code 1): <the container's termination
+    message>``. That one comes first, Argo's verdict after it in parentheses.
+    """
+    message = str(status.get("message") or "")
+    nodes = status.get("nodes")
+    failed = [
+        node
+        for node in (nodes.values() if isinstance(nodes, dict) else [])
+        if isinstance(node, dict)
+        and node.get("type") == "Pod"
+        and node.get("phase") in ("Failed", "Error")
+        and node.get("message")
+    ]
+    if not failed:
+        return message
+    last = max(failed, key=lambda n: (str(n.get("finishedAt") or ""), str(n.get("id") or "")))
+    said = str(last["message"])
+    if said in message:
+        return message
+    return f"{said} ({message})" if message else said
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -1,11 +1,13 @@
 """The Accounts Service subset the steps need: subaccounts by GUID and by subdomain.
 
-Shapes follow the Accounts Service REST API (``/accounts/v1/subaccounts``):
-a subaccount is ``{"guid", "subdomain", "region", "displayName", "state",
-"stateMessage", "labels": {key: [values]}, ...}``; a list answers
-``{"value": [...]}``. Creating and deleting are asynchronous: the subaccount
-goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``), and
-``DELETING`` until a ``GET`` answers 404.
+Shapes follow SAP's OpenAPI document of the Accounts Service
+(``tests/fakes/contracts/btp/accounts-service.json``, which the BTP test
+server holds every request and answer to): a subaccount is a
+``SubaccountResponseObject`` (``{"guid", "subdomain", "region",
+"displayName", "state", "stateMessage", "labels": {key: [values]}, ...}``); a
+list answers ``{"value": [...]}``. Creating and deleting are asynchronous: the
+subaccount goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``),
+and ``DELETING`` until a ``GET`` answers 404.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from orchestrator.btp.errors import BtpNotFound, BtpUnavailable
+from orchestrator.btp.errors import BtpConflict, BtpNotFound, BtpUnavailable
 from orchestrator.btp.transport import BtpTransport, ClientCredentials
 
 SERVICE = "accounts"
@@ -104,16 +106,20 @@ class AccountsService:
         """The subaccount's Service Manager binding: the one it has, else a new one.
 
         Answers ``{"clientid", "clientsecret", "url" (the UAA: token at
-        ``/oauth/token``), "sm_url", "xsappname"}``. The create is not repeated
-        after an ambiguous failure: the next run's ``GET`` finds it.
+        ``/oauth/token``), "sm_url", "xsappname"}``. The create takes no body; it
+        is not repeated after an ambiguous failure (the next run's ``GET`` finds
+        it), and its 409 (made meanwhile) is answered by reading the binding.
         """
         url = f"{self._base}/{quote(guid, safe='')}/serviceManagementBinding"
         try:
             response = self._transport.call("GET", url, service=SERVICE, ok=(200,))
         except BtpNotFound:
-            response = self._transport.call(
-                "POST", url, service=SERVICE, json={}, idempotent=False, ok=(200, 201)
-            )
+            try:
+                response = self._transport.call(
+                    "POST", url, service=SERVICE, idempotent=False, ok=(200, 201)
+                )
+            except BtpConflict:
+                response = self._transport.call("GET", url, service=SERVICE, ok=(200,))
         try:
             body = response.json()
             credentials = ClientCredentials(

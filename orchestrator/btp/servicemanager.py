@@ -1,15 +1,23 @@
 """The Service Manager subset the steps need: platforms and their operations.
 
-Shapes follow the Service Manager REST API (``/v1/platforms``): a platform is
-``{"id", "name", "type", "description", "labels": {key: [values]}, ...}``;
-only the answers to a create and to ``PATCH ...?regenerateCredentials=true``
-carry ``"credentials": {"basic": {"username", "password"}}``, and only once.
-A list answers ``{"num_items", "items": [...]}`` and filters with
-``fieldQuery``. Errors answer ``{"error": ..., "description": ...}``.
-``DELETE ...?async=true`` answers 202 with the operation in ``Location``
+Shapes follow SAP's OpenAPI document of Service Manager
+(``tests/fakes/contracts/btp/service-manager.json``, which the BTP test server
+holds every request and answer to): a platform is ``{"id", "name", "type",
+"description", "labels": {key: [values]}, ...}``; only the answers to a
+registration and to ``PATCH ...?regenerateCredentials=true`` carry
+``"credentials": {"basic": {"username", "password"}}``, and only once. A list
+answers ``{"num_items", "items": [...]}`` and filters with ``fieldQuery``.
+Errors answer ``{"error": ..., "description": ...}``.
+
+``DELETE /v1/platforms/{id}?cascade=true`` (the document's only parameter for
+it) answers 202 with the operation in ``Location``
 (``/v1/platforms/{id}/operations/{op}``, ``state``: ``in progress`` →
 ``succeeded`` | ``failed``), or 200 when done at once; 422 while the platform
-is active (its proxy still connected).
+is active (its proxy still connected). ``cascade`` also removes what was
+provisioned through the platform: without it a platform with service
+instances answers 409 and offboarding, which deletes the subaccount next
+anyway, would stall. ``regenerateCredentials`` and the 422 are not in SAP's
+document; docs/steps.md says where they come from.
 """
 
 from __future__ import annotations
@@ -109,7 +117,7 @@ class ServiceManager:
                 "DELETE",
                 self._url(platform_id),
                 service=SERVICE,
-                params={"async": "true"},
+                params={"cascade": "true"},
                 ok=(200, 202, 204),
             )
         except BtpNotFound:

@@ -107,8 +107,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 def error_text(response: httpx.Response) -> str:
     """BTP's own words for an error, in each service's shape; short, never the body as a whole.
 
-    Accounts Service: ``{"error": {"code": 11000, "message": ...}}``; Service
-    Manager: ``{"error": "Conflict", "description": ...}``; OAuth2:
+    Accounts Service: ``{"code": 11000, "correlationID": ..., "message": ...}``
+    (its document's ``ApiExceptionResponseObject``; also read when wrapped in
+    ``{"error": {...}}``), and no body at all for some statuses (401, 403, 429);
+    Service Manager: ``{"error": "Conflict", "description": ...}``; OAuth2:
     ``{"error": "invalid_client", "error_description": ...}``. The words pass
     through ``remote_message``: BTP may quote the request (a form with the
     client secret, a body with credentials), so anything like it is cut.
@@ -123,7 +125,13 @@ def error_text(response: httpx.Response) -> str:
     if isinstance(error, dict):
         text = str(error.get("message") or error.get("code") or "")
     else:
-        text = str(body.get("description") or body.get("error_description") or error or "")
+        text = str(
+            body.get("description")
+            or body.get("error_description")
+            or body.get("message")
+            or error
+            or ""
+        )
     return remote_message(text, limit=300)
 
 

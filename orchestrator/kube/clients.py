@@ -110,8 +110,11 @@ class KubeAccess:
         default_namespace: str | None = None,
         max_workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self.cluster = cluster
+        #: asked before every request: raises when this replica may not act (see election)
+        self.gate = gate
         self.kubeconfig = kubeconfig
         self.management = management
         self.timeout = timeout
@@ -130,6 +133,7 @@ class KubeAccess:
         *,
         management: KubeAccess | None = None,
         default_namespace: str | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> KubeAccess:
         """The access for a ``Cluster`` document that has a kubeconfig."""
         if cluster.spec.kubeconfig is None:
@@ -140,6 +144,7 @@ class KubeAccess:
             management=management,
             timeout=cluster.spec.request_timeout_seconds,
             default_namespace=default_namespace,
+            gate=gate,
         )
 
     @property
@@ -193,6 +198,8 @@ class KubeAccess:
         timeout: float | None = None,
     ) -> T:
         """The blocking form of ``call``, for threads and for the management access."""
+        if self.gate is not None:
+            self.gate()
         api = self.api_client()
         try:
             return request(Apis(api, timeout if timeout is not None else self.timeout))
@@ -376,7 +383,7 @@ class KubeAccess:
                 f"{self.source}: no access to the daemon's own cluster to read it",
                 cluster=self.cluster,
             )
-        namespace = ref.namespace or self._default_namespace or _pod_namespace()
+        namespace = ref.namespace or self._default_namespace or pod_namespace()
         if namespace is None:
             raise KubeconfigInvalid(
                 f"{self.source}: the Secret's namespace is not given and the daemon's own"
@@ -403,7 +410,7 @@ class KubeAccess:
             ) from None
 
 
-def _pod_namespace() -> str | None:
+def pod_namespace() -> str | None:
     try:
         with open(POD_NAMESPACE_FILE, encoding="utf-8") as handle:
             return handle.read().strip() or None

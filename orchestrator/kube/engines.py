@@ -12,7 +12,7 @@ change keeps its client (and its connections) when its engine is rebuilt.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from orchestrator.argo import ArgoClient
 from orchestrator.configs import Cluster
@@ -27,10 +27,16 @@ class KubeAccesses:
     """One ``KubeAccess`` per cluster name, rebuilt when its kubeconfig or timeout changes."""
 
     def __init__(
-        self, *, management: KubeAccess | None = None, default_namespace: str | None = None
+        self,
+        *,
+        management: KubeAccess | None = None,
+        default_namespace: str | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self.management = management
         self.default_namespace = default_namespace
+        #: asked before every request to a cluster (not to the management cluster)
+        self.gate = gate
         self._accesses: dict[str, KubeAccess] = {}
 
     def get(self, cluster: Cluster) -> KubeAccess:
@@ -46,7 +52,10 @@ class KubeAccesses:
         if current is not None:
             current.close()
         access = KubeAccess.for_cluster(
-            cluster, management=self.management, default_namespace=self.default_namespace
+            cluster,
+            management=self.management,
+            default_namespace=self.default_namespace,
+            gate=self.gate,
         )
         self._accesses[name] = access
         return access
@@ -72,4 +81,6 @@ def engine_for(cluster: Cluster, *, accesses: KubeAccesses, metrics: Metrics) ->
     token_source = None
     if not (argo.token_file or argo.token_env) and cluster.spec.kubeconfig is not None:
         token_source = TokenRequestSource.for_cluster(cluster, accesses.get(cluster))
-    return ArgoClient.for_cluster(cluster, metrics=metrics, token_source=token_source)
+    return ArgoClient.for_cluster(
+        cluster, metrics=metrics, token_source=token_source, gate=accesses.gate
+    )

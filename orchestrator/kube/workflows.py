@@ -355,7 +355,9 @@ class KubeWorkflowEngine:
                         cluster=self.cluster, operation=operation
                     ).observe(time.monotonic() - started)
         except ArgoError as exc:
-            if self._metrics is not None:
+            # a template not there yet is expected (it is then created), not an error
+            expected = operation == "get_template" and isinstance(exc, WorkflowNotFound)
+            if self._metrics is not None and not expected:
                 self._metrics.argo_errors.labels(
                     cluster=self.cluster, operation=operation, reason=exc.reason
                 ).inc()

@@ -15,7 +15,9 @@ Exit codes (the templates' ``retryStrategy`` retries only ``TRANSIENT``):
 ==  =========  ==================================================================
 
 Everything the command says goes to stderr as JSON lines (``orchestrator.logs``),
-one per action; stdout stays empty. No secret is logged or written to outputs.
+one per action; stdout stays empty. A failure's reason also goes to the container's
+termination message file (``/dev/termination-log``, where the kubelet reads it), one
+line: ``<reason>: <message>``. No secret is logged or written to outputs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from orchestrator.btp import Deadline
 from orchestrator.errors import OrchestratorError, PermanentError, TemporaryError
 from orchestrator.stepcommands import accounts
 from orchestrator.stepcommands.context import DEFAULT_OUTPUTS_DIR, StepContext, log, setting
+from orchestrator.stepcommands.outputs import write_termination_message
 from orchestrator.steps import (
     EXIT_BUG,
     EXIT_OK,
@@ -256,13 +259,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, KeyboardInterrupt | SystemExit) and not isinstance(error, Exception):
             raise
         code = exit_code_for(error)
+        reason = getattr(error, "reason", type(error).__name__)
         fields: dict[str, Any] = {
             "step": args.command,
             "onboarding": args.onboarding,
             "action": "finish",
             "exit_code": code,
-            "reason": getattr(error, "reason", type(error).__name__),
+            "reason": reason,
         }
+        # the reason where Kubernetes and Argo report it too, not only in the log
+        said = str(error) or type(error).__name__
+        if code == EXIT_BUG:
+            said = f"unexpected error, a bug (its traceback is in the step's log): {said}"
+        write_termination_message(reason, said)
         if code == EXIT_BUG:
             log.error("step failed unexpectedly", exc_info=True, extra=fields)
         else:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from orchestrator.btp import (
     AccountsService,
@@ -59,10 +60,39 @@ def setting(name: str, flag: float | None = None) -> float:
         raise PermanentError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
 
 
+#: the Secret the templates map the BTP variables from (``secretKeyRef``), and its keys
+BTP_SECRET = "orchestrator-btp-credentials"
+BTP_SECRET_KEYS = {
+    "BTP_CLIENT_ID": "client-id",
+    "BTP_CLIENT_SECRET": "client-secret",
+    "BTP_TOKEN_URL": "token-url",
+    "BTP_ACCOUNTS_URL": "accounts-url",
+}
+
+
+def _origin(name: str) -> str:
+    key = BTP_SECRET_KEYS.get(name)
+    return f" (the templates map it from Secret {BTP_SECRET}, key {key})" if key else ""
+
+
 def required_env(name: str) -> str:
     value = os.environ.get(name, "")
     if not value:
-        raise PermanentError(f"environment variable {name} is not set", reason="MissingSetting")
+        raise PermanentError(
+            f"environment variable {name} is not set{_origin(name)}", reason="MissingSetting"
+        )
+    return value
+
+
+def required_url(name: str) -> str:
+    """An http(s) URL from the environment; the error names the variable, never its value."""
+    value = required_env(name)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise PermanentError(
+            f"environment variable {name} is not an http(s) URL{_origin(name)}",
+            reason="InvalidSetting",
+        )
     return value
 
 
@@ -110,7 +140,7 @@ class StepContext:
         if self._transport is None:
             self._transport = self._new_transport(
                 ClientCredentials(
-                    token_url=required_env("BTP_TOKEN_URL"),
+                    token_url=required_url("BTP_TOKEN_URL"),
                     client_id=required_env("BTP_CLIENT_ID"),
                     client_secret=required_env("BTP_CLIENT_SECRET"),
                 )
@@ -118,7 +148,7 @@ class StepContext:
         return self._transport
 
     def accounts(self) -> AccountsService:
-        return AccountsService(self.transport(), url=required_env("BTP_ACCOUNTS_URL"))
+        return AccountsService(self.transport(), url=required_url("BTP_ACCOUNTS_URL"))
 
     def service_manager(self, subaccount_guid: str) -> ServiceManager:
         """Service Manager of that subaccount, through its serviceManagementBinding."""

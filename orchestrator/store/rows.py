@@ -100,6 +100,7 @@ def transition_from_row(row: Row[Any]) -> TransitionRecord:
         reason=values["reason"],
         at=values["at"],
         workflow=values["workflow"],
+        epoch=values["epoch"],
     )
 
 

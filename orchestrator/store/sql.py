@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.errors import Conflict, PermanentError
-from orchestrator.records import OnboardingRecord, State, TransitionRecord
+from orchestrator.errors import Conflict, NotLeading, PermanentError
+from orchestrator.records import Leadership, OnboardingRecord, State, TransitionRecord
 from orchestrator.store import engines, failures, migrating, rows, urls
-from orchestrator.store.tables import onboardings, transitions
+from orchestrator.store.tables import leadership, onboardings, transitions
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,15 @@ class SqlStore:
         return f"SqlStore({urls.redact(self._engine.url)!r})"
 
     def create(
-        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+        self,
+        record: OnboardingRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        *,
+        epoch: int | None = None,
     ) -> OnboardingRecord:
-        values = rows.onboarding_values(record) | {"version": 1}
-        history = _history_values(record, transitions)
-        with failures.translated(self._engine.url), self._engine.begin() as connection:
+        values = rows.onboarding_values(record) | {"version": 1, "epoch": epoch}
+        history = _history_values(record, transitions, epoch)
+        with self._writing(epoch) as connection:
             try:
                 connection.execute(insert(onboardings).values(values))
             except IntegrityError as e:
@@ -129,35 +134,42 @@ class SqlStore:
             return {name: version for name, version in connection.execute(query)}
 
     def save(
-        self, record: OnboardingRecord, transitions: Sequence[TransitionRecord] = ()
+        self,
+        record: OnboardingRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        *,
+        epoch: int | None = None,
     ) -> OnboardingRecord:
         saved = replace(record, version=record.version + 1)
-        history = _history_values(record, transitions)
+        history = _history_values(record, transitions, epoch)
         # Compare-and-set: the row changes only if nobody saved it since it was read.
         statement = (
             update(onboardings)
             .where(onboardings.c.name == record.name, onboardings.c.version == record.version)
-            .values(rows.onboarding_values(record) | {"version": saved.version})
+            .values(rows.onboarding_values(record) | {"version": saved.version, "epoch": epoch})
         )
-        with failures.translated(self._engine.url), self._engine.begin() as connection:
+        with self._writing(epoch) as connection:
             if connection.execute(statement).rowcount != 1:
                 raise Conflict(_why_not_saved(connection, record))
             _append(connection, history)
         return saved
 
     def save_all(
-        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+        self,
+        batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]],
+        *,
+        epoch: int | None = None,
     ) -> builtins.list[OnboardingRecord | Conflict]:
         names = [record.name for record, _ in batch]
         if len(set(names)) != len(names):
             raise ValueError(f"an onboarding appears twice in one batch: {sorted(names)}")
         prepared = [
-            (record, rows.onboarding_values(record), _history_values(record, history))
+            (record, rows.onboarding_values(record), _history_values(record, history, epoch))
             for record, history in batch
         ]
         outcomes: builtins.list[OnboardingRecord | Conflict] = []
         history: builtins.list[dict[str, object]] = []
-        with failures.translated(self._engine.url), self._engine.begin() as connection:
+        with self._writing(epoch) as connection:
             for record, values, appended in prepared:
                 statement = (
                     update(onboardings)
@@ -165,7 +177,7 @@ class SqlStore:
                         onboardings.c.name == record.name,
                         onboardings.c.version == record.version,
                     )
-                    .values(values | {"version": record.version + 1})
+                    .values(values | {"version": record.version + 1, "epoch": epoch})
                 )
                 # a row that changed meanwhile is left as it is; the others still go in
                 if connection.execute(statement).rowcount != 1:
@@ -206,18 +218,66 @@ class SqlStore:
             log.info("pruned %d deleted onboardings: %s", len(pruned), ", ".join(pruned))
         return pruned
 
+    def claim_leadership(self, *, epoch: int, holder: str, at: datetime) -> bool:
+        raised = (
+            update(leadership)
+            .where(leadership.c.id == 1, leadership.c.epoch < epoch)
+            .values(epoch=epoch, holder=holder, since=at)
+        )
+        with failures.translated(self._engine.url), self._engine.begin() as connection:
+            if connection.execute(raised).rowcount == 1:
+                return True
+            if connection.execute(select(leadership.c.id)).first() is not None:
+                return False  # the stored epoch is this one or newer
+            try:
+                with connection.begin_nested():
+                    connection.execute(
+                        insert(leadership).values(id=1, epoch=epoch, holder=holder, since=at)
+                    )
+            except IntegrityError:
+                return False  # another replica claimed the first epoch meanwhile
+        return True
+
+    def leadership(self) -> Leadership | None:
+        with failures.translated(self._engine.url), self._engine.connect() as connection:
+            row = connection.execute(select(leadership)).one_or_none()
+        if row is None:
+            return None
+        return Leadership(epoch=row.epoch, holder=row.holder, since=row.since)
+
     def close(self) -> None:
         self._engine.dispose()
 
+    @contextmanager
+    def _writing(self, epoch: int | None) -> Iterator[Connection]:
+        """A write transaction; with ``epoch``, fenced: it goes in only while that epoch
+        is the stored leader's. On PostgreSQL the leadership row is read ``FOR SHARE``:
+        a new leader's claim waits for the writes in progress, and every write after the
+        claim sees the new epoch and is refused. SQLite has one writer at a time anyway."""
+        options = {engines.BEGIN_IMMEDIATE: True} if epoch is not None else {}
+        with (
+            failures.translated(self._engine.url),
+            self._engine.connect().execution_options(**options) as connection,
+            connection.begin(),
+        ):
+            if epoch is not None:
+                current = connection.execute(
+                    select(leadership.c.epoch, leadership.c.holder).with_for_update(read=True)
+                ).one_or_none()
+                if current is None or current.epoch != epoch:
+                    held = f"epoch {current.epoch} of {current.holder}" if current else "no epoch"
+                    raise NotLeading(f"refused a write of epoch {epoch}: the database holds {held}")
+            yield connection
+
 
 def _history_values(
-    record: OnboardingRecord, history: Sequence[TransitionRecord]
+    record: OnboardingRecord, history: Sequence[TransitionRecord], epoch: int | None
 ) -> list[dict[str, object]]:
     strangers = sorted({t.onboarding for t in history if t.onboarding != record.name})
     if strangers:
         # A transition filed under another onboarding would corrupt that one's history.
         raise ValueError(f"transitions of {strangers} cannot be saved with {record.name!r}")
-    return [rows.transition_values(t) for t in history]
+    return [rows.transition_values(t) | {"epoch": epoch} for t in history]
 
 
 def _append(connection: Connection, history: list[dict[str, object]]) -> None:

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -101,6 +103,8 @@ onboardings = Table(
     Column("last_error", Text),
     Column("reason", Text),
     Column("version", Integer, nullable=False),
+    # the leader's epoch of the last write (None: not by a leader's pass)
+    Column("epoch", BigInteger),
     # A pass reads its cluster's names and versions from this index alone, and
     # whole rows only for those that changed since it last looked.
     Index("ix_onboardings_cluster_versions", "cluster", "name", "version"),
@@ -122,6 +126,21 @@ transitions = Table(
     Column("reason", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("workflow", String(NAME_LENGTH)),
+    # the leader's epoch the transition was recorded under (None: not by a leader)
+    Column("epoch", BigInteger),
     # History is read per onboarding, oldest first.
     Index("ix_transitions_onboarding", "onboarding", "at"),
+)
+
+#: One row: the epoch of the replica that leads, raised by each new leader. Every
+#: write of a reconcile pass names its epoch and is refused when it is not this one,
+#: so a deposed leader that wakes up cannot record anything.
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("holder", String(NAME_LENGTH), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
 )

@@ -129,7 +129,10 @@ class FakeOperations:
         self._check()
         with self._lock:
             self._record(name)
-            return [TransitionView.of(t) for t in self.transitions[name]]
+            return [
+                TransitionView.of(t, workflow_url=f"{UI}/{t.workflow}" if t.workflow else None)
+                for t in self.transitions[name]
+            ]
 
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         self._check()

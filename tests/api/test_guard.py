@@ -287,7 +287,10 @@ def test_head_is_a_get_without_the_body(client: TestClient, path: str) -> None:
     head = client.head(path)
     assert head.status_code == got.status_code == 200
     assert head.content == b""
-    assert head.headers["content-length"] == str(len(got.content))
+    if path == "/metrics":  # each request counts itself: the next answer is longer
+        assert int(head.headers["content-length"]) >= len(got.content)
+    else:
+        assert head.headers["content-length"] == str(len(got.content))
 
 
 def test_an_unknown_query_parameter_is_422(client: TestClient, auth: dict[str, str]) -> None:

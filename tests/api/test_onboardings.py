@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -319,10 +320,9 @@ def test_retry_of_a_failed_onboarding_starts_it_again(
     ("triggers", "action", "state"),
     [
         (("start", "step_succeeded", "step_succeeded", "step_succeeded"), "retry", "Ready"),
-        ((), "resume", "Pending"),
-        (("suspend",), "suspend", "Suspended"),
+        ((), "retry", "Pending"),
     ],
-    ids=["retry-ready", "resume-running", "suspend-suspended"],
+    ids=["retry-ready", "retry-pending"],
 )
 def test_an_action_the_state_does_not_allow_is_409(
     client: TestClient,
@@ -340,6 +340,31 @@ def test_an_action_the_state_does_not_allow_is_409(
         "error": "Conflict",
         "message": f"onboarding tenant-a: cannot {action} while {state}",
     }
+
+
+@pytest.mark.parametrize(
+    ("action", "state"),
+    [("resume", "Pending"), ("suspend", "Suspended")],
+    ids=["resume-running", "suspend-suspended"],
+)
+def test_suspend_and_resume_again_change_nothing_and_answer_200(
+    client: TestClient, operations: FakeOperations, auth: dict[str, str], action: str, state: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    put(client, auth)
+    if action == "suspend":
+        operations.fire("tenant-a", "suspend")
+    history = len(operations.transitions["tenant-a"])
+    caplog.set_level(logging.INFO, logger="orchestrator.api")
+    answer = client.post(f"{URL}/tenant-a/{action}", headers=auth)
+    assert answer.status_code == 200
+    assert answer.json()["state"] == state
+    assert len(operations.transitions["tenant-a"]) == history
+    assert operations.acted == []
+    audit = [r for r in caplog.records if getattr(r, "action", None) == action]
+    assert [(r.onboarding, r.cluster, r.result) for r in audit] == [  # type: ignore[attr-defined]
+        ("tenant-a", "c1", "unchanged")
+    ]
 
 
 def test_reconcile_is_passed_on(

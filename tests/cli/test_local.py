@@ -213,7 +213,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--state", "Sleeping"]) == 2
-    assert "invalid choice: 'Sleeping'" in capsys.readouterr().err
+    assert "unknown state 'Sleeping'; one of: Pending," in capsys.readouterr().err
     assert main([]) == 2
 
 

@@ -52,17 +52,18 @@ def test_list_prints_an_aligned_table(capsys: pytest.CaptureFixture[str], tenant
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].split() == [
-        "NAME", "CLUSTER", "NAMESPACE", "STATE", "STEP", "ATTEMPT", "AGE", "REASON"
+        "NAME", "CLUSTER", "NAMESPACE", "STATE", "STEP", "ATTEMPT", "AGE", "CAUSE"
     ]  # fmt: skip
     assert len(lines) == 4
     a = lines[1].split()
     assert a[:7] == ["tenant-a", "c1", "tenant-a-ns", "CreatingSubaccount", "create-subaccount",
                      "2", "65m"]  # fmt: skip
-    assert lines[1].endswith("…")  # a long reason is cut
+    # the cause: the first line of the last error of a step in flight
+    assert lines[1].endswith("   the last pass failed: cluster c1: Argo answered 503")
     assert lines[2].split()[:7] == ["tenant-b", "c2", "tenant-b-ns", "Pending", "-", "-", "65m"]
     assert lines[3].split()[3] == "Failed"
     # every column starts at the same offset on every line
-    for header in ("CLUSTER", "STATE", "AGE", "REASON"):
+    for header in ("CLUSTER", "STATE", "AGE", "CAUSE"):
         offset = lines[0].index(header)
         assert all(line[offset - 1] == " " and line[offset] != " " for line in lines), header
 
@@ -126,15 +127,28 @@ def test_history_table_and_json(capsys: pytest.CaptureFixture[str], tenants: Dae
 
 
 @pytest.mark.parametrize(
-    ("verb", "name", "state"),
-    [("retry", "tenant-c", "Pending"), ("suspend", "tenant-a", "Suspended"),
-     ("reconcile", "tenant-b", "Pending")],
-)  # fmt: skip
+    ("verb", "name", "state", "said"),
+    [
+        ("retry", "tenant-c", "Pending", "tenant-c: retried; state Pending"),
+        ("suspend", "tenant-a", "Suspended", "tenant-a: suspended (was CreatingSubaccount)"),
+        (
+            "reconcile",
+            "tenant-b",
+            "Pending",
+            "tenant-b: reconcile requested; state Pending: starts at the next pass of cluster c2",
+        ),
+    ],
+)
 def test_actions(
-    capsys: pytest.CaptureFixture[str], tenants: Daemon, verb: str, name: str, state: str
+    capsys: pytest.CaptureFixture[str],
+    tenants: Daemon,
+    verb: str,
+    name: str,
+    state: str,
+    said: str,
 ) -> None:
     code, out, err = run(capsys, verb, name, daemon=tenants)
-    assert (code, out, err) == (0, f"{name}: {verb} accepted; state {state}\n", "")
+    assert (code, out, err) == (0, f"{said}\n", "")
     assert tenants.operations.get(name).state == state
 
 
@@ -148,9 +162,9 @@ def test_resume_as_json(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> 
 def test_a_refused_action_exits_1_with_the_servers_message(
     capsys: pytest.CaptureFixture[str], tenants: Daemon
 ) -> None:
-    code, out, err = run(capsys, "resume", "tenant-b", daemon=tenants)
+    code, out, err = run(capsys, "retry", "tenant-b", daemon=tenants)
     assert (code, out) == (1, "")
-    assert err == "error: 409 Conflict: onboarding tenant-b: cannot resume while Pending\n"
+    assert err == "error: 409 Conflict: onboarding tenant-b: cannot retry while Pending\n"
 
 
 def test_an_unknown_onboarding_exits_1(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:
@@ -176,7 +190,7 @@ def test_url_and_token_come_from_the_environment(
     monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", TOKEN)
     code, out, _ = run(capsys, "suspend", "tenant-b")
     assert code == 0
-    assert "Suspended" in out
+    assert out == "tenant-b: suspended (was Pending)\n"
 
 
 def test_a_missing_token_file_exits_1(capsys: pytest.CaptureFixture[str], daemon: Daemon) -> None:

@@ -70,6 +70,7 @@ START_ORDER = [
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "pod-runner",
     "workflow-controller",
     "argo-server",
 ]
@@ -85,6 +86,7 @@ class Ports:
     kwok: int
     argo_server: int
     controller_metrics: int
+    pod_runner: int
 
     @classmethod
     def for_index(cls, index: int) -> Ports:
@@ -101,6 +103,7 @@ class Ports:
             kwok=base + 47,
             argo_server=argo,
             controller_metrics=base + 90,
+            pod_runner=base + 50,
         )
 
 
@@ -146,6 +149,11 @@ class Cluster:
     def cluster_yaml(self) -> Path:
         return self.dir / "cluster.yaml"
 
+    @property
+    def pod_runner_state(self) -> Path:
+        """The pod runner's pods: ``pods/<namespace>_<pod>_<uid>/`` with each container's log."""
+        return self.dir / "pod-runner"
+
     def pid_file(self, component: str) -> Path:
         return self.dir / "pids" / f"{component}.pid"
 
@@ -177,6 +185,11 @@ def https_healthz(port: int) -> Callable[[], bool]:
 
 def kwok_healthy(c: Cluster) -> bool:
     return _get(f"http://127.0.0.1:{c.ports.kwok}/healthz").status_code == 200
+
+
+def pod_runner_healthy(c: Cluster) -> bool:
+    url = f"https://127.0.0.1:{c.ports.pod_runner}/healthz"
+    return _get(url, verify=ssl_context(c.pki / "ca.crt")).text == "ok"
 
 
 def controller_healthy(c: Cluster) -> bool:
@@ -306,6 +319,28 @@ def specs(c: Cluster) -> dict[str, Spec]:
                 "--node-lease-duration-seconds=40",
             ],
             lambda: kwok_healthy(c),
+        ),
+        # runs the pods bound to its node as processes (tests/controlplane/podrunner)
+        "pod-runner": Spec(
+            "pod-runner",
+            [
+                sys.executable,
+                "-m",
+                "tests.controlplane.podrunner",
+                f"--cluster={c.name}",
+                f"--apiserver={c.apiserver_url}",
+                f"--pki={c.pki}",
+                f"--state={c.pod_runner_state}",
+                f"--port={p.pod_runner}",
+                f"--helm={b.helm}",
+                *(
+                    [f"--step-image={os.environ['ORCHESTRATOR_POD_RUNNER_STEP_IMAGE']}"]
+                    if os.environ.get("ORCHESTRATOR_POD_RUNNER_STEP_IMAGE")
+                    else []
+                ),
+            ],
+            lambda: pod_runner_healthy(c),
+            env={"PYTHONPATH": str(REPO_ROOT)},
         ),
         "workflow-controller": Spec(
             "workflow-controller",
@@ -530,7 +565,7 @@ def up_one(c: Cluster, *, templates: bool = True) -> None:
     kube = Kube(c.apiserver_url, c.pki)
     try:
         bootstrap(c, kube)
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok", "pod-runner"):
             start(c, all_specs[name])
         ensure_token(c, kube)
         write_cluster_files(c)

@@ -108,6 +108,8 @@ def ensure(pki: Path) -> None:
     _ca(pki, "ca", "/CN=orchestrator-local-ca")
     _signed(pki, "apiserver", "ca", "/CN=kube-apiserver", sans=APISERVER_SANS, client=False)
     _signed(pki, "admin", "ca", "/O=system:masters/CN=orchestrator-admin", sans=None, client=True)
+    # the pod runner's kubelet API (tests/controlplane/podrunner)
+    _signed(pki, "pod-runner", "ca", "/CN=system:node:pod-runner", sans=LOCAL_SANS, client=False)
     _ca(pki, "argo-ca", "/CN=orchestrator-local-argo-ca")
     _signed(pki, "argo-server", "argo-ca", "/CN=argo-server", sans=LOCAL_SANS, client=False)
     if not (pki / "sa.key").exists():

@@ -238,6 +238,8 @@ def test_the_charts_identities_are_enough_to_onboard_on_both_clusters_and_no_mor
         env={
             "ORCHESTRATOR_MANAGEMENT_KUBECONFIG": str(management),
             "POD_NAMESPACE": namespace,
+            # as the chart sets it: the daemon elects itself leader with the chart's rights
+            "ORCHESTRATOR_LEASE_NAME": fullname,
             "ORCHESTRATOR_SECRETS_DIRS": str(tmp_path),
         },
     )
@@ -257,6 +259,10 @@ def test_the_charts_identities_are_enough_to_onboard_on_both_clusters_and_no_mor
             for w in workflows["items"]
         )
         assert [step for _, step in steps] == FORWARD
+    assert daemon.role() == "leader"
+    lease = admin_a.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{fullname}")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == daemon.get("/api/v1/replica")["replica"]
     log = daemon.log.read_text()
     assert credentials["client-secret"] not in log
 

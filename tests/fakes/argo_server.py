@@ -311,6 +311,9 @@ class FakeArgoServer:
         self.faults: deque[Fault] = deque()
         self.down = False
         self.forbidden = False
+        #: what ``WorkflowLogs`` answers per workflow: (pod, line); none: an empty stream,
+        #: as for pods that left no logs (no executor runs here)
+        self.pod_logs: dict[str, list[tuple[str, str]]] = {}
         self._runs: dict[tuple[str, str], _Run] = {}
         #: (resourceVersion, type, namespace, workflow) of every change, for watches
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []
@@ -526,6 +529,11 @@ class FakeArgoServer:
             if operation == "WorkflowService_WatchWorkflows":
                 self._answer(request, query, operation, body, 200, None)
                 return self._watch(op.path_params["namespace"], dict(query))
+            if operation == "WorkflowService_WorkflowLogs":
+                with self._lock:
+                    self._get_wf(op.path_params)  # 404 for a workflow that does not exist
+                self._answer(request, query, operation, body, 200, None)
+                return self._logs(op.path_params["name"])
             with self._lock:
                 self._sync()
                 handler = getattr(self, f"_op_{operation}", None)
@@ -716,6 +724,14 @@ class FakeArgoServer:
                 await asyncio.sleep(0.01)
 
         return StreamingResponse(stream(), media_type="application/json")
+
+    def _logs(self, name: str) -> Response:
+        """Argo's log stream: one ``{"result": LogEntry}`` a line."""
+        lines = [
+            json.dumps({"result": {"podName": pod, "content": content}})
+            for pod, content in self.pod_logs.get(name, [])
+        ]
+        return Response("".join(f"{line}\n" for line in lines), media_type="application/json")
 
     def _op_WorkflowService_StopWorkflow(
         self, params: dict[str, str], query: dict[str, str], body: dict[str, Any]

@@ -2,28 +2,66 @@
 
 ``FakeBtp`` is a Starlette app, served by ``BtpServerRunner`` (uvicorn on
 127.0.0.1 in a background thread) so that the step commands can run as real
-processes against it. It follows the public contracts:
+processes against it.
 
-- OAuth2 ``POST /oauth/token`` (client credentials, HTTP basic or form);
-  unknown clients get 401 ``{"error": "invalid_client"}``; every API call
-  needs a bearer token it issued, within ``token_lifetime`` seconds (401 after).
-- Accounts Service ``/accounts/v1/subaccounts``: create (201, state
-  ``STARTED``), get, list (``{"value": [...]}``), delete (200, ``DELETING``).
+**SAP's documents are the contract.** Every request to the APIs is resolved
+to an operation of SAP's published OpenAPI documents (``contracts/btp/``:
+``accounts-service.json``, ``service-manager.json``; see ``btp_contract``) and
+its query and body are checked against it; every answer's status and body
+too. A request that breaks the documents is answered 400 and recorded in
+``violations``; an answer of this server that breaks them is recorded there as
+well (and sent). Tests assert ``violations`` is empty, and
+``BtpServerRunner.stop()`` raises if it is not, so a violation fails the test.
+Schemas are strict: a field the documents do not name is a violation.
+
+- Accounts Service (``/accounts/v1/subaccounts``): create (201,
+  ``SubaccountResponseObject`` in state ``STARTED``), get, list
+  (``ResponseCollection``: ``{"value": [...]}``), delete (200, ``DELETING``).
   A created subaccount moves ``STARTED`` → ``CREATING`` → ``OK`` (or
-  ``CREATION_FAILED`` for a subdomain given to ``fail_creation``); a deleted
-  one is ``DELETING`` and then gone (404). A subdomain is unique per region:
-  a second create answers 409, and so does one listed in ``foreign`` (taken
-  by another global account, so not in our list). Errors are
-  ``{"error": {"code", "message"}}``.
-- Service Manager ``/v1/platforms``, per subaccount: only a token of a
+  ``CREATION_FAILED`` for a subdomain given to ``fail_creation``); a deleted one
+  is ``DELETING`` and then gone (404). A subdomain is unique per region: a
+  second create answers 409, and so does one listed in ``foreign`` (taken by
+  another global account, so not in our list). Errors are
+  ``ApiExceptionResponseObject`` (``{"code", "correlationID", "message"}``) where
+  the document describes a body for that status, and bodiless where it
+  describes none (401, 403, the 404 of a ``GET`` of one subaccount, 429).
+  ``.../serviceManagementBinding``: ``GET`` (404 until there is one), ``POST``
+  without a body (201; 409 when the subaccount has one); the binding
+  (``clientid``, ``clientsecret``, ``url``, ``sm_url``, ``xsappname``) is an OAuth
+  client of its own.
+- Service Manager (``/v1/platforms``), per subaccount: only a token of a
   subaccount's binding client is accepted (403 otherwise), and it sees that
-  subaccount's platforms only. Create (201 with
-  ``credentials.basic``, 409 on a duplicate name in the subaccount), list with
-  ``fieldQuery=name eq '...'`` (``{"num_items", "items"}``), get, ``PATCH
-  ?regenerateCredentials=true`` (new credentials; the old ones no longer
-  match), ``DELETE ?async=true`` (202 with ``Location`` of an operation
-  that goes ``in progress`` → ``succeeded``; 422 while the platform is
-  marked connected). Errors are ``{"error", "description"}``.
+  subaccount's platforms only. Register (201 with ``credentials.basic``, 409 on
+  a duplicate name in the subaccount), list with ``fieldQuery=name eq '...'``
+  (``{"num_items", "items"}``), get, ``PATCH``, ``DELETE`` (200 at once; with
+  ``cascade=true`` 202 with ``Location`` of an operation
+  ``/v1/platforms/{id}/operations/{op}`` that goes ``in progress`` →
+  ``succeeded``). Errors are ``{"error", "description"}``.
+
+What the project relies on that the documents do not say, and where it comes
+from (also in docs/steps.md):
+
+- ``PATCH /v1/platforms/{id}?regenerateCredentials=true`` answers the platform
+  with new credentials; the old ones stop working. The documents have no such
+  parameter: it is the open-source Service Manager's
+  (``btp_contract.SERVICE_MANAGER_AMENDMENTS`` names the files), and the
+  only amendment the checks accept.
+- 422 while a platform is active (its proxy connected): the document lists
+  422 for ``DELETE /v1/platforms/{id}`` without saying when; the open-source
+  Service Manager answers it to a ``cascade=true`` delete of an active platform
+  ("Active platform cannot be deleted", api/filters/platform_termination_filter.go),
+  which is what ``connect()`` models.
+- A create answered 500 (or 502/504, or not at all) that was carried out: the
+  project's own observation of BTP (``../shared/DESIGN.md``); 500 is documented
+  for the create, the rest is ``inject(..., process=True)``.
+- 429 and 5xx can come from anything in front of a service, so ``inject`` may
+  answer them to any operation (Service Manager's document lists no 5xx at
+  all); any other injected status must be one the operation documents.
+- The OAuth2 token endpoint ``POST /oauth/token`` is in neither document (they
+  name its URL in ``securitySchemes``: the UAA's URL plus ``/oauth/token``); it
+  follows RFC 6749: client credentials in HTTP basic auth or the form, 401
+  ``{"error": "invalid_client"}`` for unknown clients. Every API call needs a
+  bearer token it issued, within ``token_lifetime`` seconds (401 after).
 
 Time: each state (``STARTED``, ``CREATING``, ``DELETING``, an operation ``in
 progress``) lasts ``step_seconds`` of wall clock, checked when the resource is
@@ -35,7 +73,8 @@ Failure injection: ``inject(method, path_regex, status, times=...,
 retry_after=..., process=..., echo=...)`` answers the next matching requests with that
 status (``process=True`` carries the request out first — the create that
 succeeds but answers 500), ``connect(platform, refusals=n)`` keeps a platform
-active (422 on delete) for n delete attempts, or until ``disconnect``.
+active (422 on a cascading delete) for n delete attempts, or until
+``disconnect``.
 
 Run standalone (wall clock, one state per 2 s)::
 
@@ -54,9 +93,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -65,13 +105,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes import btp_contract
 from tests.fakes.argo_server import ArgoServerRunner
+from tests.fakes.openapi_contract import Contract, ContractError, Operation
 
 CLIENT_ID = "orchestrator-test-client"
 CLIENT_SECRET = "btp-client-secret-0f7c2a91"  # the tests grep every output for this
 TOKEN_PREFIX = "btp-access-token-"
 SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 CREATION_STATES = ("STARTED", "CREATING", "OK")
+#: Accounts Service error codes the server answers with
+INVALID, INVALID_SUBDOMAIN, SUBDOMAIN_TAKEN, NOT_FOUND, BINDING_EXISTS = (
+    11000,
+    11001,
+    11004,
+    11006,
+    11007,
+)
 
 
 @dataclass
@@ -93,6 +143,34 @@ class Seen:
     method: str
     path: str
     status: int
+
+
+class BtpApiError(Exception):
+    """An error answer, in the shape of the service that gives it.
+
+    ``code``: the Accounts Service's error code; ``error``: Service Manager's
+    error name (default: the status's name, as ``NotFound``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.error = error
+        self.headers = headers
+
+
+class Violation(Exception):
+    """A request that breaks SAP's documents, or asks for what this server does not do."""
 
 
 def _now() -> str:
@@ -131,6 +209,8 @@ class FakeBtp:
         self.fail_creation: dict[str, str] = {}
         self.faults: list[Fault] = []
         self.requests: list[Seen] = []
+        #: requests and answers that broke SAP's documents; tests assert it stays empty
+        self.violations: list[str] = []
         #: subaccount creates carried out, per subdomain
         self.creates: Counter[str] = Counter()
         self.platform_creates: Counter[str] = Counter()
@@ -139,36 +219,27 @@ class FakeBtp:
         self._changed: dict[str, float] = {}
         self._refusals: dict[str, int | None] = {}
         self._lock = threading.RLock()
+        self._handlers: dict[str, Callable[[Request, Operation, Any], Response]] = {
+            "getSubaccounts": self._list_subaccounts,
+            "createSubaccount": self._create_subaccount,
+            "getSubaccount": self._get_subaccount,
+            "deleteSubaccount": self._delete_subaccount,
+            "getServiceManagementBinding": self._get_binding,
+            "createServiceManagementBinding": self._create_binding,
+            "getAllPlatforms": self._list_platforms,
+            "registerPlatfrom": self._register_platform,  # sic: the document's operationId
+            "getPlatformById": self._get_platform,
+            "patchPlatfrom": self._patch_platform,  # sic
+            "unregisterPlatform": self._delete_platform,
+            "getSingleOperation": self._get_operation,
+        }
         self.app = Starlette(
             routes=[
                 Route("/oauth/token", self._token, methods=["POST"]),
                 Route(
-                    "/accounts/v1/subaccounts",
-                    self._api(self._subaccounts, sm=False),
-                    methods=["GET", "POST"],
-                ),
-                Route(
-                    "/accounts/v1/subaccounts/{guid}",
-                    self._api(self._subaccount, sm=False),
-                    methods=["GET", "DELETE"],
-                ),
-                Route(
-                    "/accounts/v1/subaccounts/{guid}/serviceManagementBinding",
-                    self._api(self._binding, sm=False),
-                    methods=["GET", "POST"],
-                ),
-                Route(
-                    "/v1/platforms", self._api(self._platforms, sm=True), methods=["GET", "POST"]
-                ),
-                Route(
-                    "/v1/platforms/{id}",
-                    self._api(self._platform, sm=True),
-                    methods=["GET", "PATCH", "DELETE"],
-                ),
-                Route(
-                    "/v1/platforms/{id}/operations/{op}",
-                    self._api(self._operation, sm=True),
-                    methods=["GET"],
+                    "/{path:path}",
+                    self._handle,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                 ),
             ]
         )
@@ -194,6 +265,9 @@ class FakeBtp:
         None: the real answer, carried out. ``echo``: the error message quotes the
         request: its ``Authorization`` header and body, or at the token endpoint
         the client id and secret (for the tests that hunt for leaked secrets).
+        A status other than 429 and 5xx must be one SAP documents for the
+        operation (else it is a violation); where the document describes no body
+        for it, the answer has none (and nothing to echo).
         """
         process = process or status is None
         with self._lock:
@@ -211,7 +285,7 @@ class FakeBtp:
             )
 
     def connect(self, platform_name: str, *, refusals: int | None = None) -> None:
-        """Mark the platform's proxy connected: deletes answer 422 (``refusals`` times)."""
+        """Mark the platform's proxy connected: a cascading delete answers 422 (``refusals``)."""
         with self._lock:
             platform = self._platform_named(platform_name)
             assert platform is not None, platform_name
@@ -250,10 +324,10 @@ class FakeBtp:
         with self._lock:
             [sub] = [s for s in self.subaccounts.values() if s["subdomain"] == subdomain]
             body = {"name": name, "type": "kubernetes", "labels": labels}
-            answer = self._create_platform(body, sub["guid"])
+            self._new_platform(body, sub["guid"])
             self.platform_creates[name] -= 1
             platform = self._platform_named(name)
-            assert platform is not None, answer
+            assert platform is not None
             return str(platform["id"])
 
     def subaccounts_with(self, subdomain: str) -> list[dict[str, Any]]:
@@ -265,11 +339,16 @@ class FakeBtp:
             platform = self._platform_named(name)
             return dict(platform) if platform else None
 
+    def credentials_of(self, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            platform = self._platform_named(name)
+            return platform["_credentials"] if platform else None
+
     def count(self, method: str, path: str) -> int:
         pattern = re.compile(path)
         return sum(1 for r in self.requests if r.method == method and pattern.search(r.path))
 
-    # --- plumbing ------------------------------------------------------------------------
+    # --- state -------------------------------------------------------------------------
 
     def _due(self, key: str) -> bool:
         if self.step_seconds is None:
@@ -314,6 +393,8 @@ class FakeBtp:
     def _platform_named(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.platforms.values() if p["name"] == name), None)
 
+    # --- HTTP ----------------------------------------------------------------------------
+
     def _fault(self, request: Request) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -329,13 +410,9 @@ class FakeBtp:
             self.requests.append(Seen(request.method, request.url.path, response.status_code))
         return response
 
-    @staticmethod
-    def _accounts_error(status: int, code: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-    @staticmethod
-    def _sm_error(status: int, error: str, description: str) -> JSONResponse:
-        return JSONResponse({"error": error, "description": description}, status_code=status)
+    def _violation(self, message: str) -> None:
+        with self._lock:
+            self.violations.append(message)
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -346,59 +423,107 @@ class FakeBtp:
         """The subaccount a Service Manager token belongs to (None: the global account's)."""
         return self.tokens.get(request.headers.get("Authorization", "")[7:])
 
-    def _api(
-        self, handler: Callable[[Request, Any], Response], *, sm: bool
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """An endpoint: authentication, injected faults and the record around ``handler``.
+    def _authenticate(self, request: Request, *, sm: bool) -> None:
+        if not self._authorized(request):
+            raise BtpApiError(401, "authentication failed", code=10001)
+        if sm and self._scope(request) is None:
+            raise BtpApiError(403, "use the subaccount's Service Manager credentials")
+        if not sm and self._scope(request) is not None:
+            raise BtpApiError(403, "a Service Manager client has no access to the Accounts Service")
 
-        ``handler(request, body)`` runs under the lock with the parsed JSON body
-        (``None`` without one). A fault with ``process`` lets it run first and
-        then answers with the fault, like a create that succeeds but answers 500.
+    async def _handle(self, request: Request) -> Response:
+        """Every API request: the documents' checks, authentication, faults, the operation.
+
+        A handler runs under the lock with the parsed JSON body (``None``
+        without one). A fault with ``process`` lets it run first and then
+        answers with the fault, like a create that succeeds but answers 500.
         """
-
-        async def endpoint(request: Request) -> Response:
-            raw = await request.body()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
-            fault = None
-            if not self._authorized(request):
-                response: Response = (
-                    self._sm_error(401, "Unauthorized", "authentication failed")
-                    if sm
-                    else self._accounts_error(401, 10001, "Unauthorized")
-                )
-            elif sm and self._scope(request) is None:
-                response = self._sm_error(
-                    403, "Forbidden", "use the subaccount's Service Manager credentials"
-                )
-            else:
-                fault = self._fault(request)
-                if fault is None or fault.process:
+        raw = await request.body()
+        query = parse_qsl(request.url.query, keep_blank_values=True)
+        where = f"{request.method} {request.url.path}"
+        try:
+            body = json.loads(raw) if raw else None
+            contract, op = btp_contract.resolve(request.method, request.url.path)
+        except (ValueError, ContractError) as exc:
+            message = "request body is not JSON" if isinstance(exc, ValueError) else str(exc)
+            self._violation(f"{where}: {message}")
+            answer = {"error": "ContractViolation", "description": message}
+            return self._record(request, JSONResponse(answer, status_code=400))
+        sm = contract is btp_contract.SERVICE_MANAGER
+        problems = contract.check_query(op, query) + contract.check_body(op, body)
+        fault: Fault | None = None
+        injected = False
+        try:
+            if problems:
+                self._violation(f"{where}: " + "; ".join(problems))
+                raise BtpApiError(400, "contract violation: " + "; ".join(problems))
+            handler = self._handlers.get(op.operation_id)
+            if handler is None:
+                raise Violation("not implemented by the BTP test server")
+            self._authenticate(request, sm=sm)
+            fault = self._fault(request)
+            injected = fault is not None and fault.status is not None
+            if fault is None or fault.process:
+                try:
                     with self._lock:
-                        response = handler(request, body)
-                if fault is not None and fault.status is not None:
-                    quoted = f"Authorization: {request.headers.get('Authorization')} {raw.decode()}"
-                    response = self._fault_response(fault, sm=sm, request=quoted)
-                if fault is not None and fault.delay:
-                    await asyncio.sleep(fault.delay)
-            return self._record(request, response)
+                        response = handler(request, op, body)
+                except BtpApiError:
+                    if not injected:
+                        raise
+            if fault is not None and injected:
+                raise self._fault_error(fault, request, raw)
+        except Violation as exc:
+            self._violation(f"{where}: {op.operation_id}: {exc}")
+            response = self._error(contract, op, BtpApiError(400, str(exc)))
+        except BtpApiError as exc:
+            response = self._error(contract, op, exc)
+            if not problems:
+                self._check_answer(where, contract, op, response, injected=injected)
+        else:
+            self._check_answer(where, contract, op, response, injected=False)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        return self._record(request, response)
 
-        return endpoint
+    def _error(self, contract: Contract, op: Operation, error: BtpApiError) -> Response:
+        """The error in the service's shape, bodiless where the document describes no body."""
+        documented, schema = contract.answer(op, error.status)
+        if documented and schema is None:
+            return Response(status_code=error.status, headers=error.headers)
+        body: dict[str, Any]
+        if contract is btp_contract.SERVICE_MANAGER:
+            name = error.error or HTTPStatus(error.status).phrase.replace(" ", "")
+            body = {"error": name, "description": error.message}
+        else:
+            body = {
+                "code": error.code or INVALID,
+                "correlationID": str(uuid.uuid4()),
+                "message": error.message,
+            }
+        return JSONResponse(body, status_code=error.status, headers=error.headers)
 
-    def _fault_response(self, fault: Fault, *, sm: bool, request: str = "") -> Response:
+    def _check_answer(
+        self, where: str, contract: Contract, op: Operation, response: Response, *, injected: bool
+    ) -> None:
+        status = response.status_code
+        documented, _ = contract.answer(op, status)
+        if injected and not documented and (status == 429 or status >= 500):
+            return  # from whatever stands in front of the service: see the module's docstring
+        raw = bytes(response.body)
+        body = json.loads(raw) if raw else None
+        problems = contract.check_answer(op, status, body, has_body=bool(raw))
+        if problems:
+            injection = "the injected " if injected else ""
+            self._violation(f"{where}: {injection}" + "; ".join(problems))
+
+    def _fault_error(self, fault: Fault, request: Request, raw: bytes) -> BtpApiError:
         assert fault.status is not None
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
         text = "Too Many Requests" if fault.status == 429 else "injected failure"
         if fault.echo:
-            text += f"; the request was: {request}"
-        body: dict[str, Any] = (
-            {"error": "InjectedFault", "description": text}
-            if sm
-            else {"error": {"code": 50000 + fault.status, "message": text}}
-        )
-        return JSONResponse(body, status_code=fault.status, headers=headers)
+            quoted = f"Authorization: {request.headers.get('Authorization')} {raw.decode()}"
+            text += f"; the request was: {quoted}"
+        return BtpApiError(fault.status, text, code=50000 + fault.status, headers=headers)
 
     # --- OAuth2 ------------------------------------------------------------------------
 
@@ -410,9 +535,15 @@ class FakeBtp:
             decoded = base64.b64decode(header[6:]).decode()
             client_id, _, client_secret = decoded.partition(":")
         fault = self._fault(request)
-        if fault is not None:
-            quoted = f"client_id={client_id}&client_secret={client_secret}"
-            return self._record(request, self._fault_response(fault, sm=True, request=quoted))
+        if fault is not None and fault.status is not None:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            text = "Too Many Requests" if fault.status == 429 else "injected failure"
+            if fault.echo:
+                text += f"; the request was: client_id={client_id}&client_secret={client_secret}"
+            answer = {"error": "server_error", "error_description": text}
+            return self._record(
+                request, JSONResponse(answer, status_code=fault.status, headers=headers)
+            )
         if form.get("grant_type") != "client_credentials":
             response: Response = JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         elif client_id not in self.clients or self.clients[client_id][0] != client_secret:
@@ -443,14 +574,13 @@ class FakeBtp:
             "guid": guid,
             "technicalName": guid,
             "displayName": body["displayName"],
-            "description": body.get("description", ""),
+            "description": "",
             "subdomain": body["subdomain"],
             "region": body["region"],
             "globalAccountGUID": self.global_account,
             "parentGUID": body.get("parentGUID") or self.global_account,
-            "parentType": "ROOT",
             "betaEnabled": bool(body.get("betaEnabled", False)),
-            "usedForProduction": "UNSET",
+            "usedForProduction": body.get("usedForProduction", "UNSET"),
             "labels": labels,
             "state": "STARTED",
             "stateMessage": "Subaccount creation started.",
@@ -466,80 +596,74 @@ class FakeBtp:
             self._step(guid)
         return self.subaccounts.get(guid)
 
-    def _subaccounts(self, request: Request, body: Any) -> Response:
-        if request.method == "GET":
-            for guid in list(self.subaccounts):
-                self._visible(guid)
-            response: Response = JSONResponse(
-                {"value": [dict(s) for s in self.subaccounts.values()]}
-            )
-        else:
-            response = self._create_subaccount(body)
-        return response
+    def _list_subaccounts(self, request: Request, op: Operation, body: Any) -> Response:
+        for name in ("directoryGUID", "labelSelector", "derivedAuthorizations"):
+            if name in request.query_params:
+                raise Violation(f"{name} is not implemented by the BTP test server")
+        for guid in list(self.subaccounts):
+            self._visible(guid)
+        return JSONResponse({"value": [dict(s) for s in self.subaccounts.values()]})
 
-    def _create_subaccount(self, body: Any) -> Response:
-        if not isinstance(body, dict):
-            return self._accounts_error(400, 11000, "Request payload is invalid")
-        missing = [f for f in ("displayName", "subdomain", "region") if not body.get(f)]
-        if missing:
-            return self._accounts_error(400, 11000, f"missing {', '.join(missing)}")
-        subdomain, region = str(body["subdomain"]), str(body["region"])
+    def _create_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
+        if "subaccountAdmin" in request.query_params:
+            raise Violation("subaccountAdmin is not implemented by the BTP test server")
+        subdomain, region = str(body.get("subdomain") or ""), str(body["region"])
         if not SUBDOMAIN.match(subdomain):
-            return self._accounts_error(400, 11001, f"subdomain {subdomain!r} is not valid")
-        labels = body.get("labels") or {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in labels.values()
-        ):
-            return self._accounts_error(400, 11001, "labels: each key takes a list of strings")
+            raise BtpApiError(400, f"subdomain {subdomain!r} is not valid", code=INVALID_SUBDOMAIN)
         taken = (subdomain, region) in self.foreign or any(
             s["subdomain"] == subdomain and s["region"] == region for s in self.subaccounts.values()
         )
         if taken:
-            return self._accounts_error(
-                409, 11004, f"Subdomain {subdomain} already exists in region {region}"
-            )
+            taken_text = f"Subdomain {subdomain} already exists in region {region}"
+            raise BtpApiError(409, taken_text, code=SUBDOMAIN_TAKEN)
         self.creates[subdomain] += 1
-        sub = self._new_subaccount(body, labels)
+        sub = self._new_subaccount(body, body.get("labels") or {})
         return JSONResponse(dict(sub), status_code=201)
 
-    def _subaccount(self, request: Request, body: Any) -> Response:
-        guid = request.path_params["guid"]
+    def _subaccount_or_404(self, op: Operation) -> dict[str, Any]:
+        guid = op.path_params["subaccountGUID"]
         sub = self._visible(guid)
         if sub is None:
-            response: Response = self._accounts_error(404, 11006, f"Subaccount {guid} not found")
-        elif request.method == "GET":
-            response = JSONResponse(dict(sub))
-        else:
-            if sub["state"] != "DELETING":
-                sub["state"], sub["stateMessage"] = "DELETING", "Subaccount deletion started."
-                self._touch(guid)
-            response = JSONResponse(dict(sub))
-        return response
+            raise BtpApiError(404, f"Subaccount {guid} not found", code=NOT_FOUND)
+        return sub
 
-    def _binding(self, request: Request, body: Any) -> Response:
-        guid = request.path_params["guid"]
-        if self._visible(guid) is None:
-            return self._accounts_error(404, 11006, f"Subaccount {guid} not found")
-        binding = self.bindings.get(guid)
-        if binding is None and request.method == "GET":
-            return self._accounts_error(404, 11007, "Service management binding not found")
+    def _get_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
+        return JSONResponse(dict(self._subaccount_or_404(op)))
+
+    def _delete_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
+        if "forceDelete" in request.query_params:
+            raise Violation("forceDelete is not implemented by the BTP test server")
+        sub = self._subaccount_or_404(op)
+        if sub["state"] != "DELETING":
+            sub["state"], sub["stateMessage"] = "DELETING", "Subaccount deletion started."
+            self._touch(sub["guid"])
+        return JSONResponse(dict(sub))
+
+    def _get_binding(self, request: Request, op: Operation, body: Any) -> Response:
+        binding = self.bindings.get(self._subaccount_or_404(op)["guid"])
         if binding is None:
-            client_id = f"sm-{guid[:8]}!b" + secrets.token_hex(3)
-            client_secret = "sm-binding-secret-" + secrets.token_urlsafe(18)
-            base = str(request.base_url).rstrip("/")
-            binding = {
-                "clientid": client_id,
-                "clientsecret": client_secret,
-                "url": base,
-                "sm_url": base,
-                "xsappname": f"sm-{guid[:8]}",
-                "description": "Service Manager binding of the subaccount",
-            }
-            self.bindings[guid] = binding
-            self.clients[client_id] = (client_secret, guid)
-            self.issued_secrets.append(client_secret)
-            return JSONResponse(dict(binding), status_code=201)
+            raise BtpApiError(404, "Service Manager binding not found", code=NOT_FOUND)
         return JSONResponse(dict(binding))
+
+    def _create_binding(self, request: Request, op: Operation, body: Any) -> Response:
+        guid = self._subaccount_or_404(op)["guid"]
+        if guid in self.bindings:
+            exists = "Service Manager binding already exists for this subaccount"
+            raise BtpApiError(409, exists, code=BINDING_EXISTS)
+        client_id = f"sm-{guid[:8]}!b" + secrets.token_hex(3)
+        client_secret = "sm-binding-secret-" + secrets.token_urlsafe(18)
+        base = str(request.base_url).rstrip("/")
+        binding = {
+            "clientid": client_id,
+            "clientsecret": client_secret,
+            "url": base,
+            "sm_url": base,
+            "xsappname": f"sm-{guid[:8]}",
+        }
+        self.bindings[guid] = binding
+        self.clients[client_id] = (client_secret, guid)
+        self.issued_secrets.append(client_secret)
+        return JSONResponse(dict(binding), status_code=201)
 
     # --- Service Manager -----------------------------------------------------------------
 
@@ -556,40 +680,31 @@ class FakeBtp:
         answer["credentials"] = {"basic": {"username": username, "password": password}}
         return answer
 
-    def credentials_of(self, name: str) -> tuple[str, str] | None:
-        with self._lock:
-            platform = self._platform_named(name)
-            return platform["_credentials"] if platform else None
-
-    def _platforms(self, request: Request, body: Any) -> Response:
+    def _list_platforms(self, request: Request, op: Operation, body: Any) -> Response:
         scope = self._scope(request)
-        if request.method == "GET":
-            items = [p for p in self.platforms.values() if p["_subaccount"] == scope]
-            query = request.query_params.get("fieldQuery")
-            if query:
-                match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
-                if match is None:
-                    response: Response = self._sm_error(
-                        400, "BadRequest", f"unsupported fieldQuery {query!r}"
-                    )
-                    return response
-                name = match.group(1).replace("''", "'")
-                items = [p for p in items if p["name"] == name]
-            response = JSONResponse(
-                {"num_items": len(items), "items": [self._public(p) for p in items]}
-            )
-        else:
-            response = self._create_platform(body, scope)
-        return response
+        for name in ("labelQuery", "token", "max_items"):
+            if name in request.query_params:
+                raise Violation(f"{name} is not implemented by the BTP test server")
+        items = [p for p in self.platforms.values() if p["_subaccount"] == scope]
+        query = request.query_params.get("fieldQuery")
+        if query is not None:
+            match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
+            if match is None:
+                raise Violation(f"fieldQuery {query!r} is not implemented by the BTP test server")
+            name = match.group(1).replace("''", "'")
+            items = [p for p in items if p["name"] == name]
+        return JSONResponse({"num_items": len(items), "items": [self._public(p) for p in items]})
 
-    def _create_platform(self, body: Any, subaccount: str | None) -> Response:
-        if not isinstance(body, dict) or not body.get("name") or not body.get("type"):
-            return self._sm_error(400, "BadRequest", "missing platform name or type")
+    def _register_platform(self, request: Request, op: Operation, body: Any) -> Response:
+        return JSONResponse(self._new_platform(body, self._scope(request)), status_code=201)
+
+    def _new_platform(self, body: dict[str, Any], subaccount: str | None) -> dict[str, Any]:
+        """A new platform in the subaccount's Service Manager; the answer with its credentials."""
         if any(
             p["name"] == body["name"] and p["_subaccount"] == subaccount
             for p in self.platforms.values()
         ):
-            return self._sm_error(409, "Conflict", "found conflicting platform")
+            raise BtpApiError(409, "found conflicting platform")
         platform = {
             "id": str(uuid.uuid4()),
             "name": body["name"],
@@ -603,32 +718,36 @@ class FakeBtp:
         }
         self.platforms[platform["id"]] = platform
         self.platform_creates[platform["name"]] += 1
-        return JSONResponse(self._issue(platform), status_code=201)
+        return self._issue(platform)
 
-    def _platform(self, request: Request, body: Any) -> Response:
-        platform_id = request.path_params["id"]
-        platform = self.platforms.get(platform_id)
-        if platform is not None and platform["_subaccount"] != self._scope(request):
-            platform = None
-        if platform is None:
-            response: Response = self._sm_error(404, "NotFound", "could not find platform")
-        elif request.method == "GET":
-            response = JSONResponse(self._public(platform))
-        elif request.method == "PATCH":
-            if request.query_params.get("regenerateCredentials") == "true":
-                platform["updated_at"] = _now()
-                response = JSONResponse(self._issue(platform))
-            else:
-                for key in ("description", "name"):
-                    if key in (body or {}):
-                        platform[key] = body[key]
-                response = JSONResponse(self._public(platform))
-        else:
-            response = self._delete_platform(platform, request)
-        return response
+    def _platform_or_404(self, request: Request, op: Operation) -> dict[str, Any]:
+        platform = self.platforms.get(op.path_params["platformID"])
+        if platform is None or platform["_subaccount"] != self._scope(request):
+            raise BtpApiError(404, "could not find platform")
+        return platform
 
-    def _delete_platform(self, platform: dict[str, Any], request: Request) -> Response:
+    def _get_platform(self, request: Request, op: Operation, body: Any) -> Response:
+        return JSONResponse(self._public(self._platform_or_404(request, op)))
+
+    def _patch_platform(self, request: Request, op: Operation, body: Any) -> Response:
+        platform = self._platform_or_404(request, op)
+        if "labels" in body:
+            raise Violation("label changes are not implemented by the BTP test server")
+        for key in ("description", "name"):
+            if key in body:
+                platform[key] = body[key]
+        platform["updated_at"] = _now()
+        if request.query_params.get("regenerateCredentials") == "true":
+            return JSONResponse(self._issue(platform))
+        return JSONResponse(self._public(platform))
+
+    def _delete_platform(self, request: Request, op: Operation, body: Any) -> Response:
+        platform = self._platform_or_404(request, op)
         platform_id = platform["id"]
+        if request.query_params.get("cascade") != "true":
+            self.platforms.pop(platform_id)
+            self._refusals.pop(platform_id, None)
+            return JSONResponse({})
         if platform_id in self._refusals:
             left = self._refusals[platform_id]
             if left is not None:
@@ -636,12 +755,7 @@ class FakeBtp:
                     self._refusals.pop(platform_id)
                 else:
                     self._refusals[platform_id] = left - 1
-            return self._sm_error(
-                422, "UnprocessableEntity", "Deletion of active platform is prohibited"
-            )
-        if request.query_params.get("async") != "true":
-            self.platforms.pop(platform_id)
-            return JSONResponse({})
+            raise BtpApiError(422, "Active platform cannot be deleted")
         running = next(
             (
                 o
@@ -650,40 +764,45 @@ class FakeBtp:
             ),
             None,
         )
-        op = running or {
+        operation = running or {
             "id": str(uuid.uuid4()),
             "type": "DELETE",
             "state": "in progress",
             "ready": False,
             "resource_id": platform_id,
-            "resource_type": "/v1/platforms",
+            "resource_type": "platforms",
             "created_at": _now(),
             "updated_at": _now(),
             "errors": [],
             "labels": {},
         }
-        self.operations[op["id"]] = op
-        self._touch(op["id"])
-        location = f"/v1/platforms/{platform_id}/operations/{op['id']}"
+        self.operations[operation["id"]] = operation
+        self._touch(operation["id"])
+        location = f"/v1/platforms/{platform_id}/operations/{operation['id']}"
         return JSONResponse({}, status_code=202, headers={"Location": location})
 
-    def _operation(self, request: Request, body: Any) -> Response:
-        op_id = request.path_params["op"]
-        op = self.operations.get(op_id)
-        if op is None or op["resource_id"] != request.path_params["id"]:
-            response: Response = self._sm_error(404, "NotFound", "could not find operation")
-        else:
-            if self._due(op_id):
-                self._step_operation(op_id)
-            response = JSONResponse(dict(op))
-        return response
+    def _get_operation(self, request: Request, op: Operation, body: Any) -> Response:
+        op_id = op.path_params["operationID"]
+        operation = self.operations.get(op_id)
+        if (
+            operation is None
+            or op.path_params["resourceType"] != "platforms"
+            or operation["resource_id"] != op.path_params["resourceID"]
+        ):
+            raise BtpApiError(404, "could not find operation")
+        if self._due(op_id):
+            self._step_operation(op_id)
+        return JSONResponse(dict(operation))
 
 
 class BtpServerRunner(ArgoServerRunner):
     """Serves a ``FakeBtp`` over plain HTTP on 127.0.0.1 in a background thread.
 
     The Argo test server's runner serves any object with an ASGI ``app``; this
-    one only names it for BTP. ``env()`` is what a step command needs to reach it.
+    one only names it for BTP. ``env()`` is what a step command needs to reach
+    it, ``service_key()`` the global account's credentials as BTP hands them
+    out. ``stop()`` raises ``AssertionError`` when the fake being served recorded
+    a contract violation, so a test that forgot to look still fails.
     """
 
     def __init__(self, fake: FakeBtp, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -697,6 +816,33 @@ class BtpServerRunner(ArgoServerRunner):
             "BTP_TOKEN_URL": f"{self.url}/oauth/token",
             "BTP_ACCOUNTS_URL": self.url,
         }
+
+    def service_key(self) -> dict[str, Any]:
+        """A Cloud Management (plan ``central``) service key for this server, as BTP shows it."""
+        return {
+            "endpoints": {
+                "accounts_service_url": self.url,
+                "entitlements_service_url": self.url,
+                "provisioning_service_url": self.url,
+                "saas_registry_service_url": self.url,
+            },
+            "grant_type": "client_credentials",
+            "sap.cloud.service": "com.sap.core.commercial.service.central",
+            "uaa": {
+                "clientid": self.btp.client_id,
+                "clientsecret": self.btp.client_secret,
+                "credential-type": "binding-secret",
+                "identityzone": "acme",
+                "tenantmode": "dedicated",
+                "uaadomain": "authentication.eu10.hana.ondemand.com",
+                "url": self.url,
+                "xsappname": "cis-central!b14",
+            },
+        }
+
+    def stop(self) -> None:
+        super().stop()
+        assert self.btp.violations == [], f"SAP's BTP documents broken: {self.btp.violations}"
 
 
 def main(argv: Iterable[str] | None = None) -> None:

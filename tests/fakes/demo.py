@@ -4,7 +4,9 @@ example onboardings, its clusters served by the Argo test server.
 Starts one Argo test server per example cluster (HTTPS with its own CA, a
 bearer token, workflows advancing by wall clock), writes a config directory
 whose Cluster entries point at them plus the example onboardings, and runs
-the daemon in the foreground until Ctrl-C.
+the daemon in the foreground until Ctrl-C. Everything it keeps (database,
+config, tokens, CA) lies in its own folder, ``~/.cache/orchestrator/demo``,
+never in the real run's; the banner's commands work as printed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import textwrap
@@ -23,6 +26,18 @@ from orchestrator.settings import Settings
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, WallClock, make_tls
 
 CACHE = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
+
+
+def _command() -> str:
+    """How to call the CLI from here: the one beside this Python (the virtualenv's), as a
+    path relative to the working directory when it lies below it."""
+    beside = Path(sys.executable).parent / "orchestrator"
+    if not beside.exists():
+        return f"{shlex.quote(sys.executable)} -m orchestrator"
+    try:
+        return shlex.quote(str(beside.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(beside))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(source, config / Path(source).name)
 
     api = f"http://{args.listen}"
+    cli = _command()
+    on = f"--api {api}"
+    acting = f"{on} --token-file {shlex.quote(str(api_token_file))}"
+    name = sorted(examples.onboardings)[0] if examples.onboardings else "NAME"
     print(
         textwrap.dedent(
             f"""\
@@ -86,16 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             (no local control plane yet): {", ".join(r.url for r in runners)}
             Workflows there move one phase every {args.phase_seconds:g}s; nothing runs in pods.
 
+            state:     {home}   (its own: never the real run's)
             config:    {config}
             database:  {args.db}
             API:       {api}   (token: {api_token_file})
 
-            Watch it:  orchestrator list --api {api}
-                       orchestrator history team-a-dev --api {api}
-                       curl -s {api}/api/v1/onboardings | python -m json.tool
+            Watch it:  {cli} list --watch {on}
+                       {cli} explain {name} {on}
+                       {cli} history {name} {on}
                        curl -s {api}/metrics | grep ^orchestrator_
-            Act:       ORCHESTRATOR_API_TOKEN=$(cat {api_token_file}) \\
-                         orchestrator suspend team-a-dev --api {api}
+            Act:       {cli} suspend {name} {acting}
+                       {cli} resume {name} {acting}
             Stop:      Ctrl-C
             ----------------------------------------------------------------------------
             """

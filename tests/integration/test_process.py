@@ -102,3 +102,28 @@ def test_a_taken_port_is_one_line_and_exit_code_4_before_any_work(
     assert done.stdout == ""
     assert argo.fake.requests == []  # nothing submitted, not even a template applied
     assert not db.exists()  # no store opened, no onboarding stored
+
+
+def test_a_second_daemon_on_the_same_sqlite_file_refuses_to_start(
+    tmp_path: Path, argo: ArgoServerRunner, tls: TLSFiles, daemons: list[DaemonProcess]
+) -> None:
+    config = config_for(tmp_path, argo.url, tls)
+    first = DaemonProcess(config=config, workdir=tmp_path, env=secrets_dirs(tmp_path, tls))
+    daemons.append(first)
+    first.start()
+    assert first.role() == "only replica"
+    wait_for(lambda: first.state("team-a") is not None, seconds=30, what="team-a stored")
+
+    second = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "--config", str(config),
+         "--db", first.db, "--listen", "127.0.0.1:0", "--templates", str(REPO / "templates")],
+        cwd=REPO, env={**os.environ, **secrets_dirs(tmp_path, tls)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert second.returncode == 1
+    assert "is in use by another daemon" in second.stderr
+    assert f"(pid {first.process.pid if first.process else '?'}" in second.stderr
+    # the first one goes on alone
+    wait_for(lambda: first.state("team-a") == "Ready", seconds=60, what="team-a Ready")
+    assert first.role() == "only replica"

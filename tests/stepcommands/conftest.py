@@ -173,12 +173,13 @@ def btp_runner() -> Iterator[BtpServerRunner]:
 
 
 @pytest.fixture
-def btp(btp_runner: BtpServerRunner) -> FakeBtp:
-    """A fresh BTP for each test, behind the session's listener."""
+def btp(btp_runner: BtpServerRunner) -> Iterator[FakeBtp]:
+    """A fresh BTP for each test, behind the session's listener; SAP's documents kept."""
     fake = FakeBtp()
     btp_runner.fake = fake
     btp_runner.btp = fake
-    return fake
+    yield fake
+    assert fake.violations == [], "requests or answers broke SAP's BTP documents"
 
 
 @pytest.fixture

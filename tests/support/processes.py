@@ -42,12 +42,14 @@ class DaemonProcess:
         workdir: Path,
         templates: Path = REPO / "templates",
         env: dict[str, str] | None = None,
+        db: str | None = None,
+        log: str = "daemon.log",
     ) -> None:
         self.config = config
         self.templates = templates
         self.port = free_port()
-        self.db = f"sqlite:///{workdir / 'daemon.db'}"
-        self.log = workdir / "daemon.log"
+        self.db = db or f"sqlite:///{workdir / 'daemon.db'}"
+        self.log = workdir / log
         self.env = {
             "ORCHESTRATOR_INTERVAL_SECONDS": "0.5",
             "ORCHESTRATOR_JITTER_SECONDS": "0",
@@ -93,6 +95,23 @@ class DaemonProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def get(self, path: str) -> Any:
+        """A JSON answer of the daemon's API (raises on an error status)."""
+        answer = httpx.get(f"{self.api}{path}", timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+    def role(self) -> str | None:
+        """leader, follower or only replica; None when it does not answer."""
+        try:
+            return str(self.get("/api/v1/replica")["role"])
+        except (httpx.HTTPError, AssertionError):
+            return None
 
     def stop(self) -> int:
         if self.process is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import Conflict, TemporaryError
+from orchestrator.errors import Conflict, NotLeading, TemporaryError
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
 from orchestrator.saving import Saver
 from orchestrator.store import SqlStore, open_store
@@ -92,7 +92,10 @@ class _Unavailable:
     """A store whose database is down: every batch fails."""
 
     def save_all(
-        self, batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]]
+        self,
+        batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]],
+        *,
+        epoch: int | None = None,
     ) -> list[OnboardingRecord | Conflict]:
         raise TemporaryError("database down", reason="DatabaseUnavailable")
 
@@ -108,3 +111,31 @@ async def test_a_store_error_reaches_every_caller_of_the_batch_and_the_next_save
     assert [type(o) for o in outcomes] == [TemporaryError, TemporaryError]
     saver._store = store  # the database is back
     assert (await saver.save(records[0])).version == 2
+
+
+async def test_each_batch_names_the_fence_epoch_and_a_deposed_leader_saves_nothing(
+    store: SqlStore,
+) -> None:
+    store.claim_leadership(epoch=1, holder="replica-a", at=T0)
+    records = [store.create(_record(f"team-{index}")) for index in range(3)]
+    fence: list[int] = [1]
+    saver = Saver(store, fence=lambda: fence[0])
+
+    first = await saver.save(records[0], [_started("team-0")])
+    assert [t.epoch for t in store.history("team-0")] == [1]
+
+    store.claim_leadership(epoch=2, holder="replica-b", at=T0)  # another replica took over
+    outcomes = await asyncio.gather(
+        *(saver.save(r, [_started(r.name)]) for r in records[1:]), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [NotLeading, NotLeading]
+    assert [store.get(r.name) for r in records[1:]] == records[1:]
+    assert store.history("team-1") == []
+
+    def not_leading() -> int:
+        raise NotLeading("lease not renewed in time")
+
+    saver = Saver(store, fence=not_leading)
+    with pytest.raises(NotLeading, match="not renewed"):
+        await saver.save(first, [_started("team-0")])
+    assert store.get("team-0") == first
