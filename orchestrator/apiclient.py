@@ -23,6 +23,7 @@ from orchestrator.views import (
     Explanation,
     HeldOffboardingView,
     OnboardingView,
+    ReplicaView,
     TransitionView,
     UpsertResult,
 )
@@ -39,6 +40,7 @@ _VIEWS = TypeAdapter(list[OnboardingView])
 _HISTORY = TypeAdapter(list[TransitionView])
 _CLUSTERS = TypeAdapter(list[ClusterView])
 _HELD = TypeAdapter(HeldOffboardingView)
+_REPLICA = TypeAdapter(ReplicaView)
 _EXPLANATION = TypeAdapter(Explanation)
 _UPSERT = TypeAdapter(UpsertResult)
 HELD_PATH = "/api/v1/config/held-offboarding"
@@ -161,6 +163,9 @@ class ApiClient:
     def act(self, name: str, action: Action) -> OnboardingView:
         answer = self._request("POST", _path(name, action))
         return self._parse(_VIEW, answer)
+
+    def replica(self) -> ReplicaView:
+        return self._parse(_REPLICA, self._request("GET", "/api/v1/replica"))
 
     def held_offboarding(self) -> HeldOffboardingView:
         return self._parse(_HELD, self._request("GET", HELD_PATH))

@@ -49,6 +49,7 @@ from orchestrator.views import (
     Explanation,
     HeldOffboardingView,
     OnboardingView,
+    ReplicaView,
     TransitionView,
 )
 
@@ -414,6 +415,20 @@ CLUSTERS = Items(
 )
 
 
+def _replica_cells(view: ReplicaView, now: datetime) -> list[object]:
+    since = age(view.leader_since, now=now) if view.leader_since else None
+    return [view.replica or "-", view.role, view.leader or "-", view.epoch, since]
+
+
+REPLICA = Items(
+    kind="replica",
+    narrow=Columns(["REPLICA", "ROLE", "LEADER", "EPOCH", "LEADING FOR"], _replica_cells),
+    wide=Columns(["REPLICA", "ROLE", "LEADER", "EPOCH", "LEADING FOR"], _replica_cells),
+    name=lambda v: v.replica or v.role.replace(" ", "-"),
+    empty="no replica",
+)
+
+
 def _transition_cells(t: TransitionView, now: datetime, *, wide: bool) -> list[object]:
     moved = [t.from_state.value, t.to_state.value, t.trigger]
     if wide:
@@ -604,6 +619,12 @@ def cmd_list(args: argparse.Namespace, io: Output) -> int:
 def cmd_clusters(args: argparse.Namespace, io: Output) -> int:
     with _client(args) as client:
         _print(io, _printer(args).items(client.clusters(), CLUSTERS, now=_now()))
+    return OK
+
+
+def cmd_replica(args: argparse.Namespace, io: Output) -> int:
+    with _client(args) as client:
+        _print(io, _printer(args).items([client.replica()], REPLICA, now=_now()))
     return OK
 
 
@@ -1206,6 +1227,13 @@ def parser() -> argparse.ArgumentParser:
         "clusters", parents=[api, out], help="list the clusters and their health"
     )
     clusters.set_defaults(func=cmd_clusters)
+
+    replica = commands.add_parser(
+        "replica",
+        parents=[api, out],
+        help="this replica's role (leader, follower, only replica) and who leads",
+    )
+    replica.set_defaults(func=cmd_replica)
 
     offboard = commands.add_parser(
         "offboard",

@@ -90,8 +90,15 @@ class Service:
         return self.view(self._record(name))
 
     def history(self, name: str) -> builtins.list[TransitionView]:
-        self._record(name)
-        return [TransitionView.of(t) for t in self.store.history(name)]
+        record = self._record(name)
+        engine = self.registry.engine(record.cluster)
+
+        def link(workflow: str | None) -> str | None:
+            return (engine.ui_link(workflow) or None) if engine and workflow else None
+
+        return [
+            TransitionView.of(t, workflow_url=link(t.workflow)) for t in self.store.history(name)
+        ]
 
     def clusters(self) -> builtins.list[ClusterView]:
         counts: dict[str, list[int]] = {}
@@ -115,6 +122,7 @@ class Service:
                     argo_server=str(server) if server else None,
                     onboardings=onboardings,
                     in_flight=in_flight,
+                    max_concurrent=cluster.spec.max_concurrent if cluster else None,
                 )
             )
         return views

@@ -474,6 +474,7 @@ OUTPUTS = ["table", "wide", "json", "yaml", "name"]
 READS = [
     ("list",),
     ("clusters",),
+    ("replica",),
     ("get", "broken"),
     ("explain", "broken"),
     ("history", "broken"),
@@ -514,16 +515,16 @@ def check_output(out: str, output: str, verb: str) -> None:
     elif output == "yaml":
         assert yaml.safe_load(out) is not None
     elif output == "name":
-        kinds = {"clusters": "cluster", "history": "workflow"}
+        kinds = {"clusters": "cluster", "history": "workflow", "replica": "replica"}
         kind = kinds.get(verb, "onboarding")
         lines = out.splitlines()
         if verb != "offboard":
             assert lines, out
         assert all(re.fullmatch(rf"{kind}/[a-z0-9-]+", ln) for ln in lines), out
-    elif verb in ("list", "clusters", "history", "plan"):
+    elif verb in ("list", "clusters", "history", "plan", "replica"):
         header = out.splitlines()[0]
         assert header == header.upper()
-        assert header.split()[0] in ("NAME", "FROM", "ONBOARDING")
+        assert header.split()[0] in ("NAME", "FROM", "ONBOARDING", "REPLICA")
         if output == "wide" and verb in ("list", "clusters"):
             assert len(header.split()) > 7
     else:
@@ -663,3 +664,11 @@ def test_every_log_line_is_json_with_its_fields(live: Live) -> None:
     assert any(e["logger"].startswith("uvicorn") for e in entries)  # uvicorn's own lines too
     levels = {e["level"] for e in entries}
     assert "debug" in levels  # ORCHESTRATOR_LOG_LEVEL=debug was taken
+
+
+def test_replica_says_the_daemon_runs_alone(live: Live) -> None:
+    result = live.cli("replica")
+    assert result.code == 0, result.err
+    header, row = result.lines[:2]
+    assert header.split() == ["REPLICA", "ROLE", "LEADER", "EPOCH", "LEADING", "FOR"]
+    assert row.split()[:3] == ["-", "only", "replica"]

@@ -129,6 +129,9 @@ def test_failover_and_fencing(
     alive = [replicas.start(), replicas.start()]
     wait_for(lambda: sum(d.role() == "leader" for d in alive) == 1, seconds=30, what="a leader")
     assert {d.role() for d in alive} == {"leader", "follower"}
+    views = [d.get("/api/v1/replica") for d in alive]
+    leading = next(v for v in views if v["role"] == "leader")
+    assert all(v["leader"] == leading["replica"] for v in views), views
     takeovers: list[float] = []
     for kill in range(KILLS):
         time.sleep(rng.uniform(1.0, 6.0))

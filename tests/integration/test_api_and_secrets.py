@@ -168,3 +168,24 @@ async def test_no_secret_in_logs_metrics_answers_parameters_or_errors(
     for text in seen:
         assert TOKEN not in text  # ... but never the token
         assert API_TOKEN not in text
+
+
+async def test_history_links_each_workflow_and_clusters_show_their_cap(
+    world: World, api: httpx.AsyncClient
+) -> None:
+    await api.put("/api/v1/onboardings/team-link", json=document("team-link"), headers=AUTH)
+    for _ in range(20):
+        await world.step()
+        if world.record("team-link").state == State.READY:
+            break
+    history = (await api.get("/api/v1/onboardings/team-link/history")).json()
+    with_workflow = [t for t in history if t["workflow"]]
+    assert with_workflow, history
+    for transition in with_workflow:
+        assert transition["workflow_url"].endswith(f"/{transition['workflow']}")
+    assert all(t["workflow_url"] is None for t in history if not t["workflow"])
+    clusters = {c["name"]: c for c in (await api.get("/api/v1/clusters")).json()}
+    assert world.daemon is not None
+    declared = world.daemon.clusters.cluster("local-b")
+    assert declared is not None
+    assert clusters["local-b"]["max_concurrent"] == declared.spec.max_concurrent == 3
