@@ -86,8 +86,8 @@ def dashboard_queries() -> list[Query]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The daemon's metrics (and ``up``) an expression reads."""
-    names = set(re.findall(r"\borchestrator_[a-z_]+", expr))
+    """The metrics an expression reads: the daemon's, its process and Python ones, ``up``."""
+    names = set(re.findall(r"\b(?:orchestrator|process|python)_[a-z_]+", expr))
     if re.search(r"\bup\b", expr):
         names.add("up")
     return names
