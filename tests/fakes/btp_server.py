@@ -115,13 +115,11 @@ TOKEN_PREFIX = "btp-access-token-"
 SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 CREATION_STATES = ("STARTED", "CREATING", "OK")
 #: Accounts Service error codes the server answers with
-INVALID, INVALID_SUBDOMAIN, SUBDOMAIN_TAKEN, NOT_FOUND, BINDING_EXISTS = (
-    11000,
-    11001,
-    11004,
-    11006,
-    11007,
-)
+INVALID = 11000
+INVALID_SUBDOMAIN = 11001
+SUBDOMAIN_TAKEN = 11004
+NOT_FOUND = 11006
+BINDING_EXISTS = 11007
 
 
 @dataclass
@@ -148,8 +146,8 @@ class Seen:
 class BtpApiError(Exception):
     """An error answer, in the shape of the service that gives it.
 
-    ``code``: the Accounts Service's error code; ``error``: Service Manager's
-    error name (default: the status's name, as ``NotFound``).
+    ``code``: the Accounts Service's error code; Service Manager names the
+    error after the status (``NotFound``).
     """
 
     def __init__(
@@ -157,15 +155,13 @@ class BtpApiError(Exception):
         status: int,
         message: str,
         *,
-        code: int | None = None,
-        error: str | None = None,
+        code: int = INVALID,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
-        self.error = error
         self.headers = headers
 
 
@@ -492,11 +488,11 @@ class FakeBtp:
             return Response(status_code=error.status, headers=error.headers)
         body: dict[str, Any]
         if contract is btp_contract.SERVICE_MANAGER:
-            name = error.error or HTTPStatus(error.status).phrase.replace(" ", "")
+            name = HTTPStatus(error.status).phrase.replace(" ", "")
             body = {"error": name, "description": error.message}
         else:
             body = {
-                "code": error.code or INVALID,
+                "code": error.code,
                 "correlationID": str(uuid.uuid4()),
                 "message": error.message,
             }

@@ -18,33 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.configs import GlobalAccount
 from orchestrator.globalaccounts import KEYS, GlobalAccountCredentials
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
 from orchestrator.stepcommands.context import BTP_SECRET, BTP_SECRET_KEYS
 from tests.fakes.btp_server import BtpServerRunner, FakeBtp
+from tests.fakes.management import FakeManagement, global_account
 from tests.stepcommands.conftest import REPO, Steps
-
-
-class Management:
-    """The daemon's own cluster, holding the GlobalAccount's Secret."""
-
-    def __init__(self, data: dict[str, str]) -> None:
-        self.data = data
-
-    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self.data if (namespace, name) == ("orchestrator", "btp-acme") else None
-
-
-def account(**credentials: Any) -> GlobalAccount:
-    return GlobalAccount.model_validate(
-        {
-            "apiVersion": "orchestrator.dev/v1alpha1",
-            "kind": "GlobalAccount",
-            "metadata": {"name": "acme"},
-            "spec": {"credentials": credentials},
-        }
-    )
 
 
 def template_env(keys: dict[str, str]) -> dict[str, str]:
@@ -67,11 +46,12 @@ async def test_each_form_of_the_credentials_drives_a_step(
         path = tmp_path / "acme.json"
         path.write_text(json.dumps(content, indent=2))
         reader = GlobalAccountCredentials(management=None, namespace=None)
-        source = account(file=str(path))
+        source = global_account(file=str(path))
     else:
         data = {"service-key": json.dumps(content)} if form.startswith("service") else content
-        reader = GlobalAccountCredentials(management=Management(data), namespace="orchestrator")  # type: ignore[arg-type]
-        source = account(secretRef={"name": "btp-acme"})
+        management = FakeManagement({("orchestrator", "btp-acme"): data})
+        reader = GlobalAccountCredentials(management=management, namespace="orchestrator")  # type: ignore[arg-type]
+        source = global_account(secretRef={"name": "btp-acme"})
 
     keys = await reader.read(source)
     run = steps.run("create-subaccount", env=template_env(keys))

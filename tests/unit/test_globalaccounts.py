@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from orchestrator import logs
-from orchestrator.configs import GlobalAccount
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.globalaccounts import GlobalAccountCredentials
+from tests.fakes.management import FakeManagement, global_account
 
 CLIENT_ID = "sb-ut-6b7a6f1e-cis-central!b14"
 SECRET = "ga-client-secret-5d1c0e7a"
@@ -49,37 +49,17 @@ def service_key(**uaa: Any) -> dict[str, Any]:
     }
 
 
-def account(**credentials: Any) -> GlobalAccount:
-    return GlobalAccount.model_validate(
-        {
-            "apiVersion": "orchestrator.dev/v1alpha1",
-            "kind": "GlobalAccount",
-            "metadata": {"name": "acme"},
-            "spec": {"credentials": credentials},
-        }
-    )
-
-
-class Management:
-    """The daemon's own cluster, holding one Secret ``orchestrator/btp-acme``."""
-
-    def __init__(self, data: dict[str, str]) -> None:
-        self.data = data
-
-    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self.data if (namespace, name) == ("orchestrator", "btp-acme") else None
-
-
 async def from_file(tmp_path: Path, content: str, *, suffix: str = ".json") -> dict[str, str]:
     path = tmp_path / f"acme{suffix}"
     path.write_text(content)
     reader = GlobalAccountCredentials(management=None, namespace=None)
-    return await reader.read(account(file=str(path)))
+    return await reader.read(global_account(file=str(path)))
 
 
 async def from_secret(data: dict[str, str]) -> dict[str, str]:
-    reader = GlobalAccountCredentials(management=Management(data), namespace="orchestrator")  # type: ignore[arg-type]
-    return await reader.read(account(secretRef={"name": "btp-acme"}))
+    management = FakeManagement({("orchestrator", "btp-acme"): data})
+    reader = GlobalAccountCredentials(management=management, namespace="orchestrator")  # type: ignore[arg-type]
+    return await reader.read(global_account(secretRef={"name": "btp-acme"}))
 
 
 async def test_the_flat_keys_from_a_file_and_a_secret(tmp_path: Path) -> None:
@@ -223,7 +203,7 @@ async def test_both_forms_in_one_file_are_refused(tmp_path: Path) -> None:
 
 
 async def test_a_missing_secret_is_named() -> None:
-    reader = GlobalAccountCredentials(management=Management({}), namespace="other")  # type: ignore[arg-type]
+    reader = GlobalAccountCredentials(management=FakeManagement({}), namespace="other")  # type: ignore[arg-type]
 
     with pytest.raises(TemporaryError, match="Secret other/btp-acme not found"):
-        await reader.read(account(secretRef={"name": "btp-acme"}))
+        await reader.read(global_account(secretRef={"name": "btp-acme"}))
