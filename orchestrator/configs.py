@@ -175,13 +175,16 @@ class Onboarding(Strict):
 class BtpCredentials(Strict):
     file: FilePath | None = Field(
         default=None,
-        description="JSON or YAML file with client-id, client-secret, token-url, accounts-url"
-        " (re-read when it changes).",
+        description="The Cloud Management service key JSON as BTP hands it out (uaa.clientid,"
+        " uaa.clientsecret, uaa.url, endpoints.accounts_service_url), or a JSON or YAML file"
+        " with client-id, client-secret, token-url, accounts-url (re-read when it changes).",
     )
     secret_ref: SecretName | None = Field(
         default=None,
         alias="secretRef",
-        description="A Secret with those keys, in the cluster the daemon runs in.",
+        description="A Secret in the cluster the daemon runs in: the service key JSON under"
+        " the key service-key, or the four keys client-id, client-secret, token-url,"
+        " accounts-url.",
     )
 
     @model_validator(mode="after")
