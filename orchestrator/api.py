@@ -46,7 +46,7 @@ from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import __version__
-from orchestrator.apirequests import RequestLog, caller
+from orchestrator.apirequests import RequestLog, caller, caller_name
 from orchestrator.configs import DNSLabel, Onboarding
 from orchestrator.errors import (
     ConfigError,
@@ -1075,7 +1075,7 @@ def create_app(
                         },
                     )
                     return current
-            view = await operations.act(name, action)
+            view = await operations.act(name, action, by=caller_name(request))
             log.info(
                 f"on-call action {action} on onboarding {name}",
                 extra={

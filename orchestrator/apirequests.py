@@ -122,3 +122,13 @@ def caller(request: Request) -> dict[str, Any]:
         "remote": remote(request.scope),
         "token_fingerprint": fingerprint(given) if given else None,
     }
+
+
+def caller_name(request: Request) -> str:
+    """The caller as an on-call transition's reason names it: its address (without the
+    port) and its token's fingerprint, never the token."""
+    who = caller(request)
+    remote_address = who["remote"] or "unknown address"
+    host = remote_address.rsplit(":", 1)[0].strip("[]")
+    token = who["token_fingerprint"]
+    return f"{host}, token {token}" if token else host

@@ -143,8 +143,9 @@ def _suspended(
             else "upsert it with spec.suspend: false"
         )
     else:
-        e.by = "on-call, through the API"
-        e.summary = "suspended by on-call"
+        caller = _caller(entered.reason if entered is not None else view.reason)
+        e.by = f"on-call, through the API ({caller})" if caller else "on-call, through the API"
+        e.summary = f"suspended by on-call ({caller})" if caller else "suspended by on-call"
         e.hint = f"orchestrator resume {view.name}"
         e.details.append("the daemon's log names the caller (an audit line with action=suspend)")
     if entered is not None and entered.reason not in (view.reason, None):
@@ -297,3 +298,11 @@ def with_causes(
         view.model_copy(update={"cause": cause(view, now=now, cluster=by_name.get(view.cluster))})
         for view in views
     ]
+
+
+def _caller(reason: str | None) -> str | None:
+    """Who an on-call transition's reason names: ``suspended by on-call (ADDRESS, token
+    FINGERPRINT)`` gives ``ADDRESS, token FINGERPRINT``."""
+    if not reason or not reason.endswith(")") or "(" not in reason:
+        return None
+    return reason[reason.rindex("(") + 1 : -1] or None

@@ -212,7 +212,9 @@ class Operations(Protocol):
         """Wait until Ready or Failed/CleanupFailed/Deleted; returns (view, done)."""
         ...
 
-    async def act(self, name: str, action: Action) -> OnboardingView: ...
+    async def act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
+        """Run an on-call action; ``by`` names the caller in the transition's reason."""
+        ...
 
     def clusters(self) -> builtins.list[ClusterView]:
         """Every declared cluster with its health as the daemon last saw it."""

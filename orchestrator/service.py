@@ -301,7 +301,7 @@ class Service:
         self.wake(record.cluster)
         return self.view(saved)
 
-    async def act(self, name: str, action: Action) -> OnboardingView:
+    async def act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
         await self.desired.loaded.wait()  # a change is checked against the files
         record = self._record(name)
         if action == "reconcile":
@@ -322,7 +322,8 @@ class Service:
             raise Conflict(
                 f"onboarding {name!r} cannot be {_past(action)} while {record.state.value}"
             )
-        machine.fire(action, ON_CALL_REASONS[action])
+        reason = ON_CALL_REASONS[action]
+        machine.fire(action, f"{reason} ({by})" if by else reason)
         record.next_attempt_at = None
         record.updated_at = self.clock()
         saved = self.store.save(record, machine.log)

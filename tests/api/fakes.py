@@ -61,6 +61,8 @@ class FakeOperations:
         self.files: dict[str, str] = {}
         self.ready: tuple[bool, str] = (True, "leader; desired state loaded")
         self.acted: list[tuple[str, Action]] = []
+        #: who each action named as its caller (address and token fingerprint)
+        self.callers: list[str | None] = []
         #: the config change held because it would offboard many at once (``hold``)
         self.held: HeldOffboardingView | None = None
         self.hold_limit = 0.25
@@ -193,7 +195,7 @@ class FakeOperations:
                 return view, done
             await asyncio.sleep(0.005)
 
-    async def act(self, name: str, action: Action) -> OnboardingView:
+    async def act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
         self._check()
         with self._lock:
             record = self._record(name)
@@ -201,8 +203,11 @@ class FakeOperations:
                 if record.state is State.DELETED:
                     raise Conflict(f"onboarding {name}: cannot reconcile while Deleted")
             else:
-                self._fire(record, action, f"{action} by on-call")
+                self._fire(
+                    record, action, f"{action} by on-call ({by})" if by else f"{action} by on-call"
+                )
             self.acted.append((name, action))
+            self.callers.append(by)
             return self._view(name)
 
     def clusters(self) -> builtins.list[ClusterView]:

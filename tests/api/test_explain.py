@@ -12,6 +12,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from orchestrator.apirequests import fingerprint
 from orchestrator.metrics import Metrics
 
 from .conftest import TOKEN
@@ -92,8 +93,11 @@ def test_suspended_by_on_call_since_when(
 
     explanation = client.get(f"{URL}/tenant-a/explain").json()
 
+    [caller] = operations.callers  # the address and the token's fingerprint, not the token
+    token = auth["Authorization"].removeprefix("Bearer ")
+    assert caller == f"testclient, token {fingerprint(token)}"
     assert explanation["waiting_for"] == "suspended"
-    assert explanation["by"] == "on-call, through the API"
+    assert explanation["by"] == f"on-call, through the API ({caller})"
     assert explanation["since"] is not None
     assert explanation["hint"] == "orchestrator resume tenant-a"
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from orchestrator.apirequests import fingerprint
 from tests.integration.conftest import onboarding_yaml
 from tests.support.processes import REPO, DaemonProcess, wait_for
 
@@ -196,14 +197,15 @@ def test_suspended_by_whom(live: Live) -> None:
     assert "suspended by its spec" in row(listed.out, "by-spec")
 
     explained = live.cli("explain", "paused")
-    assert field(explained.out, "Suspended by") == "on-call, through the API"
+    caller = f"127.0.0.1, token {fingerprint(API_TOKEN)}"
+    assert field(explained.out, "Suspended by") == f"on-call, through the API ({caller})"
     assert re.search(r"Since: +\d+s ago", explained.out), explained.out
     assert "Hint: orchestrator resume paused" in explained.out
     by_spec = live.cli("explain", "by-spec")
     assert field(by_spec.out, "Suspended by") == "its spec (spec.suspend: true)"
     assert "set spec.suspend: false in its file" in by_spec.out
 
-    assert plan_line(live, "paused")["detail"] == "suspended by on-call"
+    assert plan_line(live, "paused")["detail"] == f"suspended by on-call ({caller})"
     assert plan_line(live, "by-spec")["detail"] == "suspended by its spec (spec.suspend: true)"
 
     # nothing happens to a suspended onboarding: a reconcile says so
