@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator import __version__
+from orchestrator import __version__, forwarding
 from orchestrator.apirequests import RequestLog, caller, caller_name
 from orchestrator.configs import DNSLabel, Onboarding
 from orchestrator.errors import (
@@ -888,11 +888,15 @@ def create_app(
             },
         },
     )
-    async def confirm_held_offboarding(request: Request) -> HeldOffboardingView:
+    async def confirm_held_offboarding(request: Request) -> Any:
         """Run the held change: the onboardings it removes are offboarded now.
 
-        Only the change as it was held, and only while the files are unchanged.
+        Only the change as it was held, and only while the files are unchanged. A
+        follower passes the call to the leader, which holds the change.
         """
+        replica = operations.replica()
+        if forwarding.should_forward(request, replica):
+            return await forwarding.to_leader(request, replica)
         view = await operations.confirm_offboarding()
         log.warning(
             "held config change confirmed through the API: offboarding "

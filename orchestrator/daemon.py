@@ -252,7 +252,11 @@ class Daemon:
         assert elector is not None
         for _ in range(3):
             claimed = await asyncio.to_thread(
-                self.store.claim_leadership, epoch=epoch, holder=elector.identity, at=utcnow()
+                self.store.claim_leadership,
+                epoch=epoch,
+                holder=elector.identity,
+                at=utcnow(),
+                address=self.settings.advertised_url(),
             )
             if claimed:
                 break
@@ -397,17 +401,29 @@ def elector_for(settings: Settings) -> Elector | None:
                 ConfigProblem(
                     file="settings",
                     document="daemon",
-                    field="leader_election",
+                    field="ORCHESTRATOR_LEADER_ELECTION",
                     message="leader election needs a management cluster: run in a pod, or set"
                     " ORCHESTRATOR_MANAGEMENT_KUBECONFIG",
                 )
             ]
         )
-    timing = LeaseTiming(
-        duration=settings.lease_duration_seconds,
-        renew_deadline=settings.lease_renew_deadline_seconds,
-        retry=settings.lease_retry_seconds,
-    )
+    try:
+        timing = LeaseTiming(
+            duration=settings.lease_duration_seconds,
+            renew_deadline=settings.lease_renew_deadline_seconds,
+            retry=settings.lease_retry_seconds,
+        )
+    except ValueError as error:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file="settings",
+                    document="daemon",
+                    field="ORCHESTRATOR_LEASE_*_SECONDS",
+                    message=str(error),
+                )
+            ]
+        ) from None
     namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE") or pod_namespace()
     leases = KubeLeases(
         management,

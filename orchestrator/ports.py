@@ -59,7 +59,8 @@ class Store(Protocol):
     - Datetimes go in and come out timezone-aware UTC; a naive one raises
       ``ValueError``.
     - Fencing: ``claim_leadership`` records ``epoch`` as the leader's if it is
-      newer than the stored one (True), else changes nothing (False);
+      newer than the stored one (True), with the leader's API ``address``, else
+      changes nothing (False);
       ``leadership`` reads it back. ``create``, ``save`` and ``save_all`` given
       an ``epoch`` write only while that is the stored epoch, else raise
       ``errors.NotLeading`` and write nothing; a claim waits for the fenced
@@ -102,7 +103,9 @@ class Store(Protocol):
         epoch: int | None = None,
     ) -> builtins.list[OnboardingRecord | Conflict]: ...
 
-    def claim_leadership(self, *, epoch: int, holder: str, at: datetime) -> bool: ...
+    def claim_leadership(
+        self, *, epoch: int, holder: str, at: datetime, address: str | None = None
+    ) -> bool: ...
 
     def leadership(self) -> Leadership | None: ...
 

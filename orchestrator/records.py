@@ -166,6 +166,8 @@ class Leadership:
     epoch: int
     holder: str
     since: datetime
+    #: where the other replicas reach the leader's API (None: not advertised)
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

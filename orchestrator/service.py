@@ -153,6 +153,7 @@ class Service:
             leader=held.holder if held else None,
             epoch=held.epoch if held else None,
             leader_since=held.since if held else None,
+            leader_url=held.address if held else None,
         )
 
     def held_offboarding(self) -> HeldOffboardingView:

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     lease_retry_seconds: float = Field(
         default=2.0, gt=0, description="How often a replica renews or tries to take the Lease."
     )
+    advertise_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/\s]+$",
+        description="Where the other replicas reach this replica's API, e.g."
+        " http://10.0.0.7:8080 (a follower forwards to the leader what only the leader can"
+        " do: confirming a held offboarding); default: http://$POD_IP:<port> in a pod, else"
+        " http://<listen>.",
+    )
     replica_id: str | None = Field(
         default=None,
         description="This replica's identity in the Lease; default: the pod's name"
@@ -237,6 +245,18 @@ class Settings(BaseSettings):
         if not port.isdigit() or int(port) > 65535:
             raise ValueError(f"{value!r} is not HOST:PORT (a port from 0 to 65535)")
         return value
+
+    def advertised_url(self) -> str:
+        """``advertise_url``, or the address this replica listens on as the others see it."""
+        if self.advertise_url:
+            return self.advertise_url
+        host, _, port = self.listen.rpartition(":")
+        pod_ip = os.environ.get("POD_IP")
+        if pod_ip:
+            host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        elif host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
 
     def read_api_token(self) -> str | None:
         """The API token (re-read at each call, so it can rotate), registered with the masker."""

@@ -206,3 +206,8 @@ class ReplicaView(BaseModel):
         default=None, description="The leader's epoch (the Lease's transitions when it won)."
     )
     leader_since: datetime | None = None
+    leader_url: str | None = Field(
+        default=None,
+        description="Where the other replicas reach the leader's API (what a follower"
+        " forwards to it).",
+    )

@@ -218,11 +218,14 @@ class SqlStore:
             log.info("pruned %d deleted onboardings: %s", len(pruned), ", ".join(pruned))
         return pruned
 
-    def claim_leadership(self, *, epoch: int, holder: str, at: datetime) -> bool:
+    def claim_leadership(
+        self, *, epoch: int, holder: str, at: datetime, address: str | None = None
+    ) -> bool:
+        values = {"epoch": epoch, "holder": holder, "since": at, "address": address}
         raised = (
             update(leadership)
             .where(leadership.c.id == 1, leadership.c.epoch < epoch)
-            .values(epoch=epoch, holder=holder, since=at)
+            .values(values)
         )
         with failures.translated(self._engine.url), self._engine.begin() as connection:
             if connection.execute(raised).rowcount == 1:
@@ -231,9 +234,7 @@ class SqlStore:
                 return False  # the stored epoch is this one or newer
             try:
                 with connection.begin_nested():
-                    connection.execute(
-                        insert(leadership).values(id=1, epoch=epoch, holder=holder, since=at)
-                    )
+                    connection.execute(insert(leadership).values(id=1, **values))
             except IntegrityError:
                 return False  # another replica claimed the first epoch meanwhile
         return True
@@ -243,7 +244,7 @@ class SqlStore:
             row = connection.execute(select(leadership)).one_or_none()
         if row is None:
             return None
-        return Leadership(epoch=row.epoch, holder=row.holder, since=row.since)
+        return Leadership(epoch=row.epoch, holder=row.holder, since=row.since, address=row.address)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -142,5 +142,7 @@ leadership = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("holder", String(NAME_LENGTH), nullable=False),
     Column("since", UTCDateTime, nullable=False),
+    # where the other replicas reach the leader's API (a forwarded call)
+    Column("address", String(2048)),
     CheckConstraint("id = 1", name="one_row"),
 )

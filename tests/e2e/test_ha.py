@@ -234,6 +234,26 @@ def test_failover_and_fencing(
             "InstallingProxy",
             "Ready",
         ], (name, history)
+    # on the Argo Servers: no workflow that the database does not name (nothing was
+    # submitted without being recorded first, by whichever leader)
+    with engine.connect() as db:
+        recorded = set(
+            db.execute(
+                text(
+                    "SELECT workflow FROM transitions WHERE workflow IS NOT NULL"
+                    " UNION SELECT workflow FROM onboardings WHERE workflow IS NOT NULL"
+                )
+            ).scalars()
+        )
+    for cluster in ("local-a", "local-b"):
+        with closing(setup.argo(cluster)) as argo:
+            ours = {
+                w["metadata"]["name"]
+                for n, c in placed
+                if c == cluster
+                for w in workflows_of(argo, n)
+            }
+        assert ours <= recorded, sorted(ours - recorded)
     with engine.connect() as db:
         rows = db.execute(
             text("SELECT onboarding, epoch FROM transitions WHERE epoch IS NOT NULL ORDER BY id")
@@ -242,4 +262,30 @@ def test_failover_and_fencing(
     for onboarding, epoch in rows:
         assert epoch >= last.get(onboarding, 0), f"{onboarding}: epoch {epoch} after {last}"
         last[onboarding] = epoch
+
+    # --- 4. a held offboarding confirmed on the follower is passed to the leader -------
+    for name in first:
+        (setup.config / f"{name}.yaml").unlink()
+    for replica in (leader, follower):
+        wait_for(
+            lambda r=replica: r.get("/api/v1/config/held-offboarding")["held"],
+            seconds=30,
+            what="the removal of 20 of 24 files to be held",
+        )
+    confirmed = httpx.post(
+        f"{leader.api}/api/v1/config/held-offboarding/confirm",  # the old leader follows
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=60,
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.headers["X-Forwarded-To"] == follower.get("/api/v1/replica")["replica"]
+    assert sorted(confirmed.json()["onboardings"]) == sorted(first)
+    assert follower.get("/api/v1/config/held-offboarding")["held"] is False
+    wait_for(
+        lambda: all(
+            follower.onboarding(n).get("offboarding") or follower.state(n) != "Ready" for n in first
+        ),
+        seconds=60,
+        what="the confirmed removals to start offboarding",
+    )
     engine.dispose()

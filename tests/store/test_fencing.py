@@ -25,11 +25,15 @@ def test_the_first_claim_wins_and_only_a_newer_epoch_replaces_it(store: SqlStore
     held = store.leadership()
     assert held is not None
     assert (held.epoch, held.holder, held.since) == (3, "replica-a", T0)
+    assert held.address is None
     later = T0 + timedelta(seconds=20)
-    assert store.claim_leadership(epoch=4, holder="replica-b", at=later)
+    assert store.claim_leadership(
+        epoch=4, holder="replica-b", at=later, address="http://10.0.0.7:8080"
+    )
     held = store.leadership()
     assert held is not None
     assert (held.epoch, held.holder, held.since) == (4, "replica-b", later)
+    assert held.address == "http://10.0.0.7:8080"
 
 
 def test_writes_of_the_current_epoch_go_in_with_their_epoch(store: SqlStore) -> None:

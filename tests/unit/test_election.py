@@ -301,3 +301,43 @@ async def test_raise_epoch_lifts_the_lease_count_above_the_stored_one() -> None:
     b = Elector(leases.view("b"), identity="b", timing=FAST)
     with pytest.raises(NotLeading):
         await b.raise_epoch(9)
+
+
+# --- where the other replicas reach this one -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "pod_ip", "given", "expected"),
+    [
+        ("127.0.0.1:8080", None, None, "http://127.0.0.1:8080"),
+        ("0.0.0.0:8080", None, None, "http://127.0.0.1:8080"),
+        ("0.0.0.0:8080", "10.0.0.7", None, "http://10.0.0.7:8080"),
+        ("[::]:8080", "fd00::7", None, "http://[fd00::7]:8080"),
+        ("0.0.0.0:8080", "10.0.0.7", "https://orchestrator-0.example:8443", "https://orchestrator-0.example:8443"),
+    ],
+)  # fmt: skip
+def test_the_advertised_url(
+    monkeypatch: pytest.MonkeyPatch,
+    listen: str,
+    pod_ip: str | None,
+    given: str | None,
+    expected: str,
+) -> None:
+    from orchestrator.settings import Settings
+
+    if pod_ip:
+        monkeypatch.setenv("POD_IP", pod_ip)
+    else:
+        monkeypatch.delenv("POD_IP", raising=False)
+    assert Settings(listen=listen, advertise_url=given).advertised_url() == expected
+
+
+def test_lease_settings_are_checked() -> None:
+    from pydantic import ValidationError
+
+    from orchestrator.settings import Settings
+
+    with pytest.raises(ValidationError, match="lease_name"):
+        Settings(lease_name="Not A Name")
+    with pytest.raises(ValidationError, match="advertise_url"):
+        Settings(advertise_url="10.0.0.7:8080")

@@ -24,6 +24,8 @@ def upgrade() -> None:
         sa.Column("epoch", sa.BigInteger, nullable=False),
         sa.Column("holder", sa.String(253), nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        # where the other replicas reach the leader's API (a forwarded call)
+        sa.Column("address", sa.String(2048)),
         sa.CheckConstraint("id = 1", name=op.f("ck_leadership_one_row")),
     )
     # plain ADD COLUMNs on both backends: no table rebuild
