@@ -701,18 +701,26 @@ async def serve(settings: Settings, *, sock: socket.socket | None = None) -> int
 
 def run(settings: Settings) -> int:
     """Entry point of ``orchestrator run``."""
-    configure(level=settings.log_level, log_format=settings.log_format)
+    json_lines = configure(level=settings.log_level, log_format=settings.log_format)
     try:
         sock = listen_socket(settings.listen)
     except CannotListen as error:
-        print(f"orchestrator: {error}", file=sys.stderr)
+        # one line either way: JSON like every other, or plain for a terminal
+        if json_lines:
+            log.error("refusing to start", extra={"error": str(error), "reason": error.reason})
+        else:
+            print(f"orchestrator: {error}", file=sys.stderr)
         return CANNOT_LISTEN
     try:
         return asyncio.run(serve(settings, sock=sock))
     except ConfigError as error:
-        log.error("refusing to start: invalid configuration")
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+        problems = [str(problem) for problem in error.problems]
+        if json_lines:
+            log.error("refusing to start: invalid configuration", extra={"problems": problems})
+        else:
+            log.error("refusing to start: invalid configuration")
+            for problem in problems:
+                print(problem, file=sys.stderr)
         return 1
     except OrchestratorError as error:
         log.error("refusing to start", extra={"error": str(error)})

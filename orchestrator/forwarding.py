@@ -53,9 +53,8 @@ async def to_leader(request: Request, replica: ReplicaView) -> Response:
             f" did not answer ({type(error).__name__}); try again shortly",
             reason="LeaderUnavailable",
         ) from None
+    # the request id went with the call; this replica's request log answers it too
     passed = {"X-Forwarded-To": replica.leader or replica.leader_url}
-    if "x-request-id" in answer.headers:
-        passed["X-Request-Id"] = answer.headers["x-request-id"]
     return Response(
         content=answer.content,
         status_code=answer.status_code,

@@ -96,9 +96,10 @@ class TextFormatter(logging.Formatter):
 
 def configure(
     *, level: str = "INFO", json_lines: bool | None = None, log_format: LogFormat | None = None
-) -> None:
+) -> bool:
     """Log to stderr at ``level``: JSON lines unless stderr is a terminal (``log_format``
-    ``json`` or ``text`` decides instead; ``json_lines`` is the older way to say it)."""
+    ``json`` or ``text`` decides instead; ``json_lines`` is the older way to say it).
+    Answers whether the lines are JSON (then nothing else may be written to stderr)."""
     if log_format in ("json", "text"):
         json_lines = log_format == "json"
     use_json = not sys.stderr.isatty() if json_lines is None else json_lines
@@ -116,6 +117,7 @@ def configure(
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_thread_exception
+    return use_json
 
 
 def _log_uncaught(

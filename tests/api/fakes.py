@@ -23,7 +23,13 @@ from orchestrator.machine import STEP_OF_STATE, OnboardingMachine
 from orchestrator.ports import Action, Operations
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
 from orchestrator.steps import COMPENSATION_OF, Step
-from orchestrator.views import ClusterView, HeldOffboardingView, OnboardingView, TransitionView
+from orchestrator.views import (
+    ClusterView,
+    HeldOffboardingView,
+    OnboardingView,
+    ReplicaView,
+    TransitionView,
+)
 
 #: states in which the compensations of the inventory run
 UNDOING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
@@ -61,6 +67,8 @@ class FakeOperations:
         self.files: dict[str, str] = {}
         self.ready: tuple[bool, str] = (True, "leader; desired state loaded")
         self.acted: list[tuple[str, Action]] = []
+        #: what ``replica`` answers (a test makes it a follower)
+        self.replica_view = ReplicaView(role="only replica")
         #: who each action named as its caller (address and token fingerprint)
         self.callers: list[str | None] = []
         #: the config change held because it would offboard many at once (``hold``)
@@ -209,6 +217,10 @@ class FakeOperations:
             self.acted.append((name, action))
             self.callers.append(by)
             return self._view(name)
+
+    def replica(self) -> ReplicaView:
+        self._check()
+        return self.replica_view
 
     def clusters(self) -> builtins.list[ClusterView]:
         self._check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -96,9 +97,10 @@ def test_a_taken_port_is_one_line_and_exit_code_4_before_any_work(
         )  # fmt: skip
 
     assert done.returncode == 4
-    assert (
-        done.stderr == f"orchestrator: cannot listen on 127.0.0.1:{port}: address already in use\n"
-    )
+    [line] = done.stderr.splitlines()  # one line, JSON like the rest of the log
+    refused = json.loads(line)
+    assert refused["message"] == "refusing to start"
+    assert refused["error"] == f"cannot listen on 127.0.0.1:{port}: address already in use"
     assert done.stdout == ""
     assert argo.fake.requests == []  # nothing submitted, not even a template applied
     assert not db.exists()  # no store opened, no onboarding stored
