@@ -25,6 +25,7 @@ import secrets
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from sqlalchemy import create_engine, text
 from orchestrator.naming import LABEL_ATTEMPT, LABEL_STEP
 from orchestrator.store import urls
 from tests.controlplane import cluster as controlplane
+from tests.e2e.argo_api import ArgoAPI
 from tests.e2e.test_daemon import FORWARD, Setup, templates_failing, workflows_of
 from tests.integration.conftest import onboarding_yaml
 from tests.store.conftest import postgres_server, postgres_url  # noqa: F401  (fixtures)
@@ -105,9 +107,29 @@ def _declare(setup: Setup, names: list[str]) -> None:
         setup.declare(name, cluster)
 
 
+@pytest.fixture
+def leftovers(
+    local_clusters: dict[str, controlplane.Cluster],
+) -> Iterator[list[tuple[str, str]]]:
+    """(onboarding, cluster) whose workflows are deleted once the test's daemons have
+    stopped (this fixture comes before ``daemons``, so it is torn down after it): the
+    scenario leaves about 150, and a paginated list (over 500 in the namespace) is what
+    Argo's controller fails to re-list after a kube-apiserver restart (test_watch)."""
+    placed: list[tuple[str, str]] = []
+    yield placed
+    for cluster in {c for _, c in placed}:
+        with closing(ArgoAPI.from_cluster_file(local_clusters[cluster].cluster_yaml)) as argo:
+            for name in [n for n, c in placed if c == cluster]:
+                for workflow in workflows_of(argo, name):
+                    argo.http.delete(
+                        f"/api/v1/workflows/{argo.namespace}/{workflow['metadata']['name']}"
+                    )
+
+
 def test_failover_and_fencing(
     tmp_path: Path,
     local_clusters: dict[str, controlplane.Cluster],
+    leftovers: list[tuple[str, str]],
     daemons: list[DaemonProcess],
     postgres_url: str,  # noqa: F811  (the fixture imported above)
 ) -> None:
@@ -123,6 +145,9 @@ def test_failover_and_fencing(
     engine = create_engine(urls.parse(postgres_url))
     rng = random.Random()
     first = [f"ha-{secrets.token_hex(2)}-{i:02d}" for i in range(20)]
+    second = [f"ha-{secrets.token_hex(2)}-stop-{i}" for i in range(4)]
+    by_api = f"ha-{secrets.token_hex(2)}-api"
+    leftovers.extend([*_placed(first), *_placed(second), (by_api, "local-b")])
     _declare(setup, first)
 
     # --- 1. SIGKILL the leader five times --------------------------------------------
@@ -154,7 +179,6 @@ def test_failover_and_fencing(
     assert in_flight, "the kills came too late: nothing was in flight any more"
 
     # --- 2. SIGSTOP the leader past its lease, then SIGCONT it -----------------------
-    second = [f"ha-{secrets.token_hex(2)}-stop-{i}" for i in range(4)]
     _declare(setup, second)
     leader = replicas.leader(alive)
     follower = next(d for d in alive if d is not leader)
@@ -199,7 +223,6 @@ def test_failover_and_fencing(
     assert (late_transitions, late_rows) == (0, 0), "the old leader wrote after waking"
 
     # --- a follower stores an upsert, wakes the leader, and waits for it like the leader
-    by_api = f"ha-{secrets.token_hex(2)}-api"
     answer = httpx.put(
         f"{leader.api}/api/v1/onboardings/{by_api}",
         params={"wait": "true", "timeout": "240"},
