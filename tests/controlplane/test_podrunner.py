@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +290,93 @@ def test_a_path_inside_a_volume_is_found_in_the_volumes_folder() -> None:
     assert host_path("/tmp/outputs/result", mounts) == Path("/state/out/result")
     assert host_path("/tmp/x", mounts) == Path("/state/tmp/x")
     assert host_path("/etc/hostname", mounts) == Path("/etc/hostname")
+
+
+# --- the sandbox: a private mount namespace (needs root and unshare) ---------------------------
+
+SANDBOX = REPO / "tests" / "controlplane" / "podrunner" / "sandbox.py"
+
+
+def run_sandbox(folder: Path, spec: dict[str, Any], **kwargs: Any) -> int:
+    """The sandbox as the runner starts it, on ``spec``; its exit code."""
+    (folder / "spec.json").write_text(json.dumps(spec))
+    command = ["unshare", "--mount", "--propagation", "private", sys.executable, "-I"]
+    done = subprocess.run(
+        [*command, str(SANDBOX), str(folder / "spec.json")],
+        pass_fds=(spec["startErrorFd"],),
+        timeout=30,
+        check=False,
+        **kwargs,
+    )
+    return done.returncode
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_the_sandbox_mounts_the_volumes_and_keeps_the_image_visible_under_them(
+    tmp_path: Path,
+) -> None:
+    # the "image" (a checkout, a virtualenv) lies below /tmp, which the pod's emptyDir covers
+    image = tmp_path / "image"
+    image.mkdir()
+    step = image / "step"
+    step.write_text(
+        "#!/bin/sh\n"
+        'echo "ran from $PWD" > /tmp/out\n'
+        "touch /etc/runner-test 2>/dev/null && echo writable || echo read-only\n"
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token\n"
+        "printf 'Failed: the reason' > /dev/termination-log\n"
+        "exit 3\n"
+    )
+    step.chmod(0o755)
+    empty, token = tmp_path / "state" / "tmp", tmp_path / "state" / "sa"
+    empty.mkdir(parents=True)
+    token.mkdir()
+    (token / "token").write_text("a-token")
+    termination = tmp_path / "state" / "termination-log"
+    termination.touch()
+    (tmp_path / "dev").mkdir()
+    log, failed = tmp_path / "main.log", tmp_path / "start-error"
+    with log.open("wb") as out, failed.open("wb") as start_error:
+        spec = {
+            "argv": ["step"],
+            "env": {"PATH": f"{image}:/usr/bin:/bin"},
+            "workdir": "/",
+            "dev": str(tmp_path / "dev"),
+            "mounts": [
+                {"source": str(empty), "target": "/tmp"},
+                {"source": str(token), "target": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                {"source": str(termination), "target": "/dev/termination-log", "file": True},
+            ],
+            "imagePaths": [str(image)],
+            "readOnlyRoot": True,
+            "startErrorFd": start_error.fileno(),
+        }
+        code = run_sandbox(tmp_path, spec, stdout=out, stderr=out)
+
+    assert failed.read_text() == ""
+    assert code == 3, log.read_text()
+    assert log.read_text().splitlines() == ["read-only", "a-token"]
+    assert (empty / "out").read_text() == "ran from /\n"  # the volume got it, not /tmp
+    assert termination.read_text() == "Failed: the reason"
+    assert not Path("/etc/runner-test").exists()
+    assert not Path("/tmp/out").exists() or Path("/tmp/out").read_text() != "ran from /\n"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_a_command_the_sandbox_cannot_find_is_a_start_error(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    failed = tmp_path / "start-error"
+    with failed.open("wb") as start_error:
+        spec = {
+            "argv": ["no-such-step"],
+            "env": {"PATH": "/usr/bin:/bin"},
+            "dev": str(tmp_path / "dev"),
+            "startErrorFd": start_error.fileno(),
+        }
+        code = run_sandbox(tmp_path, spec)
+    assert code == 128
+    assert failed.read_text() == 'exec: "no-such-step": executable file not found in $PATH'

@@ -12,7 +12,8 @@ talks to Kubernetes in-cluster with the step ServiceAccount's token.
 One slow scenario with many assertions (CI time): one onboarding reaches Ready with
 everything real, one fails at BTP and shows the step's own reason, then the first is
 offboarded. A second test proves the runner's own rules with bare workflows, all at
-once: a foreign image is refused, activeDeadlineSeconds and a deletion kill the process.
+once: a foreign image and an unsupported volume are refused and their workflows end;
+activeDeadlineSeconds, Argo's stop and a deletion kill the process.
 """
 
 from __future__ import annotations
@@ -279,13 +280,23 @@ def test_a_tenant_is_onboarded_by_step_pods_that_really_run_then_one_fails_at_bt
 # --- the runner's own rules ---------------------------------------------------------------------
 
 
-def bare_workflow(name: str, *, image: str, command: list[str], deadline: int | None = None) -> Any:
+def bare_workflow(
+    name: str,
+    *,
+    image: str,
+    command: list[str],
+    deadline: int | None = None,
+    volume: dict[str, Any] | None = None,
+) -> Any:
     template: dict[str, Any] = {
         "name": "main",
         "container": {"image": image, "command": command},
     }
     if deadline is not None:
         template["activeDeadlineSeconds"] = deadline
+    if volume is not None:
+        template["volumes"] = [volume]
+        template["container"]["volumeMounts"] = [{"name": volume["name"], "mountPath": "/data"}]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -318,43 +329,79 @@ def running_process(cluster: controlplane.Cluster, pod: dict[str, Any]) -> int |
     return pid if Path(f"/proc/{pid}").exists() else None
 
 
-def test_the_runner_refuses_another_image_and_kills_at_the_deadline_and_on_deletion(
+def process_of(kube: Kube, cluster: controlplane.Cluster, workflow: str) -> int:
+    """The pid of the workflow's step process, once it runs."""
+    wait_for(lambda: bool(pods_of(kube, workflow)), seconds=60, what=f"a pod of {workflow}")
+    wait_for(
+        lambda: running_process(cluster, pods_of(kube, workflow)[0]) is not None,
+        seconds=60,
+        what=f"the process of {workflow}",
+    )
+    pid = running_process(cluster, pods_of(kube, workflow)[0])
+    assert pid is not None
+    return pid
+
+
+def test_the_runner_refuses_another_image_and_kills_at_the_deadline_on_stop_and_deletion(
     kube: Kube, local_clusters: dict[str, controlplane.Cluster]
 ) -> None:
     cluster = local_clusters["local-a"]
-    foreign, late, deleted = unique("runner-foreign"), unique("runner-late"), unique("runner-del")
+    foreign, late = unique("runner-foreign"), unique("runner-late")
+    stopped, deleted = unique("runner-stop"), unique("runner-del")
+    host = unique("runner-hostpath")
     create = f"/apis/argoproj.io/v1alpha1/namespaces/{ARGO}/workflows"
     for body in (
         bare_workflow(foreign, image="busybox:1.36", command=["true"]),
+        bare_workflow(
+            host,
+            image=DEFAULT_STEP_IMAGE,
+            command=["true"],
+            volume={"name": "host", "hostPath": {"path": "/etc"}},
+        ),
         bare_workflow(late, image=DEFAULT_STEP_IMAGE, command=["sleep", "300"], deadline=3),
+        bare_workflow(stopped, image=DEFAULT_STEP_IMAGE, command=["sleep", "300"]),
         bare_workflow(deleted, image=DEFAULT_STEP_IMAGE, command=["sleep", "300"]),
     ):
         kube.http.post(create, json=body).raise_for_status()
 
-    wait_for(lambda: bool(pods_of(kube, deleted)), seconds=60, what="the pod to delete")
-    wait_for(
-        lambda: running_process(cluster, pods_of(kube, deleted)[0]) is not None,
-        seconds=60,
-        what="its process",
-    )
+    # deleted: the runner ends the process, then completes the deletion
+    pid = process_of(kube, cluster, deleted)
     pod = pods_of(kube, deleted)[0]
-    pid = running_process(cluster, pod)
-    assert pid is not None
     kube.http.delete(f"/api/v1/namespaces/{ARGO}/pods/{pod['metadata']['name']}")
     wait_for(lambda: not pods_of(kube, deleted), seconds=60, what="the deleted pod to go")
-    assert not Path(f"/proc/{pid}").exists()  # the runner killed it
+    assert not Path(f"/proc/{pid}").exists()
+    # stopped (as the daemon stops a step past its deadline): Argo's controller execs
+    # `argoexec kill 15 1` into the pod, which the runner's kubelet API carries out
+    pid = process_of(kube, cluster, stopped)
+    kube.http.patch(
+        f"{create}/{stopped}",
+        content=json.dumps({"spec": {"shutdown": "Stop"}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).raise_for_status()
+    wait_for(
+        lambda: pods_of(kube, stopped)[0]["status"]["phase"] == "Failed",
+        seconds=30,
+        what="the stopped pod to end",
+    )
+    assert main_state(pods_of(kube, stopped)[0])["terminated"]["exitCode"] == 143
+    assert not Path(f"/proc/{pid}").exists()
 
-    for name in (foreign, late):
+    for name in (foreign, late, host):
         wait_for(lambda n=name: phase_of(kube, n) in ("Failed", "Error"), seconds=120, what=name)
     message = workflow(kube, foreign)["status"]["message"]
     assert "ErrImageNeverPull" in message, message
     assert f'runs only the step image "{DEFAULT_STEP_IMAGE}"' in message
     assert '"busybox:1.36"' in message
+    # refused after Argo's wait container started: its task result is completed, so the
+    # workflow ends (an incomplete one would hold it Running)
+    message = workflow(kube, host)["status"]["message"]
+    assert "CreateContainerError" in message, message
+    assert "hostPath volumes are not provided by the pod runner" in message
     late_status = workflow(kube, late)["status"]
     assert "longer than the specified deadline" in late_status["message"], late_status
     [late_pod] = pods_of(kube, late)
     assert late_pod["status"]["reason"] == "DeadlineExceeded"
     assert main_state(late_pod)["terminated"]["exitCode"] == 143  # SIGTERM, as a runtime says
     assert running_process(cluster, late_pod) is None
-    for name in (foreign, late, deleted):
+    for name in (foreign, late, stopped, deleted, host):
         kube.http.delete(f"{create}/{name}")

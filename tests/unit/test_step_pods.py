@@ -126,6 +126,36 @@ BAD_STEPS = [
         id="unknown-resources-field",
     ),
     pytest.param(
+        "nodeSelector: {'-bad': x}\n",
+        "spec.steps.nodeSelector.-bad.[key]: '-bad' is not a label key",
+        id="node-selector-key",
+    ),
+    pytest.param(
+        "nodeSelector: {role: 'two words'}\n",
+        "spec.steps.nodeSelector.role: 'two words' is not a label value",
+        id="node-selector-value",
+    ),
+    pytest.param(
+        "tolerations: [{value: x}]\n",
+        "spec.steps.tolerations[0]: a toleration without a key must have operator Exists",
+        id="toleration-without-key",
+    ),
+    pytest.param(
+        "tolerations: [{key: k, operator: Exists, value: x}]\n",
+        "spec.steps.tolerations[0]: a toleration with operator Exists takes no value",
+        id="toleration-exists-with-a-value",
+    ),
+    pytest.param(
+        "tolerations: [{key: k, effect: NoSchedule, tolerationSeconds: 30}]\n",
+        "spec.steps.tolerations[0]: tolerationSeconds goes only with effect NoExecute",
+        id="toleration-seconds-without-no-execute",
+    ),
+    pytest.param(
+        "tolerations: [{key: k, effect: Never}]\n",
+        "spec.steps.tolerations[0].effect: Input should be 'NoSchedule'",
+        id="toleration-effect",
+    ),
+    pytest.param(
         "serviceAccount: other\n",
         "spec.steps.serviceAccount: unknown field",
         id="unknown-steps-field",
@@ -270,6 +300,40 @@ def test_install_sets_the_image_resources_and_pull_secrets_of_the_step_container
     ]
     assert step_containers(manifest)[0]["image"] == STEP_IMAGE_PLACEHOLDER  # not changed
     assert steps.install(manifest, default_image="mirror.example.com/step:1.2.3") == installed
+
+
+def test_install_puts_every_step_pod_on_the_nodes_the_cluster_names() -> None:
+    shipped = load_templates(TEMPLATES)[0]
+    steps = steps_of(
+        cluster_with(
+            """\
+            nodeSelector: {orchestrator.dev/node: pod-runner, kubernetes.io/os: linux}
+            tolerations:
+            - {key: orchestrator.dev/node, value: pod-runner, effect: NoSchedule}
+            - {operator: Exists, effect: NoExecute, tolerationSeconds: 60}
+            """
+        )
+    )
+
+    installed = steps.install(shipped, default_image=DEFAULT_STEP_IMAGE)
+
+    # the workflow's spec: Argo gives them to each pod whose template sets none
+    assert installed["spec"]["nodeSelector"] == {
+        "orchestrator.dev/node": "pod-runner",
+        "kubernetes.io/os": "linux",
+    }
+    assert installed["spec"]["tolerations"] == [
+        {
+            "key": "orchestrator.dev/node",
+            "operator": "Equal",
+            "value": "pod-runner",
+            "effect": "NoSchedule",
+        },
+        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+    ]
+    assert "nodeSelector" not in shipped["spec"]
+    assert steps.install(shipped, default_image=DEFAULT_STEP_IMAGE) == installed
+    assert "nodeSelector" not in StepPods().install(shipped, default_image="x:1")["spec"]
 
 
 def test_a_clusters_image_wins_over_the_daemons_and_the_templates_resources_stay() -> None:

@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             step_image=step_image,
             image=image,
             path=(str(entrypoint_dir), str(args.helm.parent)),
+            # the virtualenv, the checkout its editable install imports (and whose
+            # tests/charts a test names as a chart), the interpreter, helm
+            image_paths=tuple(
+                sorted({sys.prefix, sys.base_prefix, str(REPO_ROOT), str(args.helm.parent)})
+            ),
         )
     )
 

@@ -91,6 +91,8 @@ class Settings:
     image: ps.Image
     #: folders put in front of the image's PATH: where orchestrator-step and helm are
     path: tuple[str, ...]
+    #: what stands in for the image's own files: kept visible under the pod's volumes
+    image_paths: tuple[str, ...] = ()
     node: str = NODE
 
     @property
@@ -327,6 +329,7 @@ class Runner:
                     log.info(f"ending the processes a previous runner left: {folder.name}")
                     os.killpg(int(pgid), signal.SIGKILL)
             shutil.rmtree(folder / "volumes", ignore_errors=True)
+            (folder / "sandbox.json").unlink(missing_ok=True)
         for folder in folders[:-KEEP_PODS]:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -363,7 +366,6 @@ class PodWorker(threading.Thread):
         self.shutdown = threading.Event()
         self.done = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
-        self.requested_signal: int | None = None
         self.states: dict[str, dict[str, Any]] = {}
         self.started = now()
         self.container: Mapping[str, Any] = {}
@@ -387,7 +389,6 @@ class PodWorker(threading.Thread):
 
     def signal(self, signum: int) -> bool:
         """An exec'd ``kill``: signal the container's first process."""
-        self.requested_signal = signum
         process = self.process
         if process is None or process.poll() is not None:
             return False
@@ -410,16 +411,16 @@ class PodWorker(threading.Thread):
         except Exception:
             log.exception(f"{self.namespace}/{self.name}: the runner failed")
             with contextlib.suppress(Exception):
-                self.end_unstarted(
-                    "Error", "the pod runner failed: " + traceback.format_exc(limit=3)[-1000:]
-                )
+                self.fail("the pod runner failed: " + traceback.format_exc(limit=3)[-1000:])
         finally:
             self.done.set()
             if self._sa_http is not None:
                 self._sa_http.close()
             if self.deleting.is_set() and not self.gone.is_set():
                 self.confirm_deletion()
+            # the volumes go with the pod, and the spec (it holds the resolved variables)
             shutil.rmtree(self.dir / "volumes", ignore_errors=True)
+            (self.dir / "sandbox.json").unlink(missing_ok=True)
             self.runner.finished(self)
 
     def lifecycle(self) -> None:
@@ -505,9 +506,10 @@ class PodWorker(threading.Thread):
             entrypoint=self.s.image.entrypoint,
             cmd=self.s.image.cmd,
             env={
-                "PATH": ":".join([*self.s.path, IMAGE_PATH]),
                 "HOSTNAME": self.name,
                 **self.s.image.env,
+                # where orchestrator-step and helm are here, in front of the image's own
+                "PATH": ":".join([*self.s.path, self.s.image.env.get("PATH", IMAGE_PATH)]),
             },
             workdir=self.s.image.workdir,
         )
@@ -554,6 +556,7 @@ class PodWorker(threading.Thread):
             "workdir": self.workdir,
             "dev": str(dev),
             "mounts": mounts,
+            "imagePaths": list(self.s.image_paths),
             "readOnlyRoot": bool(
                 (self.container.get("securityContext") or {}).get("readOnlyRootFilesystem")
             ),
@@ -592,7 +595,7 @@ class PodWorker(threading.Thread):
                 self.ended_by = "deadline"
                 self.terminate(self.grace())
             elif self.deleting.is_set() or self.shutdown.is_set():
-                self.ended_by = "deletion"
+                self.ended_by = "the runner stops" if self.shutdown.is_set() else "deletion"
                 grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
                 self.terminate(5 if self.shutdown.is_set() else int(grace or self.grace()))
             else:
@@ -659,6 +662,22 @@ class PodWorker(threading.Thread):
             message=ps.DEADLINE_MESSAGE if deadline else message,
         )
 
+    def fail(self, message: str) -> None:
+        """The runner itself failed with this pod: end its process, fail it, say why."""
+        code = 128
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            code = ps.exit_status(self.process.wait())[0]
+        name = self.container.get("name") if self.container else None
+        if name:
+            self.states[name] = ps.terminated(
+                code, "Error", started=self.started, finished=now(), message=message
+            )
+        if self.argo and ps.WAIT in self.states:
+            self.wait_ends([])
+        self.report(message=message)
+
     def refuse(self, reason: str, message: str) -> None:
         """Fail the pod at once: its container cannot be run here."""
         self.note(f"refused: {reason}: {message}")
@@ -667,12 +686,12 @@ class PodWorker(threading.Thread):
                 0, "Completed", started=now(), finished=now()
             )
         for container in (self.pod.get("spec") or {}).get("containers") or []:
-            if ps.is_executor(container):
-                self.states[container["name"]] = ps.terminated(
-                    0, "Completed", started=now(), finished=now()
-                )
-            else:
+            if not ps.is_executor(container):
                 self.states[container["name"]] = ps.waiting(reason, message)
+        if self.argo and "running" in self.states.get(ps.WAIT, {}):
+            self.wait_ends([])  # the task result it started must be completed
+        elif self.argo:
+            self.states[ps.WAIT] = ps.terminated(0, "Completed", started=now(), finished=now())
         status = ps.pod_status(
             self.pod, states=self.states, started=self.started, now=now(), host_ip=HOST_IP
         )
@@ -731,7 +750,7 @@ class PodWorker(threading.Thread):
         with (self.dir / f"{ps.WAIT}.log").open("a") as out:
             out.write(f"{now()} {message}\n")
 
-    def wait_starts(self) -> None:
+    def wait_starts(self, *, completed: bool = False) -> None:
         """``argoexec wait`` begins: a placeholder task result, not yet complete."""
         meta = self.pod["metadata"]
         node_id = meta["annotations"][ps.NODE_ID_ANNOTATION]
@@ -746,7 +765,7 @@ class PodWorker(threading.Thread):
                 "name": node_id,
                 "labels": {
                     ps.WORKFLOW_LABEL: workflow,
-                    "workflows.argoproj.io/report-outputs-completed": "false",
+                    "workflows.argoproj.io/report-outputs-completed": str(completed).lower(),
                 },
                 "ownerReferences": [
                     {
@@ -765,7 +784,8 @@ class PodWorker(threading.Thread):
             return
         if answer.status_code in (201, 409):
             self.task_result = True
-            self.wait_note(f"task result {node_id} created (outputs not yet reported)")
+            later = "" if completed else " (outputs not yet reported)"
+            self.wait_note(f"task result {node_id} created{later}")
         else:
             self.wait_errors.append(_api_message(answer))
             self.wait_note(f"task result not created: {_api_message(answer)}")
@@ -796,6 +816,8 @@ class PodWorker(threading.Thread):
             "outputs": outputs,
         }
         try:
+            if not self.task_result:  # as argoexec does: create it, or patch the one there
+                self.wait_starts(completed=True)
             answer = self.sa_http().patch(
                 self.task_result_path(node_id),
                 content=json.dumps(patch),

@@ -9,6 +9,10 @@ Run by the pod runner as ``unshare --mount --propagation private python -I sandb
                          pts, shm), moved over /dev
     mounts               [{source, target, readOnly, file}]: the pod's volumes (and the
                          termination-log file) bound at their paths, parents first
+    imagePaths           folders that stand in for the image's own files (the virtualenv,
+                         the checkout it runs from, helm's folder): where a volume covers
+                         one (an emptyDir at /tmp over a checkout in /tmp), it is bound
+                         back, read-only, at its path inside that volume
     readOnlyRoot         remount / read-only (securityContext.readOnlyRootFilesystem)
     startErrorFd         an inherited descriptor to write why the container could not start
                          (opened by the runner, outside this namespace: a file opened for
@@ -93,12 +97,31 @@ def mount_point(target: str, *, file: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
 
 
+def _held(path: str) -> str:
+    """A name for ``path`` that no later mount can cover: an O_PATH descriptor's."""
+    return f"/proc/self/fd/{os.open(path, os.O_PATH | os.O_CLOEXEC)}"
+
+
+def _covered(path: str, targets: list[str]) -> bool:
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+
+
 def set_up(spec: dict[str, Any]) -> None:
+    mounts: list[dict[str, Any]] = sorted(
+        spec.get("mounts") or [], key=lambda m: Path(m["target"]).parts
+    )
+    # every source held before anything is mounted: a volume at /tmp would hide a
+    # source below /tmp (a state folder there)
+    sources = [_held(m["source"]) for m in mounts]
+    targets = [m["target"] for m in mounts]
+    image = [(p, _held(p)) for p in spec.get("imagePaths") or [] if _covered(p, targets)]
     private_dev(str(spec["dev"]))
-    mounts: list[dict[str, Any]] = list(spec.get("mounts") or [])
-    for entry in sorted(mounts, key=lambda m: Path(m["target"]).parts):
+    for entry, source in zip(mounts, sources, strict=True):
         mount_point(entry["target"], file=bool(entry.get("file")))
-        bind(entry["source"], entry["target"], read_only=bool(entry.get("readOnly")))
+        bind(source, entry["target"], read_only=bool(entry.get("readOnly")))
+    for path, source in image:
+        mount_point(path, file=False)
+        bind(source, path, read_only=True)
     if spec.get("readOnlyRoot"):
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
@@ -111,13 +134,17 @@ def main(path: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as start_error:
         try:
             set_up(spec)
+        except OSError as error:
+            start_error.write(f"the container's filesystem cannot be set up: {error}")
+            sys.exit(128)
+        try:
             os.chdir(spec.get("workdir") or "/")
             os.execvpe(argv[0], argv, env)
         except OSError as error:
             if isinstance(error, FileNotFoundError) and "/" not in argv[0]:
                 why = f'exec: "{argv[0]}": executable file not found in $PATH'
             else:
-                why = str(error)
+                why = f'exec: "{argv[0]}": {error.strerror}'
             start_error.write(why)
     sys.exit(128)
 
