@@ -54,12 +54,10 @@ ONBOARDED = "orchestrator.dev/onboarding"
 
 @pytest.fixture
 def btp() -> Iterator[BtpServerRunner]:
+    """The BTP test server; stopping it fails the test on any contract violation."""
     runner = BtpServerRunner(FakeBtp())
-    runner.start()
-    try:
+    with runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 @pytest.fixture
