@@ -90,13 +90,6 @@ class Replicas:
         return leading[0]
 
 
-def _metric(daemon: DaemonProcess, name: str) -> float:
-    for line in httpx.get(f"{daemon.api}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} in the metrics")
-
-
 def _placed(names: list[str]) -> list[tuple[str, str]]:
     """Half of the onboardings on each cluster."""
     return [(name, "local-a" if i % 2 == 0 else "local-b") for i, name in enumerate(names)]
@@ -208,8 +201,8 @@ def test_failover_and_fencing(
     wait_for(lambda: leader.role() == "follower", seconds=30, what="the old leader to follow")
     time.sleep(5)  # time for anything the old leader had under way to happen (or not)
     assert leader.role() == "follower"
-    assert _metric(leader, "orchestrator_leader") == 0
-    last_call = _metric(leader, "orchestrator_last_cluster_call_timestamp_seconds")
+    assert leader.metric("orchestrator_leader") == 0
+    last_call = leader.metric("orchestrator_last_cluster_call_timestamp_seconds")
     assert last_call < woken.timestamp(), "the old leader called a cluster after waking"
     with engine.connect() as db:
         late_transitions = db.execute(

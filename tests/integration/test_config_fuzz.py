@@ -307,11 +307,10 @@ class HealthProbe:
         self._thread.join(timeout=10)
 
 
-def metric(daemon: DaemonProcess, name: str) -> float:
-    for line in httpx.get(f"{daemon.api}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f"orchestrator_{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
+#: the daemon's metrics of its config reloads
+VALID = "orchestrator_config_valid"
+REJECTED = "orchestrator_config_reload_errors_total"
+RELOADED = "orchestrator_config_last_reload_success_timestamp_seconds"
 
 
 def last_rejection(daemon: DaemonProcess) -> list[str]:
@@ -366,36 +365,34 @@ def test_every_mutation_is_refused_by_validate_and_by_a_live_reload_alike(
         wait_for(lambda: all(daemon.state(n) == "Ready" for n in TENANTS), seconds=30, what="Ready")
         submitted = dict(argo.fake.submissions)
         history = {name: len(daemon.history(name)) for name in TENANTS}
-        assert metric(daemon, "config_valid") == 1
-        errors = before = metric(daemon, "config_reload_errors_total")
+        assert daemon.metric(VALID) == 1
+        errors = before = daemon.metric(REJECTED)
 
         with HealthProbe(f"{daemon.api}/healthz") as probe:
             for mutation in MUTATIONS:
-                last_success = metric(daemon, "config_last_reload_success_timestamp_seconds")
+                last_success = daemon.metric(RELOADED)
                 mutation.apply(setup)
                 problems = judge_validate(setup, mutation)
                 if mutation.file is None:
                     wait_for(
-                        lambda t=last_success: metric(
-                            daemon, "config_last_reload_success_timestamp_seconds"
-                        ) > t,
+                        lambda t=last_success: daemon.metric(RELOADED) > t,
                         seconds=10, what=f"{mutation.name}: accepted",
                     )  # fmt: skip
-                    assert metric(daemon, "config_reload_errors_total") == errors
+                    assert daemon.metric(REJECTED) == errors
                 else:
                     errors += 1
                     wait_for(
-                        lambda e=errors: metric(daemon, "config_reload_errors_total") == e,
+                        lambda e=errors: daemon.metric(REJECTED) == e,
                         seconds=10, what=f"{mutation.name}: rejected",
                     )  # fmt: skip
-                    assert metric(daemon, "config_valid") == 0, mutation.name
+                    assert daemon.metric(VALID) == 0, mutation.name
                     assert last_rejection(daemon) == problems, mutation.name
                 setup.restore()
                 wait_for(
-                    lambda: metric(daemon, "config_valid") == 1,
+                    lambda: daemon.metric(VALID) == 1,
                     seconds=10, what=f"{mutation.name}: restored",
                 )  # fmt: skip
-                assert metric(daemon, "config_reload_errors_total") == errors, mutation.name
+                assert daemon.metric(REJECTED) == errors, mutation.name
 
         assert probe.failures == []
         assert probe.answers > 50
@@ -405,7 +402,7 @@ def test_every_mutation_is_refused_by_validate_and_by_a_live_reload_alike(
             assert len(daemon.history(name)) == history[name], daemon.history(name)
         assert dict(argo.fake.submissions) == submitted  # no step, no compensation
         refused = [m for m in MUTATIONS if m.file is not None]
-        assert metric(daemon, "config_reload_errors_total") == before + len(refused)
+        assert daemon.metric(REJECTED) == before + len(refused)
     finally:
         code = daemon.stop()
     assert code == 0

@@ -106,6 +106,13 @@ class DaemonProcess:
         answer.raise_for_status()
         return answer.json()
 
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled metric on ``/metrics``, e.g. ``orchestrator_leader``."""
+        for line in httpx.get(f"{self.api}/metrics", timeout=5).text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
+
     def role(self) -> str | None:
         """leader, follower or only replica; None when it does not answer."""
         try:
