@@ -194,6 +194,8 @@ class Daemon:
         engines and jobs for its clusters, templates applied again, every cluster woken."""
         await self.apply_clusters()
         self.reconciler.forget_templates()
+        if not self.acting:
+            return  # the leader reads the same files and wakes itself: no NOTIFY per cluster
         for cluster in self.clusters.names():
             self.wake(cluster)
 
