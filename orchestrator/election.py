@@ -123,9 +123,6 @@ class Elector:
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
         self._read_at: float | None = None
-        #: how often this replica acquired the lease and lost it (for metrics and tests)
-        self.acquired = 0
-        self.lost = 0
 
     # --- the gate -------------------------------------------------------------------
 
@@ -262,22 +259,16 @@ class Elector:
         return self._monotonic() >= self._observed_at + duration
 
     def _took(self, taken: LeaseRecord, sent: float) -> bool:
-        first = self._renewed_at is None
         self._renewed_at = sent
         self._observed, self._observed_at, self._read_at = taken, sent, sent
         self.holder = self.identity
         self.epoch = taken.transitions
-        if first:
-            self.acquired += 1
         return True
 
     async def _resign(
         self, on_stopped: Callable[[str], Awaitable[None]], reason: str, *, release: bool = False
     ) -> None:
-        was_leading = self._renewed_at is not None
         self._renewed_at = None
-        if was_leading:
-            self.lost += 1
         if release:
             await self._release()
         await on_stopped(reason)
