@@ -92,9 +92,9 @@ class Daemon:
     #: wakes a leader on another replica (PostgreSQL), and lets this one be woken
     wakes: WakeChannel | None = None
     _listener: asyncio.Task[None] | None = None
+    #: the pass running for each cluster (cancelled when this replica stops acting)
     _passes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
-    _running: set[str] = field(default_factory=set)
     #: clusters whose pending pass was asked for by their watch alone
     _watch_only: set[str] = field(default_factory=set)
 
@@ -104,12 +104,12 @@ class Daemon:
         """One cluster's pass; repeated while wakes arrived during it."""
         if not self.acting:
             return
-        if cluster in self._running:
+        if cluster in self._passes:
             self._dirty.add(cluster)
             return
-        self._running.add(cluster)
-        if (task := asyncio.current_task()) is not None:
-            self._passes[cluster] = task
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine runs in a task
+        self._passes[cluster] = task
         try:
             while True:
                 self._dirty.discard(cluster)
@@ -141,7 +141,6 @@ class Daemon:
                 if cluster not in self._dirty:
                     break
         finally:
-            self._running.discard(cluster)
             self._passes.pop(cluster, None)
 
     def wake(self, cluster: str, *, by_watch: bool = False) -> None:
