@@ -68,7 +68,7 @@ run: install ## Set up and start the local clusters, then the daemon on SQLite w
 		--secrets-dir $(SECRETS_DIR)
 
 # run-fake keeps everything (database, config, tokens, CA) in a folder of its own
-FAKE_DB ?= sqlite:///$(HOME)/.cache/orchestrator/demo/orchestrator.db
+FAKE_DB ?= sqlite:///$(or $(ORCHESTRATOR_CACHE),$(HOME)/.cache/orchestrator)/demo/orchestrator.db
 
 .PHONY: run-fake
 run-fake: install ## Like run, with the Argo test server instead of the local clusters (no build; its own database and state)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,7 +36,7 @@ from orchestrator.apiclient import (
     token_and_origin,
 )
 from orchestrator.configs import DEFAULT_STEP_IMAGE, DNSLabel
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ConfigProblem
 from orchestrator.logs import LEVELS
 from orchestrator.ports import Action
 from orchestrator.printing import OUTPUTS, Columns, Items, Printer
@@ -51,7 +51,11 @@ from orchestrator.views import (
     OnboardingView,
     ReplicaView,
     TransitionView,
+    UpsertResult,
 )
+
+if TYPE_CHECKING:  # imported where used, so the other commands stay quick
+    from orchestrator.loading import ConfigRules, DesiredState
 
 OK, REFUSED, UNREACHABLE, TIMED_OUT = 0, 1, 2, 3
 REASON_WIDTH = 60
@@ -250,29 +254,173 @@ def _in_use(db_url: str) -> dict[str, list[str]]:
         raise CommandError(f"cannot read the stored onboardings: {error}") from None
 
 
+@dataclass(frozen=True)
+class CheckedProblem:
+    """One problem of a checked document, as ``validate -o json|yaml`` shows it."""
+
+    file: str
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckedDocument:
+    """A document as ``validate`` found it. ``document`` is its position in the file
+    (from 1); None for a problem of the whole file (unreadable, empty) or of the
+    directory (a removed cluster still in use)."""
+
+    file: str
+    document: int | None
+    kind: str | None
+    name: str | None
+    ok: bool
+    errors: list[CheckedProblem]
+
+
+#: a document found in the files: its file, its position there, its kind and name
+Found = tuple[str, int, str | None, str | None]
+#: how the loader locates a problem: "document 2" or "document 2 (Kind name)"
+_LOCATED = re.compile(r"^document (\d+)(?: \((\S+) (.+)\))?$")
+
+
+def _found_documents(directory: Path, rules: ConfigRules) -> list[Found]:
+    """Every document the files hold, valid or not, for a directory that did not load
+    (read again: the loader keeps nothing of a failed load); a file that cannot be read
+    or parsed adds none."""
+    from orchestrator.loading import config_files, parse_yaml, read_file
+
+    found: list[Found] = []
+    try:
+        files = config_files(directory)
+    except ConfigError:
+        return []
+    root = directory.resolve()
+    for path in files:
+        try:
+            text = read_file(path, root=root, max_file_bytes=rules.max_file_bytes)
+        except ConfigError:
+            continue
+        documents, _ = parse_yaml(str(path), text)
+        for index, document in enumerate(documents, start=1):
+            if document is None:
+                continue
+            raw = document if isinstance(document, dict) else {}
+            metadata = raw.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            kind = raw.get("kind")
+            found.append(
+                (
+                    str(path),
+                    index,
+                    kind if isinstance(kind, str) else None,
+                    name if isinstance(name, str) else None,
+                )
+            )
+    return found
+
+
+def _checked(found: Sequence[Found], problems: Sequence[ConfigProblem]) -> list[CheckedDocument]:
+    """Each document with its problems; a problem no found document owns (a file that
+    does not parse, the directory) makes an entry of its own."""
+    located: dict[tuple[str, int | None], tuple[str | None, str | None]] = {
+        (file, index): (kind, name) for file, index, kind, name in found
+    }
+    errors: dict[tuple[str, int | None], list[CheckedProblem]] = {key: [] for key in located}
+    for problem in problems:
+        position = _LOCATED.match(problem.document or "")
+        index = int(position.group(1)) if position else None
+        key = (problem.file, index)
+        if key not in located:  # the label the loader gave it: "Kind name", "?" unknown
+            label = position.group(2, 3) if position and position.group(2) else (None, None)
+            located[key] = (_known(label[0]), _known(label[1]))
+            errors[key] = []
+        errors[key].append(CheckedProblem(problem.file, problem.field, problem.message))
+    documents = []
+    for key in sorted(located, key=lambda k: (Path(k[0]), k[1] or 0)):  # as the files are read
+        kind, name = located[key]
+        documents.append(CheckedDocument(*key, kind, name, ok=not errors[key], errors=errors[key]))
+    return documents
+
+
+def _known(text: str | None) -> str | None:
+    return None if text in (None, "?") else text
+
+
+def _loaded_documents(state: DesiredState) -> list[Found]:
+    """Each document of a directory that loaded."""
+    found: list[Found] = []
+    for key, where in state.sources.items():  # "Kind/name": "file#position"
+        kind, _, name = key.partition("/")
+        file, _, position = where.rpartition("#")
+        found.append((file, int(position), kind, name))
+    return found
+
+
+def _validation_report(directory: str, documents: Sequence[CheckedDocument]) -> dict[str, Any]:
+    """What ``validate -o json|yaml`` prints: each document, then the summary."""
+
+    def declared(kind: str) -> int:
+        return sum(1 for d in documents if d.kind == kind and d.document is not None)
+
+    problems = sum(len(d.errors) for d in documents)
+    return {
+        "documents": [asdict(d) for d in documents],
+        "summary": {
+            "directory": directory,
+            "valid": problems == 0,
+            "documents": sum(1 for d in documents if d.document is not None),
+            "invalid": sum(1 for d in documents if not d.ok),
+            "problems": problems,
+            "onboardings": declared("Onboarding"),
+            "clusters": declared("Cluster"),
+            "global_accounts": declared("GlobalAccount"),
+        },
+    }
+
+
 def cmd_validate(args: argparse.Namespace, io: Output) -> int:
     from orchestrator.desired import clusters_still_used
     from orchestrator.loading import load_directory, rules_of
 
     settings = _settings(args)  # the daemon's rules: ORCHESTRATOR_* env and the flags
+    rules = rules_of(settings)
+    state = None
+    problems: list[ConfigProblem] = []
     try:
-        state = load_directory(Path(args.directory), rules_of(settings))
+        state = load_directory(Path(args.directory), rules)
         if args.db is not None:
             in_use = _in_use(args.db)
             missing = set(in_use) - set(state.clusters)
             problems = clusters_still_used(
                 missing, in_use, sources=state.sources, fallback=args.directory
             )
-            if problems:
-                raise ConfigError(problems)
     except ConfigError as error:
-        for problem in error.problems:
+        problems = error.problems
+    if args.output != "table":
+        found = (
+            _loaded_documents(state)
+            if state is not None
+            else _found_documents(Path(args.directory), rules)
+        )
+        documents = _checked(found, problems)
+        if args.output == "name":
+            shown = "\n".join(
+                f"{(d.kind or '').lower()}/{d.name}" for d in documents if d.ok and d.name
+            )
+        else:
+            report = _validation_report(args.directory, documents)
+            shown = Printer(args.output).one(report, None, now=_now(), block=_no_block)
+        _print(io, shown)
+    if problems:
+        for problem in problems:
             io.error(str(problem))
-        io.error(f"{args.directory}: invalid ({_count(len(error.problems), 'problem')})")
+        io.error(f"{args.directory}: invalid ({_count(len(problems), 'problem')})")
         return REFUSED
-    onboardings = _count(len(state.onboardings), "onboarding")
-    clusters = _count(len(state.clusters), "cluster")
-    io.print(f"{onboardings}, {clusters} in {args.directory}: valid")
+    if args.output == "table":
+        assert state is not None
+        onboardings = _count(len(state.onboardings), "onboarding")
+        clusters = _count(len(state.clusters), "cluster")
+        io.print(f"{onboardings}, {clusters} in {args.directory}: valid")
     return OK
 
 
@@ -831,11 +979,11 @@ def _wait(
             view = client.onboarding(name)
         except ApiError as error:
             if error.status == 404 and targets == {State.DELETED}:
-                io.print(f"{name}: deleted (and pruned)")
+                _progress(io, args, f"{name}: deleted (and pruned)")
                 return OK
             raise
         if view.state != last and view.state not in targets:
-            io.print(f"{name}: {_state_line(view)}")
+            _progress(io, args, f"{name}: {_state_line(view)}")
         last = view.state
         if view.state in targets:
             _print_done(io, args, view)
@@ -859,10 +1007,27 @@ def _state_line(view: OnboardingView) -> str:
     return f"{view.state.value}{step}{cause}"
 
 
-def _print_done(io: Output, args: argparse.Namespace, view: OnboardingView) -> None:
-    printer = _printer(args)
-    if printer.output in ("table", "wide"):
-        io.print(f"{view.name}: {view.state.value}")
+def _for_people(args: argparse.Namespace) -> bool:
+    """Whether stdout is read by a person (-o table, wide) rather than a program."""
+    return _output(args) in ("table", "wide")
+
+
+def _progress(io: Output, args: argparse.Namespace, text: str) -> None:
+    """A line on the way (each change while waiting): on stdout for a person, on stderr
+    for a program, so that its stdout holds only what -o json, yaml or name asked for."""
+    if _for_people(args):
+        io.print(text)
+    else:
+        io.error(text)
+
+
+def _print_done(
+    io: Output, args: argparse.Namespace, view: OnboardingView, *, said: str | None = None
+) -> None:
+    """Where a wait ended: a line (``said``, else the state) for a person, else the
+    onboarding as -o asks."""
+    if _for_people(args):
+        io.print(said or f"{view.name}: {view.state.value}")
     else:
         _one(io, args, view, ONBOARDINGS, lambda v, now, wide: "")
 
@@ -871,11 +1036,11 @@ def _wait_settled(
     io: Output, args: argparse.Namespace, client: ApiClient, view: OnboardingView, *, action: str
 ) -> int:
     """``reconcile --wait`` and ``retry --wait``: until it settles (Ready 0, else 1)."""
-    io.print(f"{view.name}: {action} requested; state {view.state.value}")
+    _progress(io, args, f"{view.name}: {action} requested; state {view.state.value}")
     if view.state in SETTLED and action == "reconcile":
         explanation = client.explain(view.name)
         if view.state == State.READY or explanation.waiting_for == "nothing":
-            io.print(f"{view.name}: {view.state.value}; nothing to do")
+            _print_done(io, args, view, said=f"{view.name}: {view.state.value}; nothing to do")
             return OK
     code = _wait(io, args, client, view.name, {State.READY, State.DELETED})
     return code
@@ -920,29 +1085,37 @@ def _documents(paths: Sequence[str]) -> list[tuple[str, str, bytes]]:
 
 def cmd_apply(args: argparse.Namespace, io: Output) -> int:
     documents = _documents(args.filename)
+    applied: list[OnboardingView] = []
     code = OK
-    with _client(args) as client:
-        for _, name, body in documents:
-            result = client.apply(name, body, wait=args.wait, timeout=args.timeout)
-            done = (
-                "created" if result.created else ("configured" if result.changed else "unchanged")
-            )
-            printer = _printer(args)
-            if printer.output in ("table", "wide"):
-                line = f"onboarding/{name} {done}"
-                if args.wait:
-                    line += f"; {result.onboarding.state.value}"
-                    if not result.done:
-                        line += " (timed out)"
-                io.print(line)
+    try:
+        with _client(args) as client:
+            for _, name, body in documents:
+                result = client.apply(name, body, wait=args.wait, timeout=args.timeout)
+                applied.append(result.onboarding)
+                if _for_people(args):
+                    io.print(f"onboarding/{name} {_applied(result, wait=args.wait)}")
+                if args.wait and not result.done:
+                    code = max(code, TIMED_OUT)
+                elif args.wait and result.onboarding.state in STUCK:
+                    view = result.onboarding
+                    io.error(f"{name}: {view.state.value}: {_cause(view)}")
+                    code = max(code, REFUSED)
+    finally:  # what was applied, also when a later document was refused
+        if applied and not _for_people(args):
+            # one document: the onboarding; several: a list of them (kubectl's List)
+            if len(documents) == 1:
+                _one(io, args, applied[0], ONBOARDINGS, lambda v, now, wide: "")
             else:
-                _one(io, args, result.onboarding, ONBOARDINGS, lambda v, now, wide: "")
-            if args.wait and not result.done:
-                code = max(code, TIMED_OUT)
-            elif args.wait and result.onboarding.state in STUCK:
-                io.error(f"{name}: {result.onboarding.state.value}: {_cause(result.onboarding)}")
-                code = max(code, REFUSED)
+                _print(io, _printer(args).items(applied, ONBOARDINGS, now=_now()))
     return code
+
+
+def _applied(result: UpsertResult, *, wait: bool) -> str:
+    """``created``, ``configured`` or ``unchanged``; with ``--wait``, where it ended."""
+    done = "created" if result.created else ("configured" if result.changed else "unchanged")
+    if not wait:
+        return done
+    return f"{done}; {result.onboarding.state.value}" + ("" if result.done else " (timed out)")
 
 
 def cmd_delete(args: argparse.Namespace, io: Output) -> int:
@@ -1101,7 +1274,8 @@ def parser() -> argparse.ArgumentParser:
         prog="orchestrator",
         description="Onboards tenant namespaces onto Kubernetes clusters and SAP BTP.",
         epilog="Exit codes: 0 done; 1 refused, or stopped where it was not wanted; 2 the"
-        " daemon cannot be reached or a wrong command line; 3 timed out; 130 interrupted.",
+        " daemon cannot be reached or a wrong command line; 3 timed out; 4 run cannot listen"
+        " on its address; 130 interrupted.",
     )
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1174,6 +1348,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also check that every cluster the stored onboardings use is still declared"
         " (reads the database as plan does)",
+    )
+    validate.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml", "name"],
+        default="table",
+        help="table (default: a summary line, the problems on stderr), json or yaml (each"
+        " document: file, kind, name, ok, errors; and the summary), or name (kind/NAME of"
+        " each valid document, a line each); the problems go to stderr and the exit code"
+        " says valid (0) or not (1) in each",
     )
     validate.set_defaults(func=cmd_validate)
 

@@ -279,4 +279,5 @@ def test_cli_actions_with_the_read_token_exit_1_forbidden(
     _, err = capsys.readouterr()
     assert code == 1
     assert "403 Forbidden: the read token cannot change anything" in err
+    assert "hint: that is the read token; a change needs the API token" in err
     assert existing.acted == []

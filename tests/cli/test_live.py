@@ -267,6 +267,8 @@ def test_a_failed_step_with_its_full_reason_and_workflow(live: Live) -> None:
     failed_block = explained.out.split("Failed step:\n")[1]
     assert field(failed_block, "  Step") == "register-platform"
     assert field(failed_block, "  Workflow") == failed["workflow"]
+    link = f"{live.runners['failing'].url}/workflows/argo/{failed['workflow']}"
+    assert field(failed_block, "  Workflow URL") == link  # the Argo UI's page of it
     assert QUOTA in explained.out.replace("\n    ", " ")
     assert "Hint: fix the cause, then orchestrator retry broken" in explained.out
     got = live.cli("get", "broken", "-o", "wide")  # the explanation comes with it
@@ -511,6 +513,23 @@ def test_actions_in_every_output(live: Live, output: str) -> None:
     assert live.onboarding("calm-ready")["state"] == "Ready"
 
 
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_apply_wait_and_delete_in_every_output(live: Live, tmp_path: Path, output: str) -> None:
+    name = f"out-{output}"
+    document = tmp_path / f"{name}.yaml"
+    document.write_text(onboarding_yaml(name, "calm"))
+    waiting = ("--timeout", "60s", "--interval", "0.2", "-o", output)
+    for verb, argv in [
+        ("apply", ("apply", "-f", str(document), "-o", output)),
+        ("wait", ("wait", name, *waiting)),
+        ("delete", ("delete", name, "--wait", *waiting)),
+    ]:
+        result = live.cli(*argv)
+        assert result.code == 0, (verb, result.err)
+        check_output(result.out, output, verb)  # the changes on the way: on stderr
+    assert live.onboarding(name)["state"] == "Deleted"
+
+
 def check_output(out: str, output: str, verb: str) -> None:
     if output == "json":
         json.loads(out)
@@ -633,6 +652,12 @@ def test_metrics(live: Live) -> None:
     assert 'orchestrator_workflow_submissions_total{cluster="calm",result="created"' in text
 
 
+#: onboardings of this module whose names are no ordinary words of a log line
+NAMED = ["calm-ready", "slot-a", "slot-b", "stuck-cleanup", "bo-first", "bo-second", "by-spec",
+         "watched-2", "watched-3", "api-made", "yaml-made"]  # fmt: skip
+REQUEST_LOGGERS = {"orchestrator.api.requests", "orchestrator.argo.client"}
+
+
 def test_every_log_line_is_json_with_its_fields(live: Live) -> None:
     assert live.daemon is not None
     lines = live.daemon.log.read_text().splitlines()
@@ -649,6 +674,18 @@ def test_every_log_line_is_json_with_its_fields(live: Live) -> None:
         if "onboarding" in entry:
             assert entry.get("cluster"), entry
         assert "color_message" not in entry
+    # a line of the daemon that names an onboarding is about it, so it carries the fields
+    # (the request lines name a path: the API's and Argo's, that of a workflow)
+    named = re.compile(rf"\b({'|'.join(NAMED)})\b")
+    about = [
+        e for e in entries
+        if e["logger"].startswith("orchestrator") and e["logger"] not in REQUEST_LOGGERS
+        and named.search(e["message"])
+    ]  # fmt: skip
+    assert about  # the check checks something
+    for entry in about:
+        assert entry.get("onboarding"), entry
+        assert entry.get("cluster"), entry
     audits = [e for e in entries if "action" in e]
     actions = {e["action"] for e in audits}
     assert {"suspend", "resume", "reconcile", "upsert", "delete"} <= actions, actions

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -16,7 +18,8 @@ import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
 from orchestrator import __version__
-from orchestrator.cli import main
+from orchestrator.apiclient import TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV
+from orchestrator.cli import main, parser, selector
 from orchestrator.errors import ConfigError, ConfigProblem
 from orchestrator.planning_report import PlanLine
 from orchestrator.records import OnboardingRecord, Source, State
@@ -116,6 +119,8 @@ def test_schema_is_a_json_schema_that_validates_documents(
     assert list(validator.iter_errors(wrong))
     del wrong["spec"]["deletionPolicy"], wrong["spec"]["platform"]
     assert list(validator.iter_errors(wrong))
+    assert main(["schema", "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == schema
 
 
 # --- run and plan, wired to stand-ins ---------------------------------------------
@@ -151,6 +156,35 @@ def test_run_builds_settings_with_flags_over_the_environment(
     assert settings.templates_dir == Path("tpl")
     assert settings.api_token_file == Path("/run/token")
     assert settings.step_attempts == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "level", "form"),
+    [
+        ([], {}, "info", "auto"),
+        ([], {"ORCHESTRATOR_LOG_LEVEL": "debug", "ORCHESTRATOR_LOG_FORMAT": "text"},
+         "debug", "text"),
+        (["--log-level", "warning", "--log-format", "json"], {"ORCHESTRATOR_LOG_LEVEL": "debug"},
+         "warning", "json"),
+    ],
+    ids=["defaults", "environment", "flags-over-environment"],
+)  # fmt: skip
+def test_run_takes_the_log_level_and_format(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str], level: str, form: str
+) -> None:
+    seen: list[Settings] = []
+    stand_in(monkeypatch, "orchestrator.daemon", run=lambda s: record(seen, s, 0))
+    for name in ("ORCHESTRATOR_LOG_LEVEL", "ORCHESTRATOR_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["run", *argv]) == 0
+    assert (seen[0].log_level, seen[0].log_format) == (level, form)
+
+
+def test_run_refuses_an_unknown_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--log-level", "verbose"]) == 2
+    assert "invalid choice: 'verbose'" in capsys.readouterr().err
 
 
 def test_run_with_invalid_settings_exits_1(
@@ -211,10 +245,30 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"orchestrator {__version__}\n"
 
 
+def test_the_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    epilog = " ".join(capsys.readouterr().out.split()).split("Exit codes: ")[1]
+    codes = [int(code) for code in re.findall(r"(?:^|; )(\d+) ", epilog)]
+    assert codes == [0, 1, 2, 3, 4, 130]
+
+
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--state", "Sleeping"]) == 2
     assert "unknown state 'Sleeping'; one of: Pending," in capsys.readouterr().err
     assert main([]) == 2
+
+
+def test_the_readme_shows_every_command_and_the_variables_the_cli_reads() -> None:
+    section = (ROOT / "README.md").read_text().split("\n## CLI\n", 1)[1].split("\n## ", 1)[0]
+    synopsis = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    shown = set(re.findall(r"^orchestrator (\w+)", synopsis, re.M))
+    shown |= set(re.findall(r"\| (\w+) NAME", synopsis))  # suspend NAME | resume NAME
+    subcommands = next(
+        a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    assert shown == set(subcommands)
+    for variable in (URL_ENV, TOKEN_FILE_ENV, TOKEN_ENV):
+        assert f"`{variable}`" in section, variable
 
 
 def test_python_dash_m_runs_the_cli() -> None:
@@ -335,3 +389,176 @@ def test_validate_with_a_db_url_that_is_not_one_exits_1(
 ) -> None:
     assert main(["validate", str(valid_dir), "--db", "not a url"]) == 1
     assert capsys.readouterr().err == "error: --db: not a database URL\n"
+
+
+# --- validate -o: what a pipeline reads ---------------------------------------------------
+
+
+def validated(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    """``validate ARGV``: its exit code, its stdout as JSON (or YAML) data, its stderr."""
+    code = main(["validate", *argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if "json" in argv else yaml.safe_load(out)), err
+
+
+def test_validate_as_json_lists_each_document_and_the_summary(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path
+) -> None:
+    code, report, err = validated(capsys, str(valid_dir), "-o", "json")
+    assert (code, err) == (0, "")
+    clusters, tenants_a, tenants_c = (
+        str(valid_dir / f) for f in ("clusters.yaml", "tenants/a.yaml", "tenants/c.yml")
+    )
+    assert report["documents"][0] == {
+        "file": clusters, "document": 1, "kind": "Cluster", "name": "c1", "ok": True, "errors": []
+    }  # fmt: skip
+    assert [(d["file"], d["document"], d["kind"], d["name"], d["ok"], d["errors"])
+            for d in report["documents"]] == [
+        (clusters, 1, "Cluster", "c1", True, []),
+        (clusters, 2, "Cluster", "c2", True, []),
+        (tenants_a, 1, "Onboarding", "tenant-a", True, []),
+        (tenants_a, 2, "Onboarding", "tenant-b", True, []),
+        (tenants_c, 1, "Onboarding", "tenant-c", True, []),
+    ]  # fmt: skip
+    assert report["summary"] == {
+        "directory": str(valid_dir), "valid": True, "documents": 5, "invalid": 0, "problems": 0,
+        "onboardings": 3, "clusters": 2, "global_accounts": 0,
+    }  # fmt: skip
+
+
+def test_validate_as_json_puts_each_problem_on_its_document(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path
+) -> None:
+    bad_subdomain = document("tenant-d")
+    bad_subdomain["spec"]["subaccount"]["subdomain"] = "Tenant_D"
+    write(valid_dir / "bad.yaml", bad_subdomain, document("tenant-f", cluster="c9"))
+    write(valid_dir / "zz-dup.yaml", document("tenant-a"))
+    (valid_dir / "broken.yaml").write_text("kind: Onboarding\nmetadata: [unclosed\n")
+    (valid_dir / "tenants" / "emptied.yaml").write_text("# moved\n")
+
+    code, report, err = validated(capsys, str(valid_dir), "-o", "json")
+    assert code == 1
+    # the problems still go to stderr, one a line, as without -o
+    assert err.splitlines()[-1] == f"{valid_dir}: invalid (5 problems)"
+    by_place = {(Path(d["file"]).name, d["document"]): d for d in report["documents"]}
+    assert list(by_place) == [
+        ("bad.yaml", 1), ("bad.yaml", 2), ("broken.yaml", 1), ("clusters.yaml", 1),
+        ("clusters.yaml", 2), ("a.yaml", 1), ("a.yaml", 2), ("c.yml", 1), ("emptied.yaml", None),
+        ("zz-dup.yaml", 1),
+    ]  # fmt: skip
+    wrong = by_place["bad.yaml", 1]
+    assert (wrong["kind"], wrong["name"], wrong["ok"]) == ("Onboarding", "tenant-d", False)
+    [problem] = wrong["errors"]
+    assert problem["file"] == str(valid_dir / "bad.yaml")
+    assert problem["field"] == "spec.subaccount.subdomain"
+    assert problem["message"].startswith("subdomain 'Tenant_D' may contain only")
+    assert [e["field"] for e in by_place["bad.yaml", 2]["errors"]] == ["spec.cluster"]
+    assert [e["field"] for e in by_place["zz-dup.yaml", 1]["errors"]] == ["metadata.name"]
+    # a file that does not parse: its document as far as the parser saw it
+    broken = by_place["broken.yaml", 1]
+    assert (broken["kind"], broken["name"], broken["ok"]) == ("Onboarding", None, False)
+    assert broken["errors"][0]["message"].startswith("not valid YAML at line")
+    # a file that holds no document is a problem of the whole file
+    emptied = by_place["emptied.yaml", None]
+    assert (emptied["kind"], emptied["name"], emptied["ok"]) == (None, None, False)
+    assert "holds no document" in emptied["errors"][0]["message"]
+    invalid = {"bad.yaml", "broken.yaml", "emptied.yaml", "zz-dup.yaml"}
+    assert all(d["ok"] and not d["errors"] for k, d in by_place.items() if k[0] not in invalid)
+    # the documents of every kind, valid or not
+    counts = ("valid", "documents", "invalid", "problems", "onboardings", "clusters")
+    assert [report["summary"][key] for key in counts] == [False, 9, 5, 5, 7, 2]
+
+
+def test_validate_as_yaml_is_the_same_report(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path
+) -> None:
+    write(valid_dir / "bad.yaml", document("tenant-f", cluster="c9"))
+    code, as_json, _ = validated(capsys, str(valid_dir), "-o", "json")
+    assert (code, *validated(capsys, str(valid_dir), "-o", "yaml")[:2]) == (1, 1, as_json)
+
+
+def test_validate_with_a_db_as_json_names_the_removed_cluster(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, tmp_path: Path
+) -> None:
+    url = stored(tmp_path / "o.db", ("old-1", "c3", State.READY))
+    code, report, _ = validated(capsys, str(valid_dir), "--db", url, "-o", "json")
+    assert code == 1
+    assert [d["ok"] for d in report["documents"]] == [False, True, True, True, True, True]
+    directory = report["documents"][0]
+    assert (directory["file"], directory["document"], directory["kind"]) == (
+        str(valid_dir), None, None
+    )  # fmt: skip
+    assert "cluster 'c3' is not declared" in directory["errors"][0]["message"]
+    assert (report["summary"]["valid"], report["summary"]["documents"]) == (False, 5)
+
+
+def test_validate_as_names_lists_the_valid_documents(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path
+) -> None:
+    assert main(["validate", str(valid_dir), "-o", "name"]) == 0
+    assert capsys.readouterr() == (
+        "cluster/c1\ncluster/c2\nonboarding/tenant-a\nonboarding/tenant-b\nonboarding/tenant-c\n",
+        "",
+    )
+    write(valid_dir / "tenants" / "a.yaml", document("tenant-a", cluster="c9"), document("t-b"))
+    assert main(["validate", str(valid_dir), "-o", "name"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["cluster/c1", "cluster/c2", "onboarding/t-b", "onboarding/tenant-c"]
+    assert "spec.cluster: unknown cluster 'c9'" in err
+
+
+@pytest.mark.parametrize("output", ["table", "json", "yaml", "name"])
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "invalid"])
+def test_validate_exits_alike_in_every_output(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, output: str, valid: bool
+) -> None:
+    if not valid:
+        write(valid_dir / "bad.yaml", document("tenant-f", cluster="c9"))
+    assert main(["validate", str(valid_dir), "-o", output]) == (0 if valid else 1)
+    out, err = capsys.readouterr()
+    assert ("unknown cluster 'c9'" in err) == (not valid)
+    if output in ("json", "yaml"):
+        report = json.loads(out) if output == "json" else yaml.safe_load(out)
+        assert report["summary"]["valid"] is valid
+
+
+def test_validate_has_no_wide_output(capsys: pytest.CaptureFixture[str], valid_dir: Path) -> None:
+    assert main(["validate", str(valid_dir), "-o", "wide"]) == 2
+    assert "invalid choice: 'wide'" in capsys.readouterr().err
+
+
+# --- label selectors -------------------------------------------------------------------
+
+LABELS = {"team": ["blue"], "tier": ["gold", "silver"], "legacy": []}
+
+
+@pytest.mark.parametrize(
+    ("text", "matches"),
+    [
+        ("team=blue", True),
+        ("team==blue", True),
+        ("team=red", False),
+        ("team!=red", True),
+        ("team!=blue", False),
+        ("nothere!=x", True),
+        ("tier in (gold,bronze)", True),
+        ("tier in (bronze)", False),
+        ("tier notin (bronze, copper)", True),
+        ("tier notin (silver)", False),
+        ("legacy", True),
+        ("!legacy", False),
+        ("!nothere", True),
+        ("team=blue,tier in (gold),!nothere", True),
+        ("team=blue,tier in (bronze)", False),
+    ],
+)
+def test_label_selectors(text: str, matches: bool) -> None:
+    assert all(requirement(LABELS) for requirement in selector(text)) is matches
+
+
+@pytest.mark.parametrize("text", ["team=(x", "=blue", "team in blue"])
+def test_a_wrong_selector_is_a_wrong_command_line(
+    capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    assert main(["list", "-l", text, "--api", "http://127.0.0.1:9"]) == 2
+    assert "is not a label requirement" in capsys.readouterr().err

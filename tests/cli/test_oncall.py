@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from orchestrator.cli import main
+from orchestrator.configs import Onboarding
 
 from ..api.fakes import document
 from .conftest import TOKEN, Daemon
@@ -293,3 +301,191 @@ def test_offboard_confirm_without_a_token_exits_1_and_confirms_nothing(
     assert "401 Unauthorized" in err
     assert held.operations.confirmed == []
     assert held.operations.held is not None
+
+
+# --- the acting verbs in every output: stdout holds what -o asks for, nothing else -------
+
+OUTPUTS = ["table", "wide", "json", "yaml", "name"]
+
+
+def ready_once_seen(daemon: Daemon, name: str) -> None:
+    """``name`` becomes Ready right after the CLI first looks at it (as it waits)."""
+    operations = daemon.operations
+    looked = operations.get
+
+    def get(asked: str) -> Any:
+        view = looked(asked)
+        if asked == name:
+            del operations.get  # the fake's own again
+            operations.fire(name, "start", "step_succeeded", "step_succeeded", "step_succeeded")
+        return view
+
+    operations.get = get  # type: ignore[method-assign]
+
+
+def declared(daemon: Daemon, name: str) -> None:
+    daemon.operations.declare(document(name), file=f"clusters/{name}.yaml")
+
+
+def waits(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    declared(daemon, "tenant-w")
+    ready_once_seen(daemon, "tenant-w")
+    return "wait", "tenant-w", "--interval", "0.05", "--timeout", "10s"
+
+
+def reconciles(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    declared(daemon, "tenant-r")
+    ready_once_seen(daemon, "tenant-r")
+    return "reconcile", "tenant-r", "--wait", "--interval", "0.05", "--timeout", "10s"
+
+
+def reconciles_ready(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    declared(daemon, "tenant-r")
+    daemon.operations.fire(
+        "tenant-r", "start", "step_succeeded", "step_succeeded", "step_succeeded"
+    )
+    return "reconcile", "tenant-r", "--wait"
+
+
+def retries(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    declared(daemon, "tenant-c")
+    daemon.operations.fire("tenant-c", "start", "step_failed", "compensated")
+    return "retry", "tenant-c"
+
+
+def applies(*names: str) -> Callable[[Daemon, Path], tuple[str, ...]]:
+    def setup(daemon: Daemon, path: Path) -> tuple[str, ...]:
+        (path / "applied.yaml").write_text(yaml.safe_dump_all([document(n) for n in names]))
+        return "apply", "-f", str(path / "applied.yaml")
+
+    return setup
+
+
+def deletes(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    asyncio.run(daemon.operations.upsert(Onboarding.model_validate(document("api-1"))))
+    return "delete", "api-1"
+
+
+def confirms(daemon: Daemon, path: Path) -> tuple[str, ...]:
+    for name in ("tenant-a", "tenant-b", "tenant-c"):
+        declared(daemon, name)
+    daemon.operations.hold("tenant-b", "tenant-c", declared=3)
+    return "offboard", "--confirm"
+
+
+@dataclass(frozen=True)
+class Acting:
+    #: makes the situation; returns the command line
+    setup: Callable[[Daemon, Path], tuple[str, ...]]
+    #: stdout for a person (-o table, wide)
+    said: list[str]
+    #: stdout of -o name
+    names: list[str]
+    #: what of the JSON or YAML answer to compare with ``expected``
+    shown: Callable[[Any], Any]
+    expected: Any
+    #: the lines on the way, on stderr when stdout is for a program
+    progress: list[str] = dataclasses.field(default_factory=list)
+
+
+def state(answer: Any) -> Any:
+    return answer["state"]
+
+
+PENDING = "Pending: starts at the next pass of cluster c1"
+REQUESTED = "reconcile requested; state"
+#: what each prints for a person, for -o name, of its JSON or YAML answer, and on the way
+ACTING = {
+    "wait": Acting(waits, [f"tenant-w: {PENDING}", "tenant-w: Ready"],
+                   ["onboarding/tenant-w"], state, "Ready", [f"tenant-w: {PENDING}"]),
+    "reconcile-wait": Acting(
+        reconciles, [f"tenant-r: {REQUESTED} Pending", f"tenant-r: {PENDING}", "tenant-r: Ready"],
+        ["onboarding/tenant-r"], state, "Ready",
+        [f"tenant-r: {REQUESTED} Pending", f"tenant-r: {PENDING}"]),
+    "reconcile-wait-ready": Acting(
+        reconciles_ready, [f"tenant-r: {REQUESTED} Ready", "tenant-r: Ready; nothing to do"],
+        ["onboarding/tenant-r"], state, "Ready", [f"tenant-r: {REQUESTED} Ready"]),
+    "retry": Acting(retries, ["tenant-c: retried; state Pending"], ["onboarding/tenant-c"],
+                    state, "Pending"),
+    # one document: the onboarding itself; several: a list, as kubectl's List
+    "apply": Acting(applies("api-1"), ["onboarding/api-1 created"], ["onboarding/api-1"],
+                    lambda answer: answer["name"], "api-1"),
+    "apply-several": Acting(
+        applies("api-1", "api-2"), ["onboarding/api-1 created", "onboarding/api-2 created"],
+        ["onboarding/api-1", "onboarding/api-2"], lambda answer: [v["name"] for v in answer],
+        ["api-1", "api-2"]),
+    "delete": Acting(deletes, ["onboarding/api-1 deleted; state Deleted"], ["onboarding/api-1"],
+                     state, "Deleted"),
+    "offboard-confirm": Acting(
+        confirms, ["confirmed: offboarding 2 onboardings: tenant-b, tenant-c"],
+        ["onboarding/tenant-b", "onboarding/tenant-c"], lambda answer: answer["onboardings"],
+        ["tenant-b", "tenant-c"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("case", ACTING.values(), ids=ACTING.keys())
+def test_acting_verbs_in_every_output(
+    capsys: pytest.CaptureFixture[str], daemon: Daemon, tmp_path: Path, case: Acting, output: str
+) -> None:
+    argv = case.setup(daemon, tmp_path)
+    code, out, err = run(capsys, *argv, "-o", output, daemon=daemon)
+    assert code == 0, err
+    if output in ("table", "wide"):
+        assert (out.splitlines(), err) == (case.said, "")
+    elif output == "name":
+        assert (out.splitlines(), err.splitlines()) == (case.names, case.progress)
+    else:
+        answer = json.loads(out) if output == "json" else yaml.safe_load(out)
+        assert (case.shown(answer), err.splitlines()) == (case.expected, case.progress)
+
+
+def test_history_wide_shows_each_reason_whole_and_its_workflow_link(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon
+) -> None:
+    reason = "install-proxy failed: Error (exit code 1): " + "helm said no; " * 10
+    tenants.operations.fire("tenant-a", "step_failed", reason=reason)
+    code, out, _ = run(capsys, "history", "tenant-a", daemon=tenants)
+    [cut] = [line for line in out.splitlines() if "step_failed" in line]
+    assert code == 0
+    assert reason not in cut
+    assert f"{reason[:59]}…" in cut  # cut to the table's 60 characters
+    code, out, _ = run(capsys, "history", "tenant-a", "-o", "wide", daemon=tenants)
+    assert code == 0
+    [whole] = [line for line in out.splitlines() if "step_failed" in line]
+    assert whole.endswith(reason.strip())
+    [started] = [line for line in out.splitlines() if " start " in line]
+    assert "https://argo.example.test/workflows/argo/tenant-a-start" in started
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "origin"),
+    [
+        ({}, ["--token-file", "{file}"], "--token-file {file}"),
+        ({"ORCHESTRATOR_API_TOKEN_FILE": "{file}"}, [], "$ORCHESTRATOR_API_TOKEN_FILE ({file})"),
+        ({"ORCHESTRATOR_API_TOKEN": "not-the-token"}, [], "$ORCHESTRATOR_API_TOKEN"),
+    ],
+    ids=["flag", "file-variable", "token-variable"],
+)
+def test_a_refused_token_is_named_by_where_it_came_from(
+    capsys: pytest.CaptureFixture[str],
+    tenants: Daemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    argv: list[str],
+    origin: str,
+) -> None:
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(file=wrong))
+    arguments = [a.format(file=wrong) for a in argv]
+    code, out, err = run(capsys, "suspend", "tenant-b", "--api", tenants.url, *arguments)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: the daemon refused the token from {origin.format(file=wrong)} (401"
+        " Unauthorized): it is not the daemon's API token or read token (mistyped, or rotated"
+        " since)\n"
+    )
+    assert tenants.operations.get("tenant-b").state == "Pending"
