@@ -24,8 +24,10 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -33,6 +35,8 @@ from orchestrator import API_VERSION, __version__
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9-]+$")
+#: a BTP GUID (global account, directory, subaccount): 8-4-4-4-12 hexadecimal digits
+GUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 def _shown(value: str) -> str:
@@ -62,6 +66,27 @@ def _btp_subdomain(value: str) -> str:
     return value
 
 
+def _btp_guid(value: str) -> str:
+    """``value`` in lower case, as BTP writes GUIDs back (so comparing them is exact)."""
+    if not GUID.fullmatch(value):
+        raise ValueError(
+            f"{_shown(value)} is not a BTP GUID: 8-4-4-4-12 hexadecimal digits, such as"
+            " 3f1a2b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b (the directory's ID in the BTP cockpit)"
+        )
+    return value.lower()
+
+
+def _production_flag(value: Any) -> Any:
+    """Only a YAML or JSON boolean: SAP's own spelling gets a message that translates it."""
+    if value is None or isinstance(value, bool):
+        return value
+    shown = _shown(value) if isinstance(value, str) else repr(value)[:80]
+    raise ValueError(
+        f"{shown} is not true or false: true marks the subaccount USED_FOR_PRODUCTION in BTP,"
+        " false NOT_USED_FOR_PRODUCTION; leave the field out to keep BTP's own setting"
+    )
+
+
 #: what the validators above accept, said in JSON Schema (the editors' schema and the
 #: API's OpenAPI document), so a document valid by the schema is valid here too; the
 #: pattern ends in ``(?![\s\S])``, not ``$``, which Python's ``re`` (and so some schema
@@ -78,6 +103,14 @@ DNSLabel = Annotated[str, AfterValidator(_dns1123_label), WithJsonSchema(LABEL_S
 FilePath = Annotated[str, AfterValidator(os.path.expanduser)]
 #: a BTP subdomain is spelled like a DNS-1123 label
 Subdomain = Annotated[str, AfterValidator(_btp_subdomain), WithJsonSchema(LABEL_SCHEMA)]
+#: a BTP GUID, kept in lower case
+BtpGuid = Annotated[
+    str,
+    AfterValidator(_btp_guid),
+    WithJsonSchema({"type": "string", "pattern": rf"^{GUID.pattern}(?![\s\S])"}),
+]
+#: true or false only: no string (not even SAP's own spelling) and no number
+ProductionFlag = Annotated[bool | None, BeforeValidator(_production_flag)]
 
 
 class Strict(BaseModel):
@@ -117,6 +150,35 @@ class Subaccount(Strict):
         description="GlobalAccount document whose credentials the steps use; without it the"
         " credentials Secret on the cluster is managed outside the daemon.",
     )
+    parent_directory: BtpGuid | None = Field(
+        default=None,
+        alias="parentDirectory",
+        description="GUID of the BTP directory the subaccount is created in; without it, directly"
+        " in the global account. The daemon never moves a subaccount: an existing one found"
+        " elsewhere fails the step (move it by hand, or change this field).",
+    )
+    used_for_production: ProductionFlag = Field(
+        default=None,
+        alias="usedForProduction",
+        description="true: BTP's USED_FOR_PRODUCTION, false: NOT_USED_FOR_PRODUCTION, set at"
+        " creation and on an existing subaccount; without it BTP's own setting stays (UNSET on"
+        " a new subaccount).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _unset_additions_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The fields added after onboardings were first stored are left out while unset, so
+        a spec that does not use them dumps, compares and fingerprints exactly as before:
+        upgrading the daemon changes no stored spec and starts no update of any tenant."""
+        data: dict[str, Any] = handler(self)
+        for name, alias in (
+            ("parent_directory", "parentDirectory"),
+            ("used_for_production", "usedForProduction"),
+        ):
+            if getattr(self, name) is None:
+                data.pop(name, None)
+                data.pop(alias, None)
+        return data
 
 
 class Platform(Strict):

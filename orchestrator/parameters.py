@@ -24,9 +24,17 @@ def step_parameters(*, onboarding: str, spec: OnboardingSpec, step: Step) -> dic
         "region": subaccount.region,
         "admins": json.dumps(subaccount.admins),
         "subaccount-labels": json.dumps(subaccount.labels, sort_keys=True),
+        # "" where the spec leaves them out: a new subaccount goes into the global account
+        # and keeps BTP's default flag; an existing one is neither checked nor changed
+        "parent-directory": subaccount.parent_directory or "",
+        "used-for-production": _flag(subaccount.used_for_production),
         "platform-name": spec.platform.name,
         "chart-repo": chart.repo,
         "chart-name": chart.name,
         "chart-version": chart.version,
         "chart-values": json.dumps(chart.values, sort_keys=True),
     }
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else str(value).lower()

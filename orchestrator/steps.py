@@ -29,6 +29,8 @@ EXIT_PERMANENT = 1
 EXIT_USAGE = 2
 EXIT_BUG = 70
 EXIT_TRANSIENT = 75
+#: stopped by SIGTERM (its deadline, Argo's stop, the pod deleted), as a runtime reports it
+EXIT_TERMINATED = 143
 #: a step that ended with one of these will not do better on another attempt
 HOPELESS_EXIT_CODES = frozenset({EXIT_PERMANENT, EXIT_USAGE, EXIT_BUG})
 

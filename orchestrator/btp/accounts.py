@@ -4,10 +4,12 @@ Shapes follow SAP's OpenAPI document of the Accounts Service
 (``tests/fakes/contracts/btp/accounts-service.json``, which the BTP test
 server holds every request and answer to): a subaccount is a
 ``SubaccountResponseObject`` (``{"guid", "subdomain", "region",
-"displayName", "state", "stateMessage", "labels": {key: [values]}, ...}``); a
-list answers ``{"value": [...]}``. Creating and deleting are asynchronous: the
-subaccount goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``),
-and ``DELETING`` until a ``GET`` answers 404.
+"displayName", "state", "stateMessage", "labels": {key: [values]},
+"parentGUID", "globalAccountGUID", "usedForProduction", ...}``); a list answers
+``{"value": [...]}``. Creating and deleting are asynchronous: the subaccount
+goes ``STARTED`` → ``CREATING`` → ``OK`` (or ``CREATION_FAILED``), and
+``DELETING`` until a ``GET`` answers 404. ``parentGUID`` is the directory the
+subaccount is in, or the global account's GUID when it is in none.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ DELETING = "DELETING"
 DELETION_FAILED = "DELETION_FAILED"
 #: states in which the subaccount is still on its way to OK
 CREATING_STATES = frozenset({"STARTED", "CREATING", "PROCESSING", "UPDATING"})
+#: ``usedForProduction`` as the create and the update take it (answers may also say UNSET)
+PRODUCTION_USE = {True: "USED_FOR_PRODUCTION", False: "NOT_USED_FOR_PRODUCTION"}
 
 Subaccount = dict[str, Any]
 
@@ -60,8 +64,13 @@ class AccountsService:
         admins: list[str],
         labels: dict[str, list[str]],
         parent_guid: str | None = None,
+        used_for_production: bool | None = None,
     ) -> Subaccount:
-        """``POST``; not idempotent: after an ambiguous failure, look up by subdomain first."""
+        """``POST``; not idempotent: after an ambiguous failure, look up by subdomain first.
+
+        Without ``parent_guid`` the subaccount goes directly into the global
+        account; without ``used_for_production`` BTP sets ``UNSET``.
+        """
         body: dict[str, Any] = {
             "displayName": display_name,
             "subdomain": subdomain,
@@ -71,8 +80,23 @@ class AccountsService:
         }
         if parent_guid:
             body["parentGUID"] = parent_guid
+        if used_for_production is not None:
+            body["usedForProduction"] = PRODUCTION_USE[used_for_production]
         response = self._transport.call(
             "POST", self._base, service=SERVICE, json=body, idempotent=False, ok=(200, 201, 202)
+        )
+        return _subaccount(response.json())
+
+    def set_used_for_production(self, guid: str, used: bool, *, display_name: str) -> Subaccount:
+        """``PATCH`` the production flag, and nothing else.
+
+        The document requires ``displayName`` in every update: pass the subaccount's
+        own, so it stays as it is. ``labels``, which an update replaces whole, are
+        left out.
+        """
+        body = {"displayName": display_name, "usedForProduction": PRODUCTION_USE[used]}
+        response = self._transport.call(
+            "PATCH", f"{self._base}/{quote(guid, safe='')}", service=SERVICE, json=body, ok=(200,)
         )
         return _subaccount(response.json())
 
@@ -147,6 +171,11 @@ class AccountsService:
         if response.status_code == 204 or not response.content:
             return {"guid": guid, "state": DELETING}
         return _subaccount(response.json())
+
+
+def used_for_production(sub: Subaccount) -> bool | None:
+    """The subaccount's production flag; ``None`` while BTP says ``UNSET`` (or nothing)."""
+    return {v: k for k, v in PRODUCTION_USE.items()}.get(str(sub.get("usedForProduction")))
 
 
 def _subaccount(body: Any) -> Subaccount:

@@ -5,6 +5,11 @@ stopped: the subaccount is found by its subdomain (unique per region) before
 anything is created, so a create whose answer was lost is adopted rather than
 repeated, and only a subaccount carrying this onboarding's label is ever
 adopted or deleted.
+
+An adopted subaccount (an update re-runs create-subaccount) gets the spec's
+production flag if it differs; one in another directory than the spec names
+is refused, never moved: a move changes what the subaccount inherits from its
+directory (entitlements, authorizations), which is an admin's decision.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from orchestrator.btp.accounts import (
     CREATION_FAILED,
     DELETING,
     OK,
+    PRODUCTION_USE,
     AccountsService,
     Subaccount,
+    used_for_production,
 )
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.redaction import remote_message
@@ -32,7 +39,10 @@ class SubaccountSpec:
     region: str
     admins: list[str]
     labels: dict[str, list[str]]
-    parent_guid: str | None = None
+    #: the directory to create it in; None: the global account (an existing one: anywhere)
+    parent_directory: str | None = None
+    #: None: BTP's own setting stays
+    used_for_production: bool | None = None
 
 
 def _foreign(ctx: StepContext, sub: Subaccount) -> PermanentError:
@@ -54,6 +64,7 @@ def create_subaccount(ctx: StepContext, spec: SubaccountSpec) -> None:
         sub = ctx.wait_for(
             f"subaccount {guid} to become {OK}", lambda: _settled(ctx, accounts, guid)
         )
+    _mark_production_use(ctx, accounts, sub, spec)
     write_outputs(ctx.outputs_dir, {"subaccount-guid": guid, "subdomain": spec.subdomain})
     ctx.log(
         "subaccount is ready",
@@ -76,7 +87,8 @@ def _find_or_create(
             region=spec.region,
             admins=spec.admins,
             labels={**spec.labels, **ctx.our_labels()},
-            parent_guid=spec.parent_guid,
+            parent_guid=spec.parent_directory,
+            used_for_production=spec.used_for_production,
         )
 
     sub, created = ctx.find_or_create(
@@ -100,6 +112,7 @@ def _find_or_create(
         return sub
     if not ctx.ours(sub.get("labels")):
         raise _foreign(ctx, sub)
+    _check_directory(sub, spec)
     ctx.log(
         "subaccount exists already; adopting it",
         action="subaccount-adopt",
@@ -107,6 +120,50 @@ def _find_or_create(
         state=sub.get("state"),
     )
     return sub
+
+
+def _check_directory(sub: Subaccount, spec: SubaccountSpec) -> None:
+    """Refuse, for good, a subaccount that is not in the directory the spec names.
+
+    It is not moved: BTP documents a move (``POST .../{guid}/move``), but what the
+    subaccount inherits from its directory (entitlements, authorizations) would
+    change with it, so it is left to an admin. A spec without a directory accepts
+    the subaccount wherever it is, as before the field existed.
+    """
+    parent = str(sub.get("parentGUID") or "").lower()
+    if spec.parent_directory is None or not parent or parent == spec.parent_directory.lower():
+        return
+    if parent == str(sub.get("globalAccountGUID") or "").lower():
+        where, or_else = "the global account", "remove parentDirectory"
+    else:
+        where, or_else = "directory", f"set parentDirectory to {parent}"
+    raise PermanentError(
+        f"subaccount {sub['guid']} ({spec.subdomain!r}) is in {where} {parent}, not in directory"
+        f" {spec.parent_directory} as spec.subaccount.parentDirectory says; subaccounts are"
+        f" never moved by the orchestrator: move it to {spec.parent_directory} yourself, or"
+        f" {or_else}",
+        reason="ParentDirectoryDiffers",
+    )
+
+
+def _mark_production_use(
+    ctx: StepContext, accounts: AccountsService, sub: Subaccount, spec: SubaccountSpec
+) -> None:
+    """Give the subaccount the spec's production flag, if it has another one."""
+    wanted = spec.used_for_production
+    if wanted is None or used_for_production(sub) == wanted:
+        return
+    guid = str(sub["guid"])
+    accounts.set_used_for_production(
+        guid, wanted, display_name=str(sub.get("displayName") or spec.display_name)
+    )
+    ctx.log(
+        "subaccount production flag updated",
+        action="subaccount-update",
+        subaccount_guid=guid,
+        used_for_production=PRODUCTION_USE[wanted],
+        was=sub.get("usedForProduction"),
+    )
 
 
 def _settled(ctx: StepContext, accounts: AccountsService, guid: str) -> Subaccount | None:

@@ -12,6 +12,8 @@ Exit codes (the templates' ``retryStrategy`` retries only ``TRANSIENT``):
 75  TRANSIENT  worth another try (429/5xx/timeouts after the command's own
                retries, the step's deadline reached while BTP was still busy,
                a proxy still connected)
+143 TERMINATED stopped by SIGTERM: Argo stops it at the workflow's deadline or on a
+               stop, or its pod is deleted; the reason says what it was waiting for
 ==  =========  ==================================================================
 
 Everything the command says goes to stderr as JSON lines (``orchestrator.logs``),
@@ -26,8 +28,12 @@ import argparse
 import json
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from orchestrator import logs
 from orchestrator.btp import Deadline
@@ -39,6 +45,7 @@ from orchestrator.steps import (
     EXIT_BUG,
     EXIT_OK,
     EXIT_PERMANENT,
+    EXIT_TERMINATED,
     EXIT_TRANSIENT,
     Step,
 )
@@ -68,6 +75,10 @@ def _labels(text: str) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in labels.items()}
 
 
+#: ``--used-for-production``: the workflow parameter, empty when the spec leaves it out
+FLAGS: dict[str, bool | None] = {"true": True, "false": False, "": None}
+
+
 def _admins(text: str) -> list[str]:
     admins = _json(list, "--admins")(text)
     if not all(isinstance(a, str) for a in admins):
@@ -85,7 +96,8 @@ def _create_subaccount(ctx: StepContext, args: argparse.Namespace) -> None:
         region=args.region,
         admins=_admins(args.admins),
         labels=_labels(args.subaccount_labels),
-        parent_guid=args.parent_guid or None,
+        parent_directory=args.parent_directory or None,
+        used_for_production=FLAGS[args.used_for_production],
     )
     accounts.create_subaccount(ctx, spec)
 
@@ -198,7 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--subaccount-display-name", default="")
     sub.add_argument("--admins", default="[]", help="JSON list of e-mail addresses")
     sub.add_argument("--subaccount-labels", default="{}", help="JSON object of string lists")
-    sub.add_argument("--parent-guid", default="", help="directory to create it in")
+    sub.add_argument("--parent-directory", default="", help="GUID of the directory to create it in")
+    sub.add_argument(
+        "--used-for-production",
+        choices=list(FLAGS),
+        default="",
+        help="its production flag in BTP (empty: leave BTP's as it is)",
+    )
 
     sub = command(Step.DELETE_SUBACCOUNT, _delete_subaccount, "Delete the subaccount.")
     btp_subaccount(sub)
@@ -226,7 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: the step is being stopped from outside."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    signal.signal(signum, signal.SIG_IGN)  # once: the reason is being written
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _stopped_message(ctx: StepContext | None) -> str:
+    said = "stopped by SIGTERM (the workflow's deadline, a stop, or the pod deleted)"
+    if ctx is None:
+        return said
+    said += f" {time.monotonic() - ctx.deadline.started:.0f}s after the step started"
+    if ctx.waiting_for is not None:
+        said += f", while waiting for {ctx.waiting_for}"
+    return said
+
+
 def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, Terminated):
+        return EXIT_TERMINATED
     if isinstance(error, TemporaryError):
         return EXIT_TRANSIENT
     if isinstance(error, OrchestratorError):
@@ -238,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(level="INFO", json_lines=True)
     args = build_parser().parse_args(argv)
     ctx: StepContext | None = None
+    # a stopped step says why and what it was doing, where Kubernetes reports it
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         ctx = StepContext(
             step=args.command,
@@ -260,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = exit_code_for(error)
         reason = getattr(error, "reason", type(error).__name__)
+        stopped = isinstance(error, Terminated)
         fields: dict[str, Any] = {
             "step": args.command,
             "onboarding": args.onboarding,
@@ -268,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reason": reason,
         }
         # the reason where Kubernetes and Argo report it too, not only in the log
-        said = str(error) or type(error).__name__
+        said = _stopped_message(ctx) if stopped else str(error) or type(error).__name__
         if code == EXIT_BUG:
             said = f"unexpected error, a bug (its traceback is in the step's log): {said}"
         write_termination_message(reason, said)
@@ -276,12 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("step failed unexpectedly", exc_info=True, extra=fields)
         else:
             log.log(
-                logging.WARNING if code == EXIT_TRANSIENT else logging.ERROR,
-                f"step failed: {error}",
+                logging.ERROR if code == EXIT_PERMANENT else logging.WARNING,
+                f"step failed: {said if stopped else error}",
                 extra=fields,
             )
         return code
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if ctx is not None:
             ctx.close()
     ctx.log("step finished", action="finish", exit_code=EXIT_OK)

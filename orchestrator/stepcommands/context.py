@@ -106,6 +106,8 @@ class StepContext:
     poll_seconds: float
     outputs_dir: str
     sleep: Callable[[float], None] = time.sleep
+    #: what ``wait_for`` waits for right now, for the reason of a step stopped meanwhile
+    waiting_for: str | None = None
     _transport: BtpTransport | None = field(default=None, repr=False)
     _others: list[BtpTransport] = field(default_factory=list, repr=False)
 
@@ -170,9 +172,11 @@ class StepContext:
         Past the deadline the step fails as transient: running it again picks
         up where this run stopped.
         """
+        self.waiting_for = what  # left set when it raises: the step's reason names it
         while True:
             result = poll()
             if result is not None:
+                self.waiting_for = None
                 return result
             if self.deadline.remaining() <= self.poll_seconds:
                 raise TemporaryError(

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.redaction import remote_message
 from orchestrator.stepcommands import secrets
@@ -55,15 +57,40 @@ class Chart:
     version: str
     values: dict[str, Any]
 
+    @property
+    def local(self) -> bool:
+        """A path in the step image, rather than a repository."""
+        return not self.repo.startswith(("oci://", "https://", "http://"))
+
     def reference(self) -> list[str]:
         """Helm arguments naming the chart: oci://, an https repository, or a local path."""
         repo = self.repo.rstrip("/")
         if repo.startswith("oci://"):
             return [f"{repo}/{self.name}", "--version", self.version]
-        if repo.startswith(("https://", "http://")):
+        if not self.local:
             return [self.name, "--repo", repo, "--version", self.version]
         local = Path(repo) / self.name
         return [str(local if local.is_dir() else Path(repo))]
+
+
+def _check_local_version(ctx: StepContext, chart: Chart, *, timeout: float) -> None:
+    """Helm ignores ``--version`` for a local chart and installs whatever it is, so the
+    spec's exact version is checked against the chart's own before anything changes."""
+    if not chart.local:
+        return
+    result = _helm(ctx, ["show", "chart", *chart.reference()], timeout=timeout)
+    if result.returncode != 0:
+        raise _failure("show chart", result)
+    try:
+        found = str((yaml.safe_load(result.stdout) or {}).get("version", ""))
+    except (yaml.YAMLError, AttributeError):
+        found = ""
+    if found != chart.version:
+        raise PermanentError(
+            f"chart {chart.name} at {chart.reference()[0]} is version {found or '(none)'},"
+            f" the onboarding asks for {chart.version}",
+            reason="ChartVersionMismatch",
+        )
 
 
 def helm_binary() -> str:
@@ -144,6 +171,7 @@ def install_proxy(
             reason="NoCredentials",
         )
     timeout = _helm_timeout(ctx, timeout_seconds)
+    _check_local_version(ctx, chart, timeout=timeout)
     with private_dir() as tmp:
         values, credentials = tmp / "values.json", tmp / "credentials.json"
         _write_private(values, chart.values)

@@ -15,8 +15,11 @@ well (and sent). Tests assert ``violations`` is empty, and
 Schemas are strict: a field the documents do not name is a violation.
 
 - Accounts Service (``/accounts/v1/subaccounts``): create (201,
-  ``SubaccountResponseObject`` in state ``STARTED``), get, list
-  (``ResponseCollection``: ``{"value": [...]}``), delete (200, ``DELETING``).
+  ``SubaccountResponseObject`` in state ``STARTED``; ``parentGUID`` the
+  global account's unless the create names a directory, ``usedForProduction``
+  ``UNSET`` unless it names one), get, list (``ResponseCollection``:
+  ``{"value": [...]}``), update (``PATCH``, 200: the fields given replace the
+  subaccount's; no move), delete (200, ``DELETING``).
   A created subaccount moves ``STARTED`` → ``CREATING`` → ``OK`` (or
   ``CREATION_FAILED`` for a subdomain given to ``fail_creation``); a deleted one
   is ``DELETING`` and then gone (404). A subdomain is unique per region: a
@@ -134,6 +137,8 @@ class Fault:
     delay: float = 0.0
     #: the error quotes the request (its credentials and body), as some servers do
     echo: bool = False
+    #: only requests whose body this matches (one tenant's create among others')
+    body: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ class FakeBtp:
         #: subdomains taken by someone else: create answers 409, the list does not show them
         self.foreign: set[tuple[str, str]] = set()
         self.fail_creation: dict[str, str] = {}
+        #: subdomains whose creation never ends (stays CREATING), as BTP sometimes does
+        self.stuck: set[str] = set()
         self.faults: list[Fault] = []
         self.requests: list[Seen] = []
         #: requests and answers that broke SAP's documents; tests assert it stays empty
@@ -219,6 +226,7 @@ class FakeBtp:
             "getSubaccounts": self._list_subaccounts,
             "createSubaccount": self._create_subaccount,
             "getSubaccount": self._get_subaccount,
+            "updateSubaccount": self._update_subaccount,
             "deleteSubaccount": self._delete_subaccount,
             "getServiceManagementBinding": self._get_binding,
             "createServiceManagementBinding": self._create_binding,
@@ -253,6 +261,7 @@ class FakeBtp:
         process: bool = False,
         delay: float = 0.0,
         echo: bool = False,
+        body: str | None = None,
     ) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) so.
 
@@ -263,7 +272,8 @@ class FakeBtp:
         the client id and secret (for the tests that hunt for leaked secrets).
         A status other than 429 and 5xx must be one SAP documents for the
         operation (else it is a violation); where the document describes no body
-        for it, the answer has none (and nothing to echo).
+        for it, the answer has none (and nothing to echo). ``body``: a regex the
+        request's body must match too, so that one tenant's requests fail among others'.
         """
         process = process or status is None
         with self._lock:
@@ -277,6 +287,7 @@ class FakeBtp:
                     process,
                     delay,
                     echo,
+                    re.compile(body) if body is not None else None,
                 )
             )
 
@@ -368,6 +379,8 @@ class FakeBtp:
             for platform_id in [i for i, p in self.platforms.items() if p["_subaccount"] == guid]:
                 del self.platforms[platform_id]
             return
+        if state == "CREATING" and sub["subdomain"] in self.stuck:
+            return
         if state in ("STARTED", "CREATING"):
             failure = self.fail_creation.get(sub["subdomain"])
             if state == "CREATING" and failure is not None:
@@ -391,10 +404,14 @@ class FakeBtp:
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def _fault(self, request: Request) -> Fault | None:
+    def _fault(self, request: Request, raw: bytes) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.method == request.method and fault.path.search(request.url.path):
+                if (
+                    fault.method == request.method
+                    and fault.path.search(request.url.path)
+                    and (fault.body is None or fault.body.search(raw.decode(errors="replace")))
+                ):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self.faults.remove(fault)
@@ -457,7 +474,7 @@ class FakeBtp:
             if handler is None:
                 raise Violation("not implemented by the BTP test server")
             self._authenticate(request, sm=sm)
-            fault = self._fault(request)
+            fault = self._fault(request, raw)
             injected = fault is not None and fault.status is not None
             if fault is None or fault.process:
                 try:
@@ -524,13 +541,14 @@ class FakeBtp:
     # --- OAuth2 ------------------------------------------------------------------------
 
     async def _token(self, request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode()))
+        raw = await request.body()
+        form = dict(parse_qsl(raw.decode()))
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             decoded = base64.b64decode(header[6:]).decode()
             client_id, _, client_secret = decoded.partition(":")
-        fault = self._fault(request)
+        fault = self._fault(request, raw)
         if fault is not None and fault.status is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
             text = "Too Many Requests" if fault.status == 429 else "injected failure"
@@ -625,6 +643,16 @@ class FakeBtp:
 
     def _get_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
         return JSONResponse(dict(self._subaccount_or_404(op)))
+
+    def _update_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
+        """``PATCH``: the fields given replace the subaccount's (``labels`` replace them all)."""
+        unmodelled = set(body) - {"displayName", "description", "usedForProduction", "labels"}
+        if unmodelled:
+            raise Violation(f"{sorted(unmodelled)} not implemented by the BTP test server")
+        sub = self._subaccount_or_404(op)
+        sub.update(body)
+        sub["modifiedDate"] = _now()
+        return JSONResponse(dict(sub))
 
     def _delete_subaccount(self, request: Request, op: Operation, body: Any) -> Response:
         if "forceDelete" in request.query_params:

@@ -110,16 +110,16 @@ class Steps:
     def btp(self) -> FakeBtp:
         return self.runner.btp
 
-    def run(
+    def command(
         self,
         step: str,
         /,
         *,
         onboarding: str | None = None,
         env: dict[str, str] | None = None,
-        timeout: float = 120,
         **flags: str,
-    ) -> StepRun:
+    ) -> tuple[list[str], dict[str, str], Path]:
+        """The step's argv, environment and outputs folder, as a pod would run it."""
         merged = {**DEFAULT_FLAGS[step], **{k.replace("_", "-"): v for k, v in flags.items()}}
         outputs = self.workdir / f"outputs-{len(self.runs)}"
         argv = [
@@ -144,6 +144,19 @@ class Steps:
         process_env.update(self.env)
         process_env.update(env or {})
         process_env["PYTHONPATH"] = str(REPO)
+        return argv, process_env, outputs
+
+    def run(
+        self,
+        step: str,
+        /,
+        *,
+        onboarding: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        **flags: str,
+    ) -> StepRun:
+        argv, process_env, outputs = self.command(step, onboarding=onboarding, env=env, **flags)
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=process_env, cwd=REPO
         )

@@ -412,6 +412,20 @@ def test_a_chart_that_does_not_exist_is_a_permanent_error(
     assert run.code == EXIT_PERMANENT, run.stderr
 
 
+def test_a_local_chart_of_another_version_is_a_permanent_error_before_any_change(
+    kube_steps: Steps, namespace: str
+) -> None:
+    """helm ignores --version for a chart on disk: the step checks the chart's own."""
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+    flags = {**chart_flags(), "chart_version": "9.9.9"}
+
+    run = kube_steps.run("install-proxy", namespace=namespace, **flags)
+
+    assert run.code == EXIT_PERMANENT, run.stderr
+    assert "is version 0.1.0, the onboarding asks for 9.9.9" in run.last_message
+    assert "upgrade" not in (kube_steps.workdir / "helm-calls" / "argv").read_text()
+
+
 def test_uninstall_removes_the_release_and_can_run_again_or_on_nothing(
     kube_steps: Steps, core: client.CoreV1Api, namespace: str
 ) -> None:

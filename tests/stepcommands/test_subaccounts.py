@@ -7,6 +7,7 @@ import time
 import pytest
 
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
+from orchestrator.steps import EXIT_USAGE
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
 
@@ -23,6 +24,8 @@ def test_create_makes_one_subaccount_labelled_as_ours_and_writes_its_guid(
     assert sub["state"] == "OK"
     assert sub["displayName"] == "Team A"
     assert sub["labels"] == {"cost-center": ["4711"], **OURS}
+    # no directory, no production flag: in the global account, with BTP's default
+    assert (sub["parentGUID"], sub["usedForProduction"]) == (btp.global_account, "UNSET")
     assert run.outputs == {"subaccount-guid": sub["guid"], "subdomain": "team-a"}
     assert (run.outputs_dir / "subaccount-guid").read_text() == sub["guid"]
     assert run.stdout == ""
@@ -298,3 +301,128 @@ def test_a_step_parameter_that_names_another_step_is_refused(steps: Steps, btp: 
 
     assert run.code == EXIT_PERMANENT
     assert btp.requests == []
+
+
+# --- the directory and the production flag -----------------------------------------------
+
+DIRECTORY = "5b0f6a1e-2c3d-4e5f-8a9b-0c1d2e3f4a5b"
+OTHER_DIRECTORY = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
+
+
+def test_create_puts_the_subaccount_in_the_directory_with_the_production_flag(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    run = steps.run("create-subaccount", parent_directory=DIRECTORY, used_for_production="true")
+
+    assert run.code == EXIT_OK, run.stderr
+    [sub] = btp.subaccounts_with("team-a")
+    assert sub["parentGUID"] == DIRECTORY
+    assert sub["usedForProduction"] == "USED_FOR_PRODUCTION"
+    assert btp.count("PATCH", r"^/accounts/v1/subaccounts/") == 0  # the create carried it
+
+
+def _ours_in(btp: FakeBtp, *, parent: str | None = None, flag: str = "UNSET") -> str:
+    """Our subaccount, in ``parent`` (default: the global account) with that flag; its guid."""
+    guid = str(btp.add_subaccount(subdomain="team-a", labels=OURS)["guid"])
+    btp.subaccounts[guid].update(
+        parentGUID=parent or btp.global_account, usedForProduction=flag, displayName="Renamed"
+    )
+    return guid
+
+
+@pytest.mark.parametrize(
+    ("before", "flag", "after"),
+    [
+        ("UNSET", "true", "USED_FOR_PRODUCTION"),
+        ("USED_FOR_PRODUCTION", "false", "NOT_USED_FOR_PRODUCTION"),
+        ("NOT_USED_FOR_PRODUCTION", "true", "USED_FOR_PRODUCTION"),
+    ],
+    ids=["unset-to-production", "production-to-not", "not-to-production"],
+)
+def test_an_adopted_subaccount_gets_the_production_flag_and_keeps_the_rest(
+    steps: Steps, btp: FakeBtp, before: str, flag: str, after: str
+) -> None:
+    guid = _ours_in(btp, parent=DIRECTORY, flag=before)
+
+    first = steps.run("create-subaccount", parent_directory=DIRECTORY, used_for_production=flag)
+    second = steps.run("create-subaccount", parent_directory=DIRECTORY, used_for_production=flag)
+
+    assert (first.code, second.code) == (EXIT_OK, EXIT_OK), first.stderr
+    [sub] = btp.subaccounts_with("team-a")
+    assert sub["guid"] == guid
+    assert sub["usedForProduction"] == after
+    assert (sub["displayName"], sub["labels"]) == ("Renamed", OURS)  # only the flag changed
+    assert btp.count("PATCH", rf"^/accounts/v1/subaccounts/{guid}$") == 1  # once, not twice
+    [update] = [line for line in first.lines if line["action"] == "subaccount-update"]
+    assert (update["was"], update["used_for_production"]) == (before, after)
+    assert "subaccount-update" not in second.actions
+    assert btp.creates["team-a"] == 0
+
+
+@pytest.mark.parametrize("flag", ["USED_FOR_PRODUCTION", "NOT_USED_FOR_PRODUCTION", "UNSET"])
+def test_without_a_flag_in_the_spec_the_subaccounts_own_is_left_alone(
+    steps: Steps, btp: FakeBtp, flag: str
+) -> None:
+    _ours_in(btp, flag=flag)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert btp.subaccounts_with("team-a")[0]["usedForProduction"] == flag
+    assert btp.count("PATCH", r"^/accounts/v1/subaccounts/") == 0
+
+
+def test_without_a_directory_in_the_spec_a_subaccount_in_any_directory_is_adopted(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    guid = _ours_in(btp, parent=OTHER_DIRECTORY)
+
+    run = steps.run("create-subaccount")
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs["subaccount-guid"] == guid
+
+
+@pytest.mark.parametrize(
+    ("parent", "where", "or_else"),
+    [
+        (OTHER_DIRECTORY, "in directory", f"or set parentDirectory to {OTHER_DIRECTORY}"),
+        (None, "in the global account", "or remove parentDirectory"),
+    ],
+    ids=["another-directory", "the-global-account"],
+)
+def test_a_subaccount_in_another_directory_is_refused_for_good_never_moved(
+    steps: Steps, btp: FakeBtp, parent: str | None, where: str, or_else: str
+) -> None:
+    guid = _ours_in(btp, parent=parent)
+    actual = parent or btp.global_account
+
+    run = steps.run("create-subaccount", parent_directory=DIRECTORY, used_for_production="true")
+
+    assert run.code == EXIT_PERMANENT
+    assert run.lines[-1]["reason"] == "ParentDirectoryDiffers"
+    message = run.last_message
+    assert guid in message
+    assert f"{where} {actual}, not in directory {DIRECTORY}" in message
+    assert "spec.subaccount.parentDirectory" in message
+    assert message.endswith(or_else)
+    # nothing was moved, changed, created or deleted
+    [sub] = btp.subaccounts_with("team-a")
+    assert (sub["guid"], sub["parentGUID"], sub["usedForProduction"]) == (guid, actual, "UNSET")
+    assert [r.method for r in btp.requests if r.method != "GET" and r.path != "/oauth/token"] == []
+
+
+def test_a_directory_guid_is_compared_regardless_of_case(steps: Steps, btp: FakeBtp) -> None:
+    guid = _ours_in(btp, parent=DIRECTORY)
+
+    run = steps.run("create-subaccount", parent_directory=DIRECTORY.upper())
+
+    assert run.code == EXIT_OK, run.stderr
+    assert run.outputs["subaccount-guid"] == guid
+
+
+def test_a_production_flag_other_than_true_or_false_is_a_usage_error(steps: Steps) -> None:
+    run = steps.run("create-subaccount", used_for_production="USED_FOR_PRODUCTION")
+
+    assert run.code == EXIT_USAGE
+    assert "--used-for-production" in run.stderr

@@ -8,13 +8,19 @@ outside a pod, where it does not exist, nothing is written.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from orchestrator.logs import register_secret
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
 from orchestrator.stepcommands.outputs import termination_message
+from orchestrator.steps import EXIT_TERMINATED
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
+from tests.support.processes import REPO, wait_for
 
 
 def test_a_failed_step_writes_its_reason_on_one_line(
@@ -59,3 +65,40 @@ def test_the_message_is_bounded_and_masks_known_secrets() -> None:
     assert len(said) == 1000
     assert said.startswith("Reason: xxx")
     assert "s3cr3t" not in termination_message("R", "token s3cr3t-value-for-the-message")
+
+
+def test_a_step_stopped_by_sigterm_says_what_it_was_waiting_for(
+    steps: Steps, btp: FakeBtp, tmp_path: Path
+) -> None:
+    """Argo stops a step past the workflow's deadline with SIGTERM (so does a pod deletion):
+    the step ends at once with 143, as a runtime reports it, and its reason names what
+    it was waiting for."""
+    log = tmp_path / "termination-log"
+    log.touch()
+    btp.stuck.add("team-a")  # BTP never finishes creating it
+    argv, env, _ = steps.command(
+        "create-subaccount",
+        env={"ORCHESTRATOR_STEP_TERMINATION_LOG": str(log), "ORCHESTRATOR_STEP_POLL_SECONDS": "1"},
+    )
+    process = subprocess.Popen(
+        argv, env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: btp.creates["team-a"] == 1, seconds=30, what="the create request")
+        time.sleep(0.5)  # into the wait for CREATING to end
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+
+    assert process.returncode == EXIT_TERMINATED, stderr
+    written = log.read_text()
+    assert written.startswith("Terminated: stopped by SIGTERM"), written
+    assert "while waiting for subaccount" in written, stderr
+    last = json.loads(stderr.splitlines()[-1])
+    assert (last["action"], last["exit_code"], last["reason"]) == (
+        "finish",
+        EXIT_TERMINATED,
+        "Terminated",
+    )
+    assert btp.client_secret not in stderr

@@ -135,6 +135,22 @@ SUBACCOUNT: dict[str, Any] = {
         ),
         pytest.param(
             "POST",
+            SUBACCOUNTS,
+            [],
+            {**CREATE, "usedForProduction": "UNSET"},
+            "createSubaccount: body: usedForProduction: 'UNSET' is not one of",
+            id="unset-is-only-an-answer",
+        ),
+        pytest.param(
+            "PATCH",
+            f"{SUBACCOUNTS}/g",
+            [],
+            {"usedForProduction": "USED_FOR_PRODUCTION"},
+            "updateSubaccount: body: <root>: 'displayName' is a required property",
+            id="update-without-display-name",
+        ),
+        pytest.param(
+            "POST",
             "/v1/platforms",
             [],
             {"name": "p", "type": "cloudfoundry"},
@@ -162,6 +178,20 @@ def test_a_request_that_breaks_the_documents_is_reported_with_the_reason(
     [
         pytest.param("GET", SUBACCOUNTS, [], None, id="list"),
         pytest.param("POST", SUBACCOUNTS, [], {**CREATE, "labels": {"a": ["b"]}}, id="create"),
+        pytest.param(
+            "POST",
+            SUBACCOUNTS,
+            [],
+            {**CREATE, "parentGUID": "d", "usedForProduction": "NOT_USED_FOR_PRODUCTION"},
+            id="create-in-a-directory-with-the-flag",
+        ),
+        pytest.param(
+            "PATCH",
+            f"{SUBACCOUNTS}/g",
+            [],
+            {"displayName": "Team A", "usedForProduction": "USED_FOR_PRODUCTION"},
+            id="update-the-flag",
+        ),
         pytest.param("DELETE", f"{SUBACCOUNTS}/g", [("forceDelete", "true")], None, id="delete"),
         pytest.param("POST", f"{SUBACCOUNTS}/g/serviceManagementBinding", [], None, id="bind"),
         pytest.param("GET", "/v1/platforms", [("fieldQuery", "name eq 'x'")], None, id="find"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,36 @@ BAD = [
         "spec.argo.maxConcurrent: unknown field",
         id="cluster-field-in-wrong-place",
     ),
+    pytest.param(
+        [("o.yaml", onboarding(**{"region: eu10": "region: eu10\n    parentDirectory: team-a"}))],
+        "o.yaml: document 1 (Onboarding team-a): spec.subaccount.parentDirectory: 'team-a' is not"
+        " a BTP GUID: 8-4-4-4-12 hexadecimal digits",
+        id="parent-directory-not-a-guid",
+    ),
+    pytest.param(
+        [
+            (
+                "o.yaml",
+                onboarding(
+                    **{"region: eu10": "region: eu10\n    usedForProduction: USED_FOR_PRODUCTION"}
+                ),
+            )
+        ],
+        "o.yaml: document 1 (Onboarding team-a): spec.subaccount.usedForProduction:"
+        " 'USED_FOR_PRODUCTION' is not true or false: true marks the subaccount"
+        " USED_FOR_PRODUCTION in BTP, false NOT_USED_FOR_PRODUCTION",
+        id="used-for-production-in-saps-spelling",
+    ),
+    pytest.param(
+        [("o.yaml", onboarding(**{"region: eu10": "region: eu10\n    usedForProduction: 1"}))],
+        "spec.subaccount.usedForProduction: 1 is not true or false",
+        id="used-for-production-a-number",
+    ),
+    pytest.param(
+        [("o.yaml", onboarding(**{"region: eu10": 'region: eu10\n    usedForProduction: "true"'}))],
+        "spec.subaccount.usedForProduction: 'true' is not true or false",
+        id="used-for-production-a-string",
+    ),
 ]
 
 
@@ -248,6 +279,69 @@ def test_defaults() -> None:
     assert state.clusters["local-a"].spec.max_concurrent == 10
 
 
+DIRECTORY = "5B0F6A1E-2C3D-4E5F-8A9B-0C1D2E3F4A5B"
+
+
+@pytest.mark.parametrize(
+    ("lines", "directory", "production"),
+    [
+        ("", None, None),
+        (f"    parentDirectory: {DIRECTORY}\n", DIRECTORY.lower(), None),
+        ("    usedForProduction: true\n", None, True),
+        ("    usedForProduction: false\n", None, False),
+        ("    usedForProduction: null\n", None, None),
+    ],
+    ids=["neither", "directory", "production", "not-production", "null"],
+)
+def test_the_subaccounts_directory_and_production_flag_are_optional(
+    lines: str, directory: str | None, production: bool | None
+) -> None:
+    text = onboarding(**{"    region: eu10\n": "    region: eu10\n" + lines})
+
+    state = load_documents([("c.yaml", CLUSTER), ("o.yaml", text)])
+    subaccount = state.onboardings["team-a"].spec.subaccount
+
+    assert subaccount.parent_directory == directory  # in lower case, as BTP writes GUIDs
+    assert subaccount.used_for_production is production
+
+
+def test_a_spec_without_the_newer_fields_dumps_and_fingerprints_as_before() -> None:
+    """An upgraded daemon finds every stored spec unchanged: no tenant is updated for it."""
+    spec = load_documents([("c.yaml", CLUSTER), ("o.yaml", ONBOARDING)]).onboardings["team-a"].spec
+    before = {
+        "cluster": "local-a",
+        "namespace": "team-a",
+        "subaccount": {
+            "displayName": "Team A",
+            "subdomain": "team-a-dev",
+            "region": "eu10",
+            "admins": ["ops@example.com"],
+            "labels": {},
+            "globalAccount": None,
+        },
+        "platform": {"name": "team-a-k8s"},
+        "proxyChart": {
+            "repo": "https://charts.example.com",
+            "name": "proxy",
+            "version": "1.2.3",
+            "values": {},
+        },
+        "deletionPolicy": "Delete",
+    }
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+
+    assert spec.model_dump(mode="json", by_alias=True) == {**before, "suspend": False}
+    assert spec.fingerprint() == digest
+    with_both = onboarding(
+        **{"region: eu10": f"region: eu10\n    parentDirectory: {DIRECTORY}\n"
+           "    usedForProduction: false"}
+    )  # fmt: skip
+    other = load_documents([("c.yaml", CLUSTER), ("o.yaml", with_both)]).onboardings["team-a"]
+    dumped = other.spec.model_dump(mode="json", by_alias=True)["subaccount"]
+    assert (dumped["parentDirectory"], dumped["usedForProduction"]) == (DIRECTORY.lower(), False)
+    assert other.spec.fingerprint() != digest
+
+
 def test_the_fingerprint_ignores_suspend_but_not_the_chart() -> None:
     base = load_documents([("c.yaml", CLUSTER), ("o.yaml", ONBOARDING)]).onboardings["team-a"]
     suspended = load_documents(
@@ -268,6 +362,14 @@ def test_the_json_schema_accepts_the_examples_and_rejects_unknown_fields() -> No
 
     for text in (CLUSTER, ONBOARDING, GLOBAL_ACCOUNT):
         validator.validate(yaml.safe_load(text))
+    placed = onboarding(
+        **{"region: eu10": f"region: eu10\n    parentDirectory: {DIRECTORY}\n"
+           "    usedForProduction: true"}
+    )  # fmt: skip
+    validator.validate(yaml.safe_load(placed))
+    for wrong in ("parentDirectory: team-a", "usedForProduction: USED_FOR_PRODUCTION"):
+        text = onboarding(**{"region: eu10": f"region: eu10\n    {wrong}"})
+        assert not validator.is_valid(yaml.safe_load(text)), wrong
     bad = yaml.safe_load(onboarding(**{"  namespace: team-a": "  namespace: team-a\n  x: 1"}))
     assert not validator.is_valid(bad)
     assert json.dumps(schema)  # serialisable for editors

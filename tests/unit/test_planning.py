@@ -247,6 +247,14 @@ RESUBDOMAINED = OnboardingSpec.model_validate(
      "subaccount": {"displayName": "A", "subdomain": "team-a2", "region": "eu10"}}
 )  # fmt: skip
 RENAMESPACED = SPEC.model_copy(update={"namespace": "team-a2"})
+#: not a field naming the subaccount (it is found by subdomain and region): an edit is an
+#: update, and the step refuses (never moves) a subaccount that is in another directory
+REPLACED = OnboardingSpec.model_validate(
+    {**SPEC.model_dump(by_alias=True),
+     "subaccount": {"displayName": "A", "subdomain": "team-a", "region": "eu10",
+                    "parentDirectory": "5b0f6a1e-2c3d-4e5f-8a9b-0c1d2e3f4a5b",
+                    "usedForProduction": True}}
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -269,6 +277,8 @@ RENAMESPACED = SPEC.model_copy(update={"namespace": "team-a2"})
                      RESUBDOMAINED, "spec.subaccount.subdomain", id="cleanup-failed-subdomain"),
         pytest.param(record(State.READY, inventory=["create-subaccount"]), CHANGED, None,
                      id="ready-mutable-field"),
+        pytest.param(record(State.READY, inventory=["create-subaccount"]), REPLACED, None,
+                     id="ready-directory-and-production-flag"),
         pytest.param(record(State.PENDING), MOVED, None, id="pending-nothing-exists"),
         pytest.param(record(State.FAILED), RESUBDOMAINED, None, id="failed-rolled-back"),
         pytest.param(record(State.DELETED), MOVED, None, id="deleted"),

@@ -149,3 +149,56 @@ def test_each_step_writes_its_outputs_to_a_writable_tmp(step: Step) -> None:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
         assert "emptyDir" in volumes[mount["name"]]
+
+
+PLACED = OnboardingSpec.model_validate(
+    {
+        **SPEC.model_dump(by_alias=True),
+        "subaccount": {
+            "displayName": "Team A",
+            "subdomain": "team-a",
+            "region": "eu10",
+            "parentDirectory": "5B0F6A1E-2C3D-4E5F-8A9B-0C1D2E3F4A5B",
+            "usedForProduction": False,
+        },
+    }
+)
+
+
+def _create_subaccount_args(values: dict[str, str]) -> Any:
+    spec = _by_step()[Step.CREATE_SUBACCOUNT]["spec"]
+    entry = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
+    args = [
+        re.sub(r"\{\{inputs\.parameters\.([a-z-]+)\}\}", lambda m: values[m.group(1)], arg)
+        for arg in entry["container"]["args"]
+    ]
+    return build_parser().parse_args([Step.CREATE_SUBACCOUNT.value, *args])
+
+
+@pytest.mark.parametrize(
+    ("spec", "directory", "production"),
+    [
+        pytest.param(SPEC, "", "", id="neither"),
+        pytest.param(PLACED, "5b0f6a1e-2c3d-4e5f-8a9b-0c1d2e3f4a5b", "false", id="both"),
+    ],
+)
+def test_create_subaccount_gets_the_directory_and_the_production_flag(
+    spec: OnboardingSpec, directory: str, production: str
+) -> None:
+    values = step_parameters(onboarding="team-a", spec=spec, step=Step.CREATE_SUBACCOUNT)
+
+    assert (values["parent-directory"], values["used-for-production"]) == (directory, production)
+    parsed = _create_subaccount_args(values)
+    assert (parsed.parent_directory, parsed.used_for_production) == (directory, production)
+
+
+def test_a_workflow_submitted_without_the_newer_parameters_runs_with_their_defaults() -> None:
+    """A daemon of the version before sends neither: the template's defaults stand in."""
+    spec = _by_step()[Step.CREATE_SUBACCOUNT]["spec"]
+    defaults = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+    sent = step_parameters(onboarding="team-a", spec=SPEC, step=Step.CREATE_SUBACCOUNT)
+    older = {k: v for k, v in sent.items() if k not in ("parent-directory", "used-for-production")}
+
+    parsed = _create_subaccount_args({**defaults, **older})
+
+    assert (parsed.parent_directory, parsed.used_for_production) == ("", "")
