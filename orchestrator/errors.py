@@ -84,6 +84,10 @@ class Conflict(OrchestratorError):
     reason = "Conflict"
 
 
+class ChangedMeanwhile(Conflict):
+    """The record was saved by someone else since it was read (its version moved on)."""
+
+
 class NotLeading(OrchestratorError):
     """This replica does not lead (any more): it must not act. Raised before a call to a
     cluster when the lease was not renewed in time, and by the store when a write names

@@ -11,11 +11,12 @@ import asyncio
 import builtins
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
-from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
+from orchestrator.errors import ChangedMeanwhile, ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.loading import denied_namespace, resource_keys
 from orchestrator.machine import OnboardingMachine
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
@@ -213,6 +214,15 @@ class Service:
         return document is not None and document.spec.suspend
 
     async def upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
+        return await _again_if_changed(lambda: self._upsert(document))
+
+    async def delete(self, name: str) -> OnboardingView:
+        return await _again_if_changed(lambda: self._delete(name))
+
+    async def act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
+        return await _again_if_changed(lambda: self._act(name, action, by=by))
+
+    async def _upsert(self, document: Onboarding) -> tuple[OnboardingView, bool, bool]:
         await self.desired.loaded.wait()  # a change is checked against the files
         name = document.metadata.name
         if (where := self._declared_in_file(name)) is not None:
@@ -274,7 +284,7 @@ class Service:
         self.wake(cluster)
         return self.view(saved), False, True
 
-    async def delete(self, name: str) -> OnboardingView:
+    async def _delete(self, name: str) -> OnboardingView:
         await self.desired.loaded.wait()  # a change is checked against the files
         record = self._record(name)
         if (where := self._declared_in_file(name)) is not None or record.source == Source.FILE:
@@ -302,7 +312,7 @@ class Service:
         self.wake(record.cluster)
         return self.view(saved)
 
-    async def act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
+    async def _act(self, name: str, action: Action, *, by: str | None = None) -> OnboardingView:
         await self.desired.loaded.wait()  # a change is checked against the files
         record = self._record(name)
         if action == "reconcile":
@@ -375,3 +385,20 @@ def _entry(
     return TransitionRecord(
         onboarding=name, from_state=source, to_state=dest, trigger=trigger, reason=reason, at=at
     )
+
+
+T = TypeVar("T")
+#: how often an API write that lost a race with the daemon's own save reads again
+CHANGED_TRIES = 5
+
+
+async def _again_if_changed(write: Callable[[], Awaitable[T]]) -> T:
+    """An API write races the daemon, which saves the same record as it works: the loser
+    of the compare-and-set reads again and decides anew on the latest state (the caller
+    named no version, so that is the state they act on) rather than answering 409."""
+    for _ in range(CHANGED_TRIES - 1):
+        try:
+            return await write()
+        except ChangedMeanwhile:
+            await asyncio.sleep(0)
+    return await write()
