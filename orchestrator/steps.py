@@ -23,6 +23,26 @@ class Step(StrEnum):
         return f"orchestrator-{self.value}"
 
 
+class OperatorStep(StrEnum):
+    """The steps of the ``btp-service-operator`` profile (issue 15), which the state machine
+    does not run yet: a pipeline names their templates. In order, after create-subaccount:
+    create-operator-access (compensation delete-operator-access), then install-operator
+    (compensation uninstall-operator); compensations run in reverse."""
+
+    CREATE_OPERATOR_ACCESS = "create-operator-access"
+    INSTALL_OPERATOR = "install-operator"
+    UNINSTALL_OPERATOR = "uninstall-operator"
+    DELETE_OPERATOR_ACCESS = "delete-operator-access"
+
+    @property
+    def template(self) -> str:
+        """Name of the WorkflowTemplate that runs this step."""
+        return f"orchestrator-{self.value}"
+
+
+#: every command the step image runs, each with its template ``orchestrator-<command>``
+STEP_COMMANDS: tuple[str, ...] = (*(s.value for s in Step), *(s.value for s in OperatorStep))
+
 #: Exit codes of the step commands: the contract between a step's pod and the daemon.
 EXIT_OK = 0
 EXIT_PERMANENT = 1

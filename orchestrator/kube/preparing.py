@@ -12,11 +12,15 @@ changes nothing and says so. It ensures
 - in the target namespace, a Role for this onboarding with what the steps need
   there and nothing more (Secrets, and what ``helm upgrade --install`` of a
   proxy chart touches), bound to that ServiceAccount; nothing cluster-wide;
+- in each of ``secret_namespaces`` (the SAP BTP Service Operator's namespace,
+  where create-operator-access writes the operator's access Secret and helm
+  keeps the operator release's records), the namespace if missing and a Role
+  for this onboarding with Secrets only, bound the same way;
 - the BTP credentials Secret the step templates read through ``secretKeyRef``,
   created or updated when its data differs; its data is never logged or put
   into a result.
 
-``release_target`` removes this onboarding's RoleBinding and Role, and the
+``release_target`` removes this onboarding's RoleBindings and Roles, and each
 namespace only when we created it and no other onboarding of ours still has a
 Role in it. It never touches anything it did not create.
 """
@@ -24,7 +28,7 @@ Role in it. It never touches anything it did not create.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,6 +60,12 @@ STEP_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": _READ},
     {"apiGroups": [""], "resources": ["pods", "events"], "verbs": _READ},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": _READ},
+]
+
+#: What the step pods may do in a namespace besides the target where a step keeps Secrets:
+#: the SAP BTP Service Operator's (the access Secret, helm's records of the operator release).
+SECRET_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": _ALL},
 ]
 
 #: What Argo's executor needs in the Argo namespace to report a step's outputs.
@@ -119,6 +129,7 @@ async def prepare_target(
     daemon: str,
     btp_secret: Mapping[str, str] | None,
     btp_secret_name: str = BTP_SECRET_NAME,
+    secret_namespaces: Sequence[str] = (),
 ) -> Preparation:
     """Ensure what the steps of ``onboarding`` need on the cluster of ``access``."""
     ours = {LABEL_MANAGED_BY: daemon}
@@ -156,16 +167,20 @@ async def prepare_target(
             subject=(argo_namespace, step_service_account),
         )
     )
-    changes.extend(
-        await _ensure_role_and_binding(
-            access,
-            namespace,
-            step_role_name(step_service_account, onboarding),
-            rules=STEP_RULES,
-            labels=mine,
-            subject=(argo_namespace, step_service_account),
+    others = [n for n in dict.fromkeys(secret_namespaces) if n != namespace]
+    for other in others:
+        changes.append((await _ensure_namespace(access, other, labels=ours))[0])
+    for where, rules in [(namespace, STEP_RULES), *((other, SECRET_RULES) for other in others)]:
+        changes.extend(
+            await _ensure_role_and_binding(
+                access,
+                where,
+                step_role_name(step_service_account, onboarding),
+                rules=rules,
+                labels=mine,
+                subject=(argo_namespace, step_service_account),
+            )
         )
-    )
     if btp_secret is not None:
         changes.append(
             await _ensure_secret(
@@ -182,9 +197,23 @@ async def release_target(
     namespace: str,
     step_service_account: str,
     daemon: str,
+    secret_namespaces: Sequence[str] = (),
 ) -> Release:
     """Remove what ``prepare_target`` created for ``onboarding``, and nothing else."""
     name = step_role_name(step_service_account, onboarding)
+    changes: list[Change] = []
+    for where in [namespace, *(n for n in dict.fromkeys(secret_namespaces) if n != namespace)]:
+        changes.extend(
+            await _release_role(access, where, name, onboarding=onboarding, daemon=daemon)
+        )
+        changes.append(await _release_namespace(access, where, daemon=daemon))
+    return Release(namespace=namespace, changes=tuple(changes))
+
+
+async def _release_role(
+    access: KubeAccess, namespace: str, name: str, *, onboarding: str, daemon: str
+) -> list[Change]:
+    """This onboarding's RoleBinding and Role in ``namespace``, deleted if they are ours."""
     changes: list[Change] = []
     # The binding first: a Role without it grants nothing, the reverse would dangle.
     for kind, read, delete in (
@@ -216,8 +245,7 @@ async def release_target(
                 delete=delete,
             )
         )
-    changes.append(await _release_namespace(access, namespace, daemon=daemon))
-    return Release(namespace=namespace, changes=tuple(changes))
+    return changes
 
 
 # --- namespace ------------------------------------------------------------------
@@ -497,6 +525,7 @@ class ClusterTargets:
         onboarding: str,
         namespace: str,
         btp_secret: Mapping[str, str] | None,
+        secret_namespaces: Sequence[str] = (),
     ) -> list[str]:
         """Lines for the log, one per object created or updated (none when all was in place)."""
         prepared = await prepare_target(
@@ -508,10 +537,18 @@ class ClusterTargets:
             daemon=self.daemon,
             btp_secret=btp_secret,
             btp_secret_name=self.btp_secret_name,
+            secret_namespaces=secret_namespaces,
         )
         return [str(c) for c in prepared.changes if c.action in ("created", "updated")]
 
-    async def release(self, cluster: Cluster, *, onboarding: str, namespace: str) -> list[str]:
+    async def release(
+        self,
+        cluster: Cluster,
+        *,
+        onboarding: str,
+        namespace: str,
+        secret_namespaces: Sequence[str] = (),
+    ) -> list[str]:
         """Lines for the log, one per object deleted or deliberately kept."""
         released = await release_target(
             self.accesses.get(cluster),
@@ -519,5 +556,6 @@ class ClusterTargets:
             namespace=namespace,
             step_service_account=cluster.spec.argo.service_account,
             daemon=self.daemon,
+            secret_namespaces=secret_namespaces,
         )
         return [str(c) for c in released.changes if c.action in ("deleted", "kept")]

@@ -40,6 +40,7 @@ from orchestrator.btp import Deadline
 from orchestrator.errors import OrchestratorError, PermanentError, TemporaryError
 from orchestrator.stepcommands import accounts
 from orchestrator.stepcommands.context import DEFAULT_OUTPUTS_DIR, StepContext, log, setting
+from orchestrator.stepcommands.helm import Chart
 from orchestrator.stepcommands.outputs import write_termination_message
 from orchestrator.steps import (
     EXIT_BUG,
@@ -47,8 +48,15 @@ from orchestrator.steps import (
     EXIT_PERMANENT,
     EXIT_TERMINATED,
     EXIT_TRANSIENT,
+    OperatorStep,
     Step,
 )
+
+#: the SAP BTP Service Operator's defaults (as its README installs it; see stepcommands.operator)
+OPERATOR_NAMESPACE = "sap-btp-operator"
+OPERATOR_RELEASE = "sap-btp-operator"
+CHART_REPO = "https://sap.github.io/sap-btp-service-operator"
+CHART_NAME = "sap-btp-operator"
 
 Handler = Callable[[StepContext, argparse.Namespace], None]
 
@@ -136,20 +144,23 @@ def _unregister_platform(ctx: StepContext, args: argparse.Namespace) -> None:
     )
 
 
-def _install_proxy(ctx: StepContext, args: argparse.Namespace) -> None:
-    from orchestrator.stepcommands import proxy  # imports the kubernetes client: slow
-
-    chart = proxy.Chart(
+def _chart(args: argparse.Namespace) -> Chart:
+    return Chart(
         repo=args.chart_repo,
         name=args.chart_name,
         version=args.chart_version,
         values=_json(dict, "--chart-values")(args.chart_values),
     )
+
+
+def _install_proxy(ctx: StepContext, args: argparse.Namespace) -> None:
+    from orchestrator.stepcommands import proxy  # imports the kubernetes client: slow
+
     proxy.install_proxy(
         ctx,
         namespace=args.namespace,
         release=args.release or args.chart_name,
-        chart=chart,
+        chart=_chart(args),
         secret_name=_secret_name(args),
         timeout_seconds=args.helm_timeout_seconds,
     )
@@ -166,6 +177,52 @@ def _uninstall_proxy(ctx: StepContext, args: argparse.Namespace) -> None:
     )
 
 
+def _operator_access(args: argparse.Namespace) -> dict[str, str]:
+    from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
+
+    return {
+        "subdomain": args.subdomain,
+        "region": args.region,
+        "operator_namespace": args.operator_namespace,
+        "secret_name": args.secret_name or operator.access_secret_name(args.namespace),
+    }
+
+
+def _create_operator_access(ctx: StepContext, args: argparse.Namespace) -> None:
+    from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
+
+    operator.create_operator_access(ctx, **_operator_access(args))
+
+
+def _delete_operator_access(ctx: StepContext, args: argparse.Namespace) -> None:
+    from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
+
+    operator.delete_operator_access(ctx, **_operator_access(args))
+
+
+def _install_operator(ctx: StepContext, args: argparse.Namespace) -> None:
+    from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
+
+    operator.install_operator(
+        ctx,
+        namespace=args.operator_namespace,
+        release=args.release,
+        chart=_chart(args),
+        timeout_seconds=args.helm_timeout_seconds,
+    )
+
+
+def _uninstall_operator(ctx: StepContext, args: argparse.Namespace) -> None:
+    from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
+
+    operator.uninstall_operator(
+        ctx,
+        namespace=args.operator_namespace,
+        release=args.release,
+        timeout_seconds=args.helm_timeout_seconds,
+    )
+
+
 # --- parsing ---------------------------------------------------------------------------
 
 
@@ -177,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="STEP")
 
-    def command(step: Step, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def command(
+        step: Step | OperatorStep, handler: Handler, help_text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(step.value, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         sub.add_argument("--step", default=step.value, help="the step (from the workflow)")
@@ -241,6 +300,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(Step.UNINSTALL_PROXY, _uninstall_proxy, "helm uninstall the proxy release.")
     chart(sub)
+
+    def operator_access(sub: argparse.ArgumentParser) -> None:
+        btp_subaccount(sub)
+        sub.add_argument("--namespace", required=True, help="the tenant namespace")
+        operator_namespace(sub)
+        sub.add_argument(
+            "--secret-name",
+            default="",
+            help="the Secret the operator reads the access from"
+            " (default: <namespace>-sap-btp-service-operator)",
+        )
+
+    def operator_namespace(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--operator-namespace",
+            default=OPERATOR_NAMESPACE,
+            help=f"the operator's (management) namespace (default: {OPERATOR_NAMESPACE})",
+        )
+
+    def operator_release(sub: argparse.ArgumentParser) -> None:
+        operator_namespace(sub)
+        sub.add_argument("--release", default=OPERATOR_RELEASE, help="helm release name")
+        sub.add_argument("--helm-timeout-seconds", type=float, default=300.0)
+
+    sub = command(
+        OperatorStep.CREATE_OPERATOR_ACCESS,
+        _create_operator_access,
+        "Service Manager access for the SAP BTP Service Operator, into its Secret.",
+    )
+    operator_access(sub)
+    sub = command(
+        OperatorStep.DELETE_OPERATOR_ACCESS,
+        _delete_operator_access,
+        "Delete the operator's access: its bindings, instance and Secret.",
+    )
+    operator_access(sub)
+    sub = command(
+        OperatorStep.INSTALL_OPERATOR,
+        _install_operator,
+        "helm upgrade --install the SAP BTP Service Operator's chart.",
+    )
+    operator_release(sub)
+    sub.add_argument("--chart-repo", default=CHART_REPO)
+    sub.add_argument("--chart-name", default=CHART_NAME)
+    sub.add_argument("--chart-version", required=True)
+    sub.add_argument("--chart-values", default="{}", help="JSON object (never secrets)")
+    sub = command(
+        OperatorStep.UNINSTALL_OPERATOR,
+        _uninstall_operator,
+        "helm uninstall the operator, unless other onboardings still use it.",
+    )
+    operator_release(sub)
     return parser
 
 

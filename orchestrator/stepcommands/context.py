@@ -23,6 +23,7 @@ from orchestrator.btp import (
     RetryPolicy,
     ServiceManager,
 )
+from orchestrator.btp.accounts import Subaccount
 from orchestrator.btp.errors import BtpConflict, BtpUnavailable
 from orchestrator.errors import PermanentError, TemporaryError
 
@@ -231,3 +232,18 @@ class StepContext:
 
     def our_labels(self) -> dict[str, list[str]]:
         return {ONBOARDING_LABEL: [self.onboarding], MANAGED_BY_LABEL: [MANAGED_BY]}
+
+    def kube_labels(self) -> dict[str, str]:
+        """The same labels as Kubernetes takes them, for what a step creates on the cluster."""
+        return {ONBOARDING_LABEL: self.onboarding, MANAGED_BY_LABEL: MANAGED_BY}
+
+    def our_subaccount(self, subdomain: str, *, region: str) -> Subaccount:
+        """The onboarding's subaccount, which create-subaccount made; else a permanent error."""
+        subaccount = self.accounts().find_by_subdomain(subdomain, region=region)
+        if subaccount is None or not self.ours(subaccount.get("labels")):
+            raise PermanentError(
+                f"no subaccount of this onboarding with subdomain {subdomain!r} in {region}; "
+                "create-subaccount must succeed first",
+                reason="NoSubaccount",
+            )
+        return subaccount

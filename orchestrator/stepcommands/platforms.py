@@ -13,19 +13,13 @@ from __future__ import annotations
 from orchestrator.btp.errors import BtpUnprocessable
 from orchestrator.btp.servicemanager import Platform, PlatformCredentials, ServiceManager
 from orchestrator.errors import PermanentError, TemporaryError
-from orchestrator.redaction import remote_message
 from orchestrator.stepcommands import secrets
 from orchestrator.stepcommands.context import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     ONBOARDING_LABEL,
     StepContext,
 )
+from orchestrator.stepcommands.operations import wait_operation
 from orchestrator.stepcommands.outputs import write_outputs
-
-
-def _k8s_labels(ctx: StepContext) -> dict[str, str]:
-    return {ONBOARDING_LABEL: ctx.onboarding, MANAGED_BY_LABEL: MANAGED_BY}
 
 
 def _not_ours(ctx: StepContext, platform: Platform) -> PermanentError:
@@ -48,15 +42,9 @@ def register_platform(
     region: str,
 ) -> None:
     # The subaccount must be there: the platform is registered in it.
-    subaccount = ctx.accounts().find_by_subdomain(subdomain, region=region)
-    if subaccount is None or not ctx.ours(subaccount.get("labels")):
-        raise PermanentError(
-            f"no subaccount of this onboarding with subdomain {subdomain!r} in {region}; "
-            "create-subaccount must succeed first",
-            reason="NoSubaccount",
-        )
+    subaccount = ctx.our_subaccount(subdomain, region=region)
     guid = str(subaccount["guid"])
-    secrets.ensure_namespace(namespace, labels=_k8s_labels(ctx))
+    secrets.ensure_namespace(namespace, labels=ctx.kube_labels())
     stored = secrets.read_secret(namespace, secret_name)
     sm = ctx.service_manager(guid)
     platform, credentials = _find_or_create(ctx, sm, platform_name, subaccount_guid=guid)
@@ -84,7 +72,7 @@ def register_platform(
                 "sm-url": sm.url,
                 "platform-id": platform_id,
             },
-            labels=_k8s_labels(ctx),
+            labels=ctx.kube_labels(),
         )
         ctx.log(
             f"platform credentials written to the Secret ({written})",
@@ -180,7 +168,14 @@ def unregister_platform(
                 return None
             if operation is not None:
                 ctx.log("platform deletion started", action="platform-delete", operation=operation)
-                ctx.wait_for(f"platform {platform_id} deletion", lambda: _finished(sm, operation))
+                wait_operation(
+                    ctx,
+                    sm,
+                    operation,
+                    what=f"platform {platform_id} deletion",
+                    reason="DeleteFailed",
+                    permanent=False,
+                )
             return True
 
         ctx.wait_for(f"platform {platform_id} to be deletable", deleted)
@@ -197,21 +192,3 @@ def unregister_platform(
             secret=secret_name,
         )
     write_outputs(ctx.outputs_dir, {"platform-deleted": outcome})
-
-
-def _finished(sm: ServiceManager, operation: str) -> bool | None:
-    state = sm.get_operation(operation)
-    if state is None:  # forgotten once done
-        return True
-    if state.get("state") == "succeeded":
-        return True
-    if state.get("state") == "failed":
-        errors = remote_message(
-            "; ".join(
-                str(e.get("description") or e.get("error")) for e in state.get("errors") or []
-            )
-        )
-        raise TemporaryError(
-            f"platform deletion failed: {errors or 'no reason given'}", reason="DeleteFailed"
-        )
-    return None

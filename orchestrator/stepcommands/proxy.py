@@ -1,11 +1,8 @@
-"""install-proxy and uninstall-proxy: the proxy chart through helm.
+"""install-proxy and uninstall-proxy: the proxy chart through helm (``stepcommands.helm``).
 
-``helm upgrade --install`` is idempotent by itself: a second run with the same
-inputs yields the same release (one more revision, no duplicate). The platform
-credentials go to helm in a values file inside a private temporary directory
-(0700, file 0600) that is removed afterwards; they never appear on a command
-line (visible in ``ps``), in a log line or in an output. Helm's own output is
-not logged, since a chart's notes may echo values.
+The platform credentials go to helm in a values file inside a private
+temporary directory (0700, file 0600) that is removed afterwards; they never
+appear on a command line (visible in ``ps``), in a log line or in an output.
 
 The credentials reach the chart as ``sm.user``, ``sm.password`` and
 ``config.sm.url`` (the value names of Service Manager's
@@ -15,143 +12,11 @@ so they cannot override the credentials.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-from orchestrator.errors import PermanentError, TemporaryError
-from orchestrator.redaction import remote_message
-from orchestrator.stepcommands import secrets
+from orchestrator.errors import PermanentError
+from orchestrator.stepcommands import helm, secrets
 from orchestrator.stepcommands.context import StepContext
+from orchestrator.stepcommands.helm import Chart
 from orchestrator.stepcommands.outputs import write_outputs
-
-#: helm failures that running again cannot fix
-PERMANENT = re.compile(
-    r"not found in .* repository|no chart version found|chart .* not found|"
-    r"failed to download|path .* not found|parse error|yaml: |invalid|"
-    r"unable to build kubernetes objects|is forbidden|Unauthorized|no matches for kind",
-    re.IGNORECASE,
-)
-ABSENT = re.compile(r"release: not found", re.IGNORECASE)
-#: a release left pending by a helm that was killed (a step pod past its deadline)
-PENDING = re.compile(
-    r"another operation \(install/upgrade/rollback\) is in progress", re.IGNORECASE
-)
-
-
-@dataclass(frozen=True)
-class Chart:
-    repo: str
-    name: str
-    version: str
-    values: dict[str, Any]
-
-    @property
-    def local(self) -> bool:
-        """A path in the step image, rather than a repository."""
-        return not self.repo.startswith(("oci://", "https://", "http://"))
-
-    def reference(self) -> list[str]:
-        """Helm arguments naming the chart: oci://, an https repository, or a local path."""
-        repo = self.repo.rstrip("/")
-        if repo.startswith("oci://"):
-            return [f"{repo}/{self.name}", "--version", self.version]
-        if not self.local:
-            return [self.name, "--repo", repo, "--version", self.version]
-        local = Path(repo) / self.name
-        return [str(local if local.is_dir() else Path(repo))]
-
-
-def _check_local_version(ctx: StepContext, chart: Chart, *, timeout: float) -> None:
-    """Helm ignores ``--version`` for a local chart and installs whatever it is, so the
-    spec's exact version is checked against the chart's own before anything changes."""
-    if not chart.local:
-        return
-    result = _helm(ctx, ["show", "chart", *chart.reference()], timeout=timeout)
-    if result.returncode != 0:
-        raise _failure("show chart", result)
-    try:
-        found = str((yaml.safe_load(result.stdout) or {}).get("version", ""))
-    except (yaml.YAMLError, AttributeError):
-        found = ""
-    if found != chart.version:
-        raise PermanentError(
-            f"chart {chart.name} at {chart.reference()[0]} is version {found or '(none)'},"
-            f" the onboarding asks for {chart.version}",
-            reason="ChartVersionMismatch",
-        )
-
-
-def helm_binary() -> str:
-    configured = os.environ.get("HELM")
-    found = configured or shutil.which("helm")
-    if not found or not os.access(found, os.X_OK):
-        raise PermanentError(
-            f"helm not found ({'HELM=' + configured if configured else 'not on PATH'})",
-            reason="NoHelm",
-        )
-    return found
-
-
-@contextmanager
-def private_dir() -> Iterator[Path]:
-    """A directory only this user can read, removed with everything in it afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="orchestrator-step-"))
-    try:
-        path.chmod(0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _write_private(path: Path, content: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(content, handle)
-
-
-def _helm(ctx: StepContext, args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [helm_binary(), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=os.environ.copy(),
-        )
-    except subprocess.TimeoutExpired:
-        raise TemporaryError(f"helm {args[0]}: no result after {timeout:g}s") from None
-    except OSError as exc:
-        raise PermanentError(f"helm cannot be run: {exc.strerror}", reason="NoHelm") from None
-
-
-def _failure(action: str, result: subprocess.CompletedProcess[str]) -> Exception:
-    # stderr's last line is helm's error; the credentials were registered for masking,
-    # and a values body that helm or the API server quotes is cut.
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    text = remote_message(lines[-1], limit=400) if lines else f"exit code {result.returncode}"
-    if PERMANENT.search(text):
-        return PermanentError(f"helm {action}: {text}", reason="HelmFailed")
-    return TemporaryError(f"helm {action}: {text}", reason="HelmFailed")
-
-
-def _helm_timeout(ctx: StepContext, wanted: float) -> float:
-    left = ctx.deadline.remaining() - 15
-    if left < 10:
-        raise TemporaryError("too little of the step's deadline left to run helm")
-    return min(wanted, left)
 
 
 def install_proxy(
@@ -170,125 +35,25 @@ def install_proxy(
             "register-platform must succeed first",
             reason="NoCredentials",
         )
-    timeout = _helm_timeout(ctx, timeout_seconds)
-    _check_local_version(ctx, chart, timeout=timeout)
-    with private_dir() as tmp:
-        values, credentials = tmp / "values.json", tmp / "credentials.json"
-        _write_private(values, chart.values)
-        _write_private(
-            credentials,
-            {
-                "sm": {"user": stored["username"], "password": stored["password"]},
-                "config": {"sm": {"url": stored.get("sm-url", "")}},
-            },
-        )
-        args = [
-            "upgrade",
-            "--install",
-            release,
-            *chart.reference(),
-            "--namespace",
-            namespace,
-            "--values",
-            str(values),
-            "--values",
-            str(credentials),
-            "--wait",
-            "--timeout",
-            f"{int(timeout)}s",
-            "--history-max",
-            "5",
-            "--output",
-            "json",
-        ]
-        ctx.log(
-            "installing the proxy chart",
-            action="proxy-install",
-            namespace=namespace,
-            release=release,
-            chart=chart.name,
-            version=chart.version,
-        )
-        result = _helm(ctx, args, timeout=timeout + 30)
-        if result.returncode != 0 and PENDING.search(result.stderr):
-            _recover_pending(ctx, namespace=namespace, release=release, timeout=timeout)
-            result = _helm(ctx, args, timeout=timeout + 30)
-    if result.returncode != 0:
-        raise _failure("upgrade --install", result)
-    try:
-        answer = json.loads(result.stdout)
-        revision = str(answer.get("version", ""))
-        status = str((answer.get("info") or {}).get("status", ""))
-    except (ValueError, AttributeError):
-        revision, status = "", "deployed"
-    write_outputs(ctx.outputs_dir, {"release": release, "revision": revision})
-    ctx.log(
-        "proxy chart installed",
-        action="proxy-ready",
+    helm.install(
+        ctx,
         namespace=namespace,
         release=release,
-        revision=revision,
-        status=status,
+        chart=chart,
+        overrides={
+            "sm": {"user": stored["username"], "password": stored["password"]},
+            "config": {"sm": {"url": stored.get("sm-url", "")}},
+        },
+        timeout_seconds=timeout_seconds,
+        component="proxy",
     )
-
-
-def _recover_pending(ctx: StepContext, *, namespace: str, release: str, timeout: float) -> None:
-    """Undo what a killed helm left pending, once it is older than a helm run could be.
-
-    Steps of one onboarding never run at the same time, so a pending release
-    older than the helm timeout belongs to a run that died: a pending install
-    is uninstalled, a pending upgrade or rollback rolled back.
-    """
-    status = _helm(
-        ctx, ["status", release, "--namespace", namespace, "--output", "json"], timeout=60
-    )
-    if status.returncode != 0:
-        raise _failure("status", status)
-    try:
-        info = json.loads(status.stdout).get("info") or {}  # holds the values: never logged
-        state = str(info.get("status", ""))
-        updated = datetime.fromisoformat(str(info.get("last_deployed")).replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise TemporaryError(f"helm status of {release}: unreadable answer") from None
-    age = (datetime.now(UTC) - updated).total_seconds()
-    if age < timeout:
-        raise TemporaryError(
-            f"release {release} is {state} since {age:.0f}s; waiting for that helm run",
-            reason="HelmBusy",
-        )
-    if state == "pending-install":
-        undo = ["uninstall", release, "--namespace", namespace, "--wait"]
-    else:
-        undo = ["rollback", release, "--namespace", namespace, "--wait"]
-    undo += ["--timeout", f"{int(timeout)}s"]
-    ctx.log(
-        f"release left {state} by an earlier run; {undo[0]} before trying again",
-        action="proxy-recover",
-        namespace=namespace,
-        release=release,
-        state=state,
-        age_seconds=round(age),
-    )
-    result = _helm(ctx, undo, timeout=timeout + 30)
-    if result.returncode != 0:
-        raise _failure(undo[0], result)
 
 
 def uninstall_proxy(
     ctx: StepContext, *, namespace: str, release: str, timeout_seconds: float
 ) -> None:
-    timeout = _helm_timeout(ctx, timeout_seconds)
-    result = _helm(
-        ctx,
-        ["uninstall", release, "--namespace", namespace, "--wait", "--timeout", f"{int(timeout)}s"],
-        timeout=timeout + 30,
-    )
-    if result.returncode == 0:
-        outcome = "uninstalled"
-    elif ABSENT.search(result.stderr):
-        outcome = "absent"
-    else:
-        raise _failure("uninstall", result)
+    timeout = helm.timeout_within_deadline(ctx, timeout_seconds)
+    outcome = helm.uninstall(ctx, namespace=namespace, release=release, timeout=timeout)
     write_outputs(ctx.outputs_dir, {"proxy-uninstalled": outcome})
     ctx.log(
         "proxy release uninstalled" if outcome == "uninstalled" else "no proxy release to remove",

@@ -1,4 +1,5 @@
-"""The platform credentials' Secret in the target namespace, through the Kubernetes API.
+"""The credentials' Secrets the steps write (the platform's in the target namespace, the
+SAP BTP Service Operator's access in its namespace), through the Kubernetes API.
 
 Each call builds its own ``ApiClient`` from the kubeconfig named by
 ``KUBECONFIG`` (its first file), else from the pod's in-cluster
@@ -94,6 +95,26 @@ def read_secret(namespace: str, name: str) -> dict[str, str] | None:
     return data
 
 
+def secret_metadata(namespace: str, name: str) -> client.V1ObjectMeta | None:
+    """The Secret's metadata (labels, annotations), never its data; ``None`` when absent."""
+    secret = _kube(
+        f"read Secret {namespace}/{name}",
+        lambda core: core.read_namespaced_secret(name, namespace),
+        absent_ok=True,
+    )
+    return None if secret is None else secret.metadata
+
+
+def labelled_secrets(namespace: str, selector: str) -> list[client.V1ObjectMeta]:
+    """The metadata of the namespace's Secrets that ``selector`` (a label selector) selects."""
+    found = _kube(
+        f"list Secrets in {namespace}",
+        lambda core: core.list_namespaced_secret(namespace, label_selector=selector),
+    )
+    items = found.items if found is not None else []
+    return [secret.metadata for secret in items if secret.metadata is not None]
+
+
 def ensure_namespace(namespace: str, *, labels: dict[str, str]) -> None:
     """Create the namespace if it is missing.
 
@@ -121,10 +142,19 @@ def ensure_namespace(namespace: str, *, labels: dict[str, str]) -> None:
             raise
 
 
-def write_secret(namespace: str, name: str, data: dict[str, str], *, labels: dict[str, str]) -> str:
+def write_secret(
+    namespace: str,
+    name: str,
+    data: dict[str, str],
+    *,
+    labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> str:
     """Create the Secret, or replace its data; ``"created"`` or ``"updated"``."""
     body = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=namespace, labels=labels, annotations=annotations
+        ),
         type="Opaque",
         string_data=data,
     )

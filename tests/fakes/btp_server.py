@@ -40,6 +40,24 @@ Schemas are strict: a field the documents do not name is a violation.
   ``cascade=true`` 202 with ``Location`` of an operation
   ``/v1/platforms/{id}/operations/{op}`` that goes ``in progress`` →
   ``succeeded``). Errors are ``{"error", "description"}``.
+- Service Manager's marketplace and provisioning, per subaccount too: service
+  offerings and plans (read-only, the catalogue ``offerings``/``plans``, by
+  default ``service-manager`` with ``service-operator-access`` and
+  ``subaccount-admin``); service instances and bindings, created and deleted
+  with ``async=true`` (202, body ``{}``, ``Location``
+  ``/v1/service_instances/{id}/operations/{op}`` or
+  ``/v1/service_bindings/{id}/operations/{op}``; without it 201/200 at once).
+  A resource being created is listed at once, ``ready`` false, until its
+  operation succeeds (or fails, for a name in ``failing``); a deleted one is
+  gone when its operation succeeds. Instance names are unique in the
+  subaccount, binding names per instance (409); an instance with bindings
+  cannot be deleted (400); a binding's ``credentials`` (``clientid``,
+  ``clientsecret``, ``url``, ``sm_url``, ``xsappname``) are an OAuth client of
+  that subaccount's Service Manager, in every answer about the binding, as the
+  document's schemas have them. Lists filter with ``fieldQuery``: ``<field> eq
+  '<value>'`` criteria joined by `` and `` (the open-source Service Manager's
+  query grammar, ``pkg/query/Query.g4``), on the fields each list names in
+  ``FILTERABLE``.
 
 What the project relies on that the documents do not say, and where it comes
 from (also in docs/steps.md):
@@ -123,6 +141,20 @@ INVALID_SUBDOMAIN = 11001
 SUBDOMAIN_TAKEN = 11004
 NOT_FOUND = 11006
 BINDING_EXISTS = 11007
+#: the offerings (technical names) and their plans that every subaccount's Service Manager lists;
+#: service-manager's plans as SAP's docs and the SAP BTP Service Operator's README name them
+CATALOGUE: dict[str, tuple[str, ...]] = {
+    "service-manager": ("service-operator-access", "subaccount-admin"),
+    "destination": ("lite",),
+}
+#: the fields each Service Manager list filters on with ``fieldQuery`` here
+FILTERABLE: dict[str, frozenset[str]] = {
+    "platforms": frozenset({"name"}),
+    "service_offerings": frozenset({"name"}),
+    "service_plans": frozenset({"name", "service_offering_id"}),
+    "service_instances": frozenset({"name"}),
+    "service_bindings": frozenset({"name", "service_instance_id"}),
+}
 
 
 @dataclass
@@ -217,11 +249,24 @@ class FakeBtp:
         #: subaccount creates carried out, per subdomain
         self.creates: Counter[str] = Counter()
         self.platform_creates: Counter[str] = Counter()
+        #: Service Manager's catalogue (every subaccount sees it), by id
+        self.offerings: dict[str, dict[str, Any]] = {}
+        self.plans: dict[str, dict[str, Any]] = {}
+        #: service instances and bindings of every subaccount's Service Manager, by id
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.service_bindings: dict[str, dict[str, Any]] = {}
+        #: instance and binding creates carried out, per name
+        self.instance_creates: Counter[str] = Counter()
+        self.binding_creates: Counter[str] = Counter()
+        #: instance or binding names whose create operation fails, with its error description
+        self.failing: dict[str, str] = {}
         #: every credential handed out, so tests can grep outputs for them
         self.issued_secrets: list[str] = []
         self._changed: dict[str, float] = {}
         self._refusals: dict[str, int | None] = {}
         self._lock = threading.RLock()
+        for offering, plans in CATALOGUE.items():
+            self.add_offering(offering, plans)
         self._handlers: dict[str, Callable[[Request, Operation, Any], Response]] = {
             "getSubaccounts": self._list_subaccounts,
             "createSubaccount": self._create_subaccount,
@@ -236,6 +281,16 @@ class FakeBtp:
             "patchPlatfrom": self._patch_platform,  # sic
             "unregisterPlatform": self._delete_platform,
             "getSingleOperation": self._get_operation,
+            "getServiceOfferings": self._list_offerings,
+            "getAllServicePlans": self._list_plans,
+            "getAllServiceInstances": self._list_instances,
+            "createServiceInstance": self._create_instance,
+            "getServiceInstanceById": self._get_instance,
+            "deleteServiceInstance": self._delete_instance,
+            "getAllServiceBindings": self._list_service_bindings,
+            "createServiceBinding": self._create_service_binding,
+            "getServiceBindingById": self._get_service_binding,
+            "deleteServiceBinding": self._delete_service_binding,
         }
         self.app = Starlette(
             routes=[
@@ -337,6 +392,74 @@ class FakeBtp:
             assert platform is not None
             return str(platform["id"])
 
+    def add_offering(self, name: str, plans: Iterable[str]) -> str:
+        """An offering (and its plans) every subaccount's Service Manager lists; its id."""
+        with self._lock:
+            offering_id = str(uuid.uuid4())
+            self.offerings[offering_id] = {
+                "id": offering_id,
+                "name": name,
+                "description": f"{name} (BTP test server)",
+                "ready": True,
+                "bindable": True,
+                "catalog_id": offering_id,
+                "catalog_name": name,
+                "broker_id": "sm-broker",
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
+            for plan in plans:
+                plan_id = str(uuid.uuid4())
+                self.plans[plan_id] = {
+                    "id": plan_id,
+                    "name": plan,
+                    "description": f"{plan} plan of {name}",
+                    "ready": True,
+                    "free": True,
+                    "bindable": True,
+                    "catalog_id": plan_id,
+                    "catalog_name": plan,
+                    "service_offering_id": offering_id,
+                    "created_at": _now(),
+                    "updated_at": _now(),
+                }
+            return offering_id
+
+    def add_instance(
+        self,
+        name: str,
+        *,
+        plan: tuple[str, str] = ("service-manager", "service-operator-access"),
+        labels: dict[str, list[str]] | None = None,
+        subdomain: str = "team-a",
+    ) -> str:
+        """A ready service instance that exists already in that subaccount; its id."""
+        with self._lock:
+            [sub] = [s for s in self.subaccounts.values() if s["subdomain"] == subdomain]
+            [plan_id] = [
+                p["id"]
+                for p in self.plans.values()
+                if p["name"] == plan[1]
+                and self.offerings[p["service_offering_id"]]["name"] == plan[0]
+            ]
+            body = {"name": name, "service_plan_id": plan_id, "labels": labels or {}}
+            instance = self._new_instance(body, sub["guid"])
+            self.instance_creates[name] -= 1
+            instance["ready"] = instance["usable"] = True
+            return str(instance["id"])
+
+    def instances_named(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(i) for i in self.instances.values() if i["name"] == name]
+
+    def bindings_of(self, instance_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(b)
+                for b in self.service_bindings.values()
+                if b["service_instance_id"] == instance_id
+            ]
+
     def subaccounts_with(self, subdomain: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(s) for s in self.subaccounts.values() if s["subdomain"] == subdomain]
@@ -376,8 +499,9 @@ class FakeBtp:
             binding = self.bindings.pop(guid, None)
             if binding is not None:
                 self.clients.pop(binding["clientid"], None)
-            for platform_id in [i for i, p in self.platforms.items() if p["_subaccount"] == guid]:
-                del self.platforms[platform_id]
+            for store in (self.platforms, self.instances, self.service_bindings):
+                for resource_id in [i for i, r in store.items() if r["_subaccount"] == guid]:
+                    del store[resource_id]
             return
         if state == "CREATING" and sub["subdomain"] in self.stuck:
             return
@@ -395,9 +519,29 @@ class FakeBtp:
         op = self.operations[op_id]
         if op["state"] != "in progress":
             return
-        op["state"], op["ready"], op["updated_at"] = "succeeded", True, _now()
-        self.platforms.pop(op["resource_id"], None)
-        self._refusals.pop(op["resource_id"], None)
+        resources = self._resources(op["resource_type"])
+        resource = resources.get(op["resource_id"])
+        failure = resource is not None and self.failing.get(resource["name"])
+        if op["type"] == "CREATE" and resource is not None and failure:
+            op["state"], op["errors"] = "failed", [{"error": "BrokerError", "description": failure}]
+        else:
+            op["state"], op["ready"] = "succeeded", True
+        op["updated_at"] = _now()
+        if op["type"] == "DELETE":
+            resources.pop(op["resource_id"], None)
+            self._refusals.pop(op["resource_id"], None)
+        elif resource is not None and op["state"] == "succeeded":
+            resource["ready"] = True
+            if "usable" in resource:
+                resource["usable"] = True
+
+    def _resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """The store of one Service Manager resource type (an operation's ``resource_type``)."""
+        return {
+            "platforms": self.platforms,
+            "service_instances": self.instances,
+            "service_bindings": self.service_bindings,
+        }[resource_type]
 
     def _platform_named(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.platforms.values() if p["name"] == name), None)
@@ -706,18 +850,35 @@ class FakeBtp:
 
     def _list_platforms(self, request: Request, op: Operation, body: Any) -> Response:
         scope = self._scope(request)
-        for name in ("labelQuery", "token", "max_items"):
+        items = [p for p in self.platforms.values() if p["_subaccount"] == scope]
+        return self._listed(request, "platforms", items, self._public)
+
+    def _listed(
+        self,
+        request: Request,
+        resource_type: str,
+        items: Iterable[dict[str, Any]],
+        public: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Response:
+        """A list answer (``{"num_items", "items"}``) of the items its ``fieldQuery`` selects.
+
+        ``fieldQuery`` takes ``<field> eq '<value>'`` criteria joined by `` and ``
+        (``''`` for a quote), on the fields ``FILTERABLE`` names for that list.
+        """
+        for name in ("labelQuery", "token", "max_items", "environment"):
             if name in request.query_params:
                 raise Violation(f"{name} is not implemented by the BTP test server")
-        items = [p for p in self.platforms.values() if p["_subaccount"] == scope]
+        selected = list(items)
         query = request.query_params.get("fieldQuery")
-        if query is not None:
-            match = re.fullmatch(r"name eq '((?:[^']|'')*)'", query.strip())
-            if match is None:
+        rest = query.strip() if query is not None else ""
+        while rest:
+            match = re.match(r"([a-z_]+) eq '((?:[^']|'')*)'( and (?=.)|$)", rest)
+            if match is None or match.group(1) not in FILTERABLE[resource_type]:
                 raise Violation(f"fieldQuery {query!r} is not implemented by the BTP test server")
-            name = match.group(1).replace("''", "'")
-            items = [p for p in items if p["name"] == name]
-        return JSONResponse({"num_items": len(items), "items": [self._public(p) for p in items]})
+            key, value = match.group(1), match.group(2).replace("''", "'")
+            selected = [i for i in selected if i.get(key) == value]
+            rest = rest[match.end() :]
+        return JSONResponse({"num_items": len(selected), "items": [public(i) for i in selected]})
 
     def _register_platform(self, request: Request, op: Operation, body: Any) -> Response:
         return JSONResponse(self._new_platform(body, self._scope(request)), status_code=201)
@@ -780,29 +941,39 @@ class FakeBtp:
                 else:
                     self._refusals[platform_id] = left - 1
             raise BtpApiError(422, "Active platform cannot be deleted")
-        running = next(
+        return self._accepted("platforms", platform_id, "DELETE")
+
+    def _running(self, resource_id: str) -> dict[str, Any] | None:
+        """The operation in progress on a resource, if any."""
+        return next(
             (
                 o
                 for o in self.operations.values()
-                if o["resource_id"] == platform_id and o["state"] == "in progress"
+                if o["resource_id"] == resource_id and o["state"] == "in progress"
             ),
             None,
         )
-        operation = running or {
-            "id": str(uuid.uuid4()),
-            "type": "DELETE",
-            "state": "in progress",
-            "ready": False,
-            "resource_id": platform_id,
-            "resource_type": "platforms",
-            "created_at": _now(),
-            "updated_at": _now(),
-            "errors": [],
-            "labels": {},
-        }
-        self.operations[operation["id"]] = operation
-        self._touch(operation["id"])
-        location = f"/v1/platforms/{platform_id}/operations/{operation['id']}"
+
+    def _accepted(self, resource_type: str, resource_id: str, kind: str) -> Response:
+        """202 with ``Location``: a new operation, or the one in progress of that kind."""
+        running = self._running(resource_id)
+        operation = running if running is not None and running["type"] == kind else None
+        if operation is None:
+            operation = {
+                "id": str(uuid.uuid4()),
+                "type": kind,
+                "state": "in progress",
+                "ready": False,
+                "resource_id": resource_id,
+                "resource_type": resource_type,
+                "created_at": _now(),
+                "updated_at": _now(),
+                "errors": [],
+                "labels": {},
+            }
+            self.operations[operation["id"]] = operation
+            self._touch(operation["id"])
+        location = f"/v1/{resource_type}/{resource_id}/operations/{operation['id']}"
         return JSONResponse({}, status_code=202, headers={"Location": location})
 
     def _get_operation(self, request: Request, op: Operation, body: Any) -> Response:
@@ -810,13 +981,185 @@ class FakeBtp:
         operation = self.operations.get(op_id)
         if (
             operation is None
-            or op.path_params["resourceType"] != "platforms"
+            or op.path_params["resourceType"] != operation["resource_type"]
             or operation["resource_id"] != op.path_params["resourceID"]
         ):
             raise BtpApiError(404, "could not find operation")
         if self._due(op_id):
             self._step_operation(op_id)
         return JSONResponse(dict(operation))
+
+    # --- Service Manager: offerings, plans, instances, bindings ----------------------------
+
+    def _list_offerings(self, request: Request, op: Operation, body: Any) -> Response:
+        return self._listed(request, "service_offerings", self.offerings.values(), dict)
+
+    def _list_plans(self, request: Request, op: Operation, body: Any) -> Response:
+        return self._listed(request, "service_plans", self.plans.values(), dict)
+
+    def _answer(self, resource: dict[str, Any], *, last_operation: bool) -> dict[str, Any]:
+        """A resource as answered: the single ``GET`` with its ``last_operation``, lists without."""
+        answer = self._public(resource)
+        latest = [o for o in self.operations.values() if o["resource_id"] == resource["id"]]
+        if last_operation and latest:
+            answer["last_operation"] = dict(latest[-1])
+        return answer
+
+    def _current(self, resource_id: str) -> None:
+        """Let the operation in progress on a resource move on, when its time has come."""
+        running = self._running(resource_id)
+        if running is not None and self._due(running["id"]):
+            self._step_operation(running["id"])
+
+    def _in_scope(
+        self, request: Request, resources: dict[str, dict[str, Any]], resource_id: str, what: str
+    ) -> dict[str, Any]:
+        """The resource of the caller's subaccount with that id, else 404."""
+        self._current(resource_id)
+        resource = resources.get(resource_id)
+        if resource is None or resource["_subaccount"] != self._scope(request):
+            raise BtpApiError(404, f"could not find such {what}")
+        return resource
+
+    def _created(self, request: Request, resource_type: str, resource: dict[str, Any]) -> Response:
+        """202 and an operation with ``async=true``; else done at once, 201 with the resource."""
+        if request.query_params.get("async") == "true":
+            return self._accepted(resource_type, resource["id"], "CREATE")
+        resource["ready"] = True
+        if "usable" in resource:
+            resource["usable"] = True
+        return JSONResponse(self._answer(resource, last_operation=False), status_code=201)
+
+    def _deleted(self, request: Request, resource_type: str, resource: dict[str, Any]) -> Response:
+        """202 and an operation with ``async=true``; else gone at once, 200."""
+        if request.query_params.get("async") == "true":
+            return self._accepted(resource_type, resource["id"], "DELETE")
+        self._resources(resource_type).pop(resource["id"], None)
+        return JSONResponse({})
+
+    def _list_instances(self, request: Request, op: Operation, body: Any) -> Response:
+        scope = self._scope(request)
+        items = [i for i in self.instances.values() if i["_subaccount"] == scope]
+        return self._listed(
+            request, "service_instances", items, lambda i: self._answer(i, last_operation=False)
+        )
+
+    def _new_instance(self, body: dict[str, Any], subaccount: str | None) -> dict[str, Any]:
+        """A new instance (not ready yet) of the plan the body names, by id or by names."""
+        if any(
+            i["name"] == body["name"] and i["_subaccount"] == subaccount
+            for i in self.instances.values()
+        ):
+            raise BtpApiError(409, "instance with same name exists for the current tenant")
+        plan = self.plans.get(str(body.get("service_plan_id")))
+        if plan is None and "service_offering_name" in body:
+            plan = next(
+                (
+                    p
+                    for p in self.plans.values()
+                    if p["name"] == body["service_plan_name"]
+                    and self.offerings[p["service_offering_id"]]["name"]
+                    == body["service_offering_name"]
+                ),
+                None,
+            )
+        if plan is None:
+            raise BtpApiError(400, "could not find such service plan")
+        instance = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "service_plan_id": plan["id"],
+            "platform_id": "service-manager",
+            "ready": False,
+            "usable": False,
+            "shared": False,
+            "context": {"subaccount_id": str(subaccount)},
+            "labels": body.get("labels") or {},
+            "created_at": _now(),
+            "updated_at": _now(),
+            "_subaccount": subaccount,
+        }
+        self.instances[instance["id"]] = instance
+        self.instance_creates[instance["name"]] += 1
+        return instance
+
+    def _create_instance(self, request: Request, op: Operation, body: Any) -> Response:
+        instance = self._new_instance(body, self._scope(request))
+        return self._created(request, "service_instances", instance)
+
+    def _get_instance(self, request: Request, op: Operation, body: Any) -> Response:
+        instance_id = op.path_params["serviceInstanceID"]
+        instance = self._in_scope(request, self.instances, instance_id, "service instance")
+        return JSONResponse(self._answer(instance, last_operation=True))
+
+    def _delete_instance(self, request: Request, op: Operation, body: Any) -> Response:
+        instance_id = op.path_params["serviceInstanceID"]
+        instance = self._in_scope(request, self.instances, instance_id, "service instance")
+        bound = [
+            b for b in self.service_bindings.values() if b["service_instance_id"] == instance_id
+        ]
+        if bound:
+            # the open-source Service Manager's answer (smaap_service_instance_interceptor.go)
+            raise BtpApiError(
+                400, f"could not delete instance due to {len(bound)} existing bindings"
+            )
+        return self._deleted(request, "service_instances", instance)
+
+    def _list_service_bindings(self, request: Request, op: Operation, body: Any) -> Response:
+        scope = self._scope(request)
+        items = [b for b in self.service_bindings.values() if b["_subaccount"] == scope]
+        return self._listed(
+            request, "service_bindings", items, lambda b: self._answer(b, last_operation=False)
+        )
+
+    def _create_service_binding(self, request: Request, op: Operation, body: Any) -> Response:
+        scope = self._scope(request)
+        instance = self.instances.get(body["service_instance_id"])
+        if instance is None or instance["_subaccount"] != scope or not instance["ready"]:
+            raise BtpApiError(422, "the service instance is not there or not ready")
+        if any(
+            b["name"] == body["name"] and b["service_instance_id"] == instance["id"]
+            for b in self.service_bindings.values()
+        ):
+            raise BtpApiError(
+                409, f"binding with same name exists for instance with id {instance['id']}"
+            )
+        client_id = f"sb-{uuid.uuid4().hex[:12]}!b{len(self.clients)}|service-manager!b1"
+        client_secret = "sm-binding-client-secret-" + secrets.token_urlsafe(18)
+        base = str(request.base_url).rstrip("/")
+        binding = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "service_instance_id": instance["id"],
+            "ready": False,
+            "context": {"subaccount_id": str(scope)},
+            "credentials": {
+                "clientid": client_id,
+                "clientsecret": client_secret,
+                "url": base,
+                "sm_url": base,
+                "xsappname": "service-manager!b1",
+            },
+            "labels": body.get("labels") or {},
+            "created_at": _now(),
+            "updated_at": _now(),
+            "_subaccount": scope,
+        }
+        self.service_bindings[binding["id"]] = binding
+        self.clients[client_id] = (client_secret, scope)
+        self.issued_secrets.append(client_secret)
+        self.binding_creates[binding["name"]] += 1
+        return self._created(request, "service_bindings", binding)
+
+    def _get_service_binding(self, request: Request, op: Operation, body: Any) -> Response:
+        binding_id = op.path_params["serviceBindingID"]
+        binding = self._in_scope(request, self.service_bindings, binding_id, "service binding")
+        return JSONResponse(self._answer(binding, last_operation=True))
+
+    def _delete_service_binding(self, request: Request, op: Operation, body: Any) -> Response:
+        binding_id = op.path_params["serviceBindingID"]
+        binding = self._in_scope(request, self.service_bindings, binding_id, "service binding")
+        return self._deleted(request, "service_bindings", binding)
 
 
 class BtpServerRunner(ArgoServerRunner):

@@ -80,7 +80,12 @@ async def target(access: KubeAccess, unique: str) -> AsyncIterator[Target]:
                 raise
 
 
-async def prepare(access: KubeAccess, t: Target, btp: dict[str, str] | None = BTP) -> Preparation:
+async def prepare(
+    access: KubeAccess,
+    t: Target,
+    btp: dict[str, str] | None = BTP,
+    secret_namespaces: tuple[str, ...] = (),
+) -> Preparation:
     return await prepare_target(
         access,
         onboarding=t.onboarding,
@@ -90,16 +95,23 @@ async def prepare(access: KubeAccess, t: Target, btp: dict[str, str] | None = BT
         daemon=t.daemon,
         btp_secret=btp,
         btp_secret_name=t.btp_secret_name,
+        secret_namespaces=secret_namespaces,
     )
 
 
-async def release(access: KubeAccess, t: Target, onboarding: str | None = None) -> Release:
+async def release(
+    access: KubeAccess,
+    t: Target,
+    onboarding: str | None = None,
+    secret_namespaces: tuple[str, ...] = (),
+) -> Release:
     return await release_target(
         access,
         onboarding=onboarding or t.onboarding,
         namespace=t.namespace,
         step_service_account=t.step_service_account,
         daemon=t.daemon,
+        secret_namespaces=secret_namespaces,
     )
 
 
@@ -241,10 +253,10 @@ async def test_release_leaves_objects_of_another_onboarding_alone(
     rbac.read_namespaced_role(role, target.namespace)
 
 
-async def test_step_service_account_reads_secrets_only_in_its_target_namespace(
-    access: KubeAccess, cluster_a: controlplane.Cluster, target: Target, tmp_path: Path
-) -> None:
-    await prepare(access, target)
+async def step_access(
+    access: KubeAccess, cluster: controlplane.Cluster, target: Target, tmp_path: Path
+) -> KubeAccess:
+    """The cluster as the step pods' ServiceAccount sees it."""
     token = await TokenRequestSource(
         access,
         namespace=ARGO_NAMESPACE,
@@ -252,30 +264,43 @@ async def test_step_service_account_reads_secrets_only_in_its_target_namespace(
         expiration_seconds=600,
     ).token()
     path = tmp_path / "kubeconfig"
-    write_yaml(path, kubeconfig_with_token(cluster_a, token))
-    step = KubeAccess(cluster_a.name, Kubeconfig(path=str(path)))
+    write_yaml(path, kubeconfig_with_token(cluster, token))
+    return KubeAccess(cluster.name, Kubeconfig(path=str(path)))
+
+
+async def allowed(
+    step: KubeAccess, verb: str, resource: str, namespace: str | None, group: str = ""
+) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                **({"namespace": namespace} if namespace else {}),
+            }
+        },
+    }
+    answer = await step.call(
+        "review",
+        f"{verb} {resource} in {namespace}",
+        lambda k: k.authorization.create_self_subject_access_review(
+            k8s.V1SelfSubjectAccessReview.model_validate(review), _request_timeout=k.timeout
+        ),
+    )
+    return bool(answer.status and answer.status.allowed)
+
+
+async def test_step_service_account_reads_secrets_only_in_its_target_namespace(
+    access: KubeAccess, cluster_a: controlplane.Cluster, target: Target, tmp_path: Path
+) -> None:
+    await prepare(access, target)
+    step = await step_access(access, cluster_a, target, tmp_path)
 
     async def can(verb: str, resource: str, namespace: str | None, group: str = "") -> bool:
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "verb": verb,
-                    "group": group,
-                    "resource": resource,
-                    **({"namespace": namespace} if namespace else {}),
-                }
-            },
-        }
-        answer = await step.call(
-            "review",
-            f"{verb} {resource} in {namespace}",
-            lambda k: k.authorization.create_self_subject_access_review(
-                k8s.V1SelfSubjectAccessReview.model_validate(review), _request_timeout=k.timeout
-            ),
-        )
-        return bool(answer.status and answer.status.allowed)
+        return await allowed(step, verb, resource, namespace, group)
 
     try:
         assert await can("get", "secrets", target.namespace)
@@ -291,6 +316,48 @@ async def test_step_service_account_reads_secrets_only_in_its_target_namespace(
         assert not await can("create", "pods", target.namespace)
     finally:
         step.close()
+
+
+async def test_a_secret_namespace_gets_secrets_only_and_is_released_with_the_onboarding(
+    access: KubeAccess, cluster_a: controlplane.Cluster, target: Target, tmp_path: Path
+) -> None:
+    """The SAP BTP Service Operator's namespace, where create-operator-access writes."""
+    operator = f"{target.namespace}-op"
+    role = step_role_name(target.step_service_account, target.onboarding)
+
+    try:
+        first = await prepare(access, target, None, (operator, target.namespace))
+        again = await prepare(access, target, None, (operator, target.namespace))
+        step = await step_access(access, cluster_a, target, tmp_path)
+        try:
+            assert await allowed(step, "create", "secrets", operator)
+            assert await allowed(step, "list", "secrets", operator)
+            assert await allowed(step, "delete", "secrets", operator)
+            assert not await allowed(step, "create", "configmaps", operator)
+            assert not await allowed(step, "create", "deployments", operator, group="apps")
+        finally:
+            step.close()
+        released = await release(access, target, secret_namespaces=(operator,))
+        gone = namespace_labels(access, operator) is None
+    finally:
+        try:
+            k8s.CoreV1Api(access.api_client()).delete_namespace(operator)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    assert {k: v for k, v in actions(first).items() if operator in k} == {
+        f"Namespace /{operator}": "created",
+        f"Role {operator}/{role}": "created",
+        f"RoleBinding {operator}/{role}": "created",
+    }
+    assert set(actions(again).values()) == {"unchanged"}
+    assert gone
+    assert {k: v for k, v in actions(released).items() if operator in k} == {
+        f"RoleBinding {operator}/{role}": "deleted",
+        f"Role {operator}/{role}": "deleted",
+        f"Namespace /{operator}": "deleted",
+    }
 
 
 async def test_cluster_targets_take_the_cluster_entrys_settings(

@@ -40,6 +40,10 @@ DEFAULT_FLAGS: dict[str, dict[str, str]] = {
     "unregister-platform": {"subdomain": "team-a", "region": "eu10", "platform-name": "team-a-k8s"},
     "install-proxy": {"platform-name": "team-a-k8s", "chart-name": "service-proxy"},
     "uninstall-proxy": {"chart-name": "service-proxy"},
+    "create-operator-access": {"subdomain": "team-a", "region": "eu10", "namespace": "team-a"},
+    "delete-operator-access": {"subdomain": "team-a", "region": "eu10", "namespace": "team-a"},
+    "install-operator": {},
+    "uninstall-operator": {},
 }
 
 FAST = {

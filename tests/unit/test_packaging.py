@@ -31,7 +31,7 @@ import pytest
 
 from orchestrator import __version__
 from orchestrator.configs import DEFAULT_STEP_IMAGE, STEP_IMAGE_PLACEHOLDER
-from orchestrator.steps import Step
+from orchestrator.steps import STEP_COMMANDS
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, make_tls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_the_wheel_holds_the_package_the_templates_and_the_license(installed: In
         }
 
     assert templates == {p.name: p.read_bytes() for p in (REPO / "templates").glob("*.yaml")}
-    assert len(templates) == len(Step)
+    assert sorted(templates) == sorted(f"{step}.yaml" for step in STEP_COMMANDS)
     assert license_text == (REPO / "LICENSE").read_bytes()
     assert re.search(r"^License-Expression: Apache-2\.0$", metadata, re.M)
     assert re.search(rf"^Version: {re.escape(__version__)}$", metadata, re.M)
@@ -183,7 +183,7 @@ def test_the_installed_daemon_finds_its_templates_from_any_directory(
     venv = str(installed.venv.resolve())
     assert Path(found["package"]).resolve().is_relative_to(venv), found["package"]
     assert Path(found["templates_dir"]).resolve().is_relative_to(venv), found["templates_dir"]
-    assert found["names"] == sorted(step.template for step in Step)
+    assert found["names"] == sorted(f"orchestrator-{step}" for step in STEP_COMMANDS)
     assert found["images"] == [STEP_IMAGE_PLACEHOLDER]
     assert found["step_image"] == DEFAULT_STEP_IMAGE
 
@@ -240,7 +240,7 @@ def test_orchestrator_run_installs_the_packaged_templates_from_another_directory
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not (fake.workflows and len(fake.templates) == len(Step)):
+        while not (fake.workflows and len(fake.templates) == len(STEP_COMMANDS)):
             assert daemon.poll() is None, daemon.communicate()[0]
             assert time.monotonic() < deadline, "no workflow submitted within 30 s"
             time.sleep(0.2)

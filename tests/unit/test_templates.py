@@ -15,7 +15,7 @@ from orchestrator.configs import OnboardingSpec
 from orchestrator.errors import ConfigError
 from orchestrator.parameters import step_parameters
 from orchestrator.stepcommands.cli import EXIT_TRANSIENT, build_parser
-from orchestrator.steps import Step
+from orchestrator.steps import STEP_COMMANDS, OperatorStep, Step
 from tests.fakes.argo_contract import validate_schema
 from tests.fakes.argo_server import lint_problems
 
@@ -32,20 +32,43 @@ SPEC = OnboardingSpec.model_validate(
     }
 )
 SENT = set(step_parameters(onboarding="team-a", spec=SPEC, step=Step.CREATE_SUBACCOUNT))
+#: what the btp-service-operator profile's templates take besides (issue 15): a pipeline
+#: will send them; until then their defaults stand
+OPERATOR_PARAMETERS = {
+    "operator-namespace",
+    "operator-credentials",
+    "operator-release",
+    "operator-chart-repo",
+    "operator-chart-name",
+    "operator-chart-version",
+    "operator-chart-values",
+}
 
 
-def _by_step() -> dict[Step, dict[str, Any]]:
-    return {
-        Step(t["metadata"]["labels"]["orchestrator.dev/step"]): t for t in load_templates(TEMPLATES)
-    }
+def _by_step() -> dict[str, dict[str, Any]]:
+    return {t["metadata"]["labels"]["orchestrator.dev/step"]: t for t in load_templates(TEMPLATES)}
 
 
-def test_there_is_one_template_per_step_named_as_the_step_expects() -> None:
+def _sent(step: str) -> dict[str, str]:
+    """What a workflow of ``step`` gets: the daemon's parameters, and the template's defaults
+    for the ones it does not send yet."""
+    if step in set(Step):
+        return step_parameters(onboarding="team-a", spec=SPEC, step=Step(step))
+    declared = _by_step()[step]["spec"]["arguments"]["parameters"]
+    defaults = {p["name"]: p["value"] for p in declared}
+    sent = step_parameters(onboarding="team-a", spec=SPEC, step=Step.CREATE_SUBACCOUNT)
+    return {**defaults, **sent, "step": step}
+
+
+def test_there_is_one_template_per_step_command_named_as_the_step_expects() -> None:
     templates = _by_step()
 
-    assert set(templates) == set(Step)
+    assert set(templates) == set(STEP_COMMANDS)
     for step, manifest in templates.items():
-        assert manifest["metadata"]["name"] == step.template
+        assert manifest["metadata"]["name"] == f"orchestrator-{step}"
+    assert {s.template for s in Step} | {s.template for s in OperatorStep} == {
+        t["metadata"]["name"] for t in templates.values()
+    }
 
 
 @pytest.mark.parametrize("path", sorted(TEMPLATES.glob("*.yaml")), ids=lambda p: p.name)
@@ -57,24 +80,26 @@ def test_each_file_is_one_valid_workflow_template(path: Path) -> None:
     assert lint_problems(documents[0]) == []
 
 
-@pytest.mark.parametrize("step", list(Step), ids=str)
-def test_each_template_accepts_every_parameter_the_daemon_sends(step: Step) -> None:
+@pytest.mark.parametrize("step", STEP_COMMANDS)
+def test_each_template_accepts_every_parameter_the_daemon_sends(step: str) -> None:
     spec = _by_step()[step]["spec"]
     declared = {p["name"]: p for p in spec["arguments"]["parameters"]}
 
-    assert set(declared) == SENT
+    own = OPERATOR_PARAMETERS if step in set(OperatorStep) else set()
+    assert set(declared) == SENT | own
     assert all("value" in p for p in declared.values()), "every parameter needs a default"
-    assert declared["step"]["value"] == step.value
-    for json_parameter in ("admins", "subaccount-labels", "chart-values"):
-        json.loads(declared[json_parameter]["value"])
+    assert declared["step"]["value"] == step
+    for json_parameter in ("admins", "subaccount-labels", "chart-values", "operator-chart-values"):
+        if json_parameter in declared:
+            json.loads(declared[json_parameter]["value"])
     entry = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
     inputs = {p["name"] for p in entry["inputs"]["parameters"]}
     assert "step" in inputs
-    assert inputs <= SENT
+    assert inputs <= set(declared)
 
 
-@pytest.mark.parametrize("step", list(Step), ids=str)
-def test_credentials_come_only_from_secret_key_refs(step: Step) -> None:
+@pytest.mark.parametrize("step", STEP_COMMANDS)
+def test_credentials_come_only_from_secret_key_refs(step: str) -> None:
     manifest = _by_step()[step]
     text = json.dumps(manifest).lower()
 
@@ -90,9 +115,9 @@ def test_credentials_come_only_from_secret_key_refs(step: Step) -> None:
             assert ref["key"] in SECRET_KEYS
 
 
-@pytest.mark.parametrize("step", list(Step), ids=str)
+@pytest.mark.parametrize("step", STEP_COMMANDS)
 def test_each_step_retries_transient_failures_only_has_a_deadline_labels_its_pods_and_no_outputs(
-    step: Step,
+    step: str,
 ) -> None:
     for template in _by_step()[step]["spec"]["templates"]:
         retry = template["retryStrategy"]
@@ -105,9 +130,9 @@ def test_each_step_retries_transient_failures_only_has_a_deadline_labels_its_pod
         assert retry["limit"] == "2"
         assert "backoff" in retry
         assert int(template["activeDeadlineSeconds"]) > 0
-        assert template["metadata"]["labels"]["orchestrator.dev/step"] == step.value
+        assert template["metadata"]["labels"]["orchestrator.dev/step"] == step
         assert "outputs" not in template  # under kwok a step with outputs never finishes
-        assert template["container"]["command"] == ["orchestrator-step", step.value]
+        assert template["container"]["command"] == ["orchestrator-step", step]
 
 
 def test_load_templates_names_the_broken_file(tmp_path: Path) -> None:
@@ -122,26 +147,49 @@ def test_load_templates_names_the_broken_file(tmp_path: Path) -> None:
     assert files == ["broken.yaml", "other.yaml"]
 
 
-@pytest.mark.parametrize("step", list(Step), ids=str)
-def test_each_template_runs_its_command_with_flags_the_command_accepts(step: Step) -> None:
+@pytest.mark.parametrize("step", STEP_COMMANDS)
+def test_each_template_runs_its_command_with_flags_the_command_accepts(step: str) -> None:
     """The container's args, with the daemon's parameters filled in, parse as that step's CLI."""
     spec = _by_step()[step]["spec"]
     entry = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
-    values = step_parameters(onboarding="team-a", spec=SPEC, step=step)
+    values = _sent(step)
     args = [
         re.sub(r"\{\{inputs\.parameters\.([a-z-]+)\}\}", lambda m: values[m.group(1)], arg)
         for arg in entry["container"]["args"]
     ]
 
-    parsed = build_parser().parse_args([step.value, *args])
+    parsed = build_parser().parse_args([step, *args])
 
-    assert parsed.command == step.value
+    assert parsed.command == step
     assert parsed.onboarding == "team-a"
-    assert parsed.step == step.value
+    assert parsed.step == step
 
 
-@pytest.mark.parametrize("step", list(Step), ids=str)
-def test_each_step_writes_its_outputs_to_a_writable_tmp(step: Step) -> None:
+def test_the_operator_templates_default_to_the_operators_own_names() -> None:
+    """As the SAP BTP Service Operator's README installs it; the access Secret per namespace."""
+    values = _sent(OperatorStep.INSTALL_OPERATOR)
+    parsed = build_parser().parse_args(
+        [
+            "install-operator",
+            "--onboarding=team-a",
+            f"--operator-namespace={values['operator-namespace']}",
+            f"--release={values['operator-release']}",
+            f"--chart-repo={values['operator-chart-repo']}",
+            f"--chart-name={values['operator-chart-name']}",
+            "--chart-version=0.7.4",
+        ]
+    )
+
+    assert (parsed.operator_namespace, parsed.release) == ("sap-btp-operator", "sap-btp-operator")
+    assert (parsed.chart_repo, parsed.chart_name) == (
+        "https://sap.github.io/sap-btp-service-operator",
+        "sap-btp-operator",
+    )
+    assert values["operator-credentials"] == ""  # the command makes it <namespace>-sap-btp-...
+
+
+@pytest.mark.parametrize("step", STEP_COMMANDS)
+def test_each_step_writes_its_outputs_to_a_writable_tmp(step: str) -> None:
     spec = _by_step()[step]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     for template in spec["templates"]:

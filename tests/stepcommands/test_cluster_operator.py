@@ -1,0 +1,266 @@
+"""The SAP BTP Service Operator's steps as real processes against the local control plane.
+
+create-operator-access and delete-operator-access write and delete the operator's access
+Secret through the real kube-apiserver of cluster local-a; install-operator and
+uninstall-operator run the real helm with the stand-in chart tests/charts/sap-btp-operator.
+BTP is the test server. Each test has an operator namespace of its own. Run only under the
+shared lock: ``flock /tmp/orchestrator-cluster.lock .venv/bin/pytest ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
+from tests.controlplane import cluster as controlplane
+from tests.fakes.btp_server import FakeBtp
+from tests.stepcommands.conftest import Steps
+from tests.stepcommands.test_cluster_steps import (  # noqa: F401  (fixtures)
+    CHARTS,
+    cluster,
+    core,
+    kube_steps,
+    local_clusters,
+    namespace,
+    namespaced_kubeconfig,
+    secret_data,
+)
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {"clientid", "clientsecret", "sm_url", "tokenurl", "tokenurlsuffix"}
+
+
+@pytest.fixture
+def operator_ns(core: client.CoreV1Api) -> Iterator[str]:  # noqa: F811
+    name = f"op-{uuid.uuid4().hex[:8]}"
+    yield name
+    with contextlib.suppress(ApiException):
+        core.delete_namespace(name)
+
+
+@dataclass
+class Target:
+    """One test's cluster side: its steps, the API, the operator's and the tenant's namespace."""
+
+    steps: Steps
+    core: client.CoreV1Api
+    operator_ns: str
+    tenant: str
+
+    @property
+    def access_secret(self) -> str:
+        return f"{self.tenant}-sap-btp-service-operator"
+
+    def access(self, **more: str) -> dict[str, str]:
+        return {"operator_namespace": self.operator_ns, "namespace": self.tenant, **more}
+
+    def secret(self, name: str | None = None) -> dict[str, str] | None:
+        return secret_data(self.core, self.operator_ns, name or self.access_secret)
+
+
+@pytest.fixture
+def target(
+    kube_steps: Steps,  # noqa: F811
+    core: client.CoreV1Api,  # noqa: F811
+    operator_ns: str,
+    namespace: str,  # noqa: F811
+) -> Target:
+    return Target(kube_steps, core, operator_ns, namespace)
+
+
+def chart_flags(operator_ns: str) -> dict[str, str]:
+    return {
+        "operator_namespace": operator_ns,
+        "chart_repo": str(CHARTS),
+        "chart_name": "sap-btp-operator",
+        "chart_version": "0.1.0",
+        "chart_values": '{"manager": {"management_namespace": ""}}',
+        "helm_timeout_seconds": "60",
+    }
+
+
+def test_create_writes_the_operators_secret_and_a_second_run_keeps_it(
+    target: Target, btp: FakeBtp
+) -> None:
+    first = target.steps.run("create-operator-access", **target.access())
+    stored = target.secret()
+    second = target.steps.run("create-operator-access", **target.access())
+
+    assert (first.code, second.code) == (EXIT_OK, EXIT_OK), first.stderr + second.stderr
+    [instance] = btp.instances_named("team-a-service-operator")
+    [binding] = btp.bindings_of(instance["id"])
+    assert stored is not None
+    assert set(stored) == KEYS
+    assert stored["clientsecret"] == binding["credentials"]["clientsecret"]
+    token_url = stored["tokenurl"] + stored["tokenurlsuffix"]
+    assert token_url == target.steps.runner.url + "/oauth/token"
+    meta = target.core.read_namespaced_secret(target.access_secret, target.operator_ns).metadata
+    assert meta.labels["orchestrator.dev/onboarding"] == "team-a"
+    assert meta.labels["services.cloud.sap.com/managed-by-sap-btp-operator"] == "true"
+    assert meta.annotations["orchestrator.dev/service-binding-id"] == binding["id"]
+    assert second.outputs["credentials"] == "kept"
+    assert target.secret() == stored
+    assert (first.actions[0], first.actions[-1]) == ("start", "finish")
+
+
+def test_a_lost_secret_gets_a_new_binding_and_delete_removes_everything(
+    target: Target, btp: FakeBtp
+) -> None:
+    assert target.steps.run("create-operator-access", **target.access()).code == EXIT_OK
+    old = target.secret()
+    target.core.delete_namespaced_secret(target.access_secret, target.operator_ns)
+
+    again = target.steps.run("create-operator-access", **target.access())
+
+    assert again.code == EXIT_OK, again.stderr
+    assert again.outputs["credentials"] == "regenerated"
+    [instance] = btp.instances_named("team-a-service-operator")
+    [binding] = btp.bindings_of(instance["id"])
+    new = target.secret()
+    assert new is not None
+    assert old is not None
+    assert new["clientsecret"] == binding["credentials"]["clientsecret"] != old["clientsecret"]
+
+    first = target.steps.run("delete-operator-access", **target.access())
+    second = target.steps.run("delete-operator-access", **target.access())
+
+    assert (first.code, second.code) == (EXIT_OK, EXIT_OK), first.stderr
+    assert btp.instances_named("team-a-service-operator") == []
+    assert target.secret() is None
+
+
+def test_a_secret_of_someone_else_is_never_overwritten(target: Target, btp: FakeBtp) -> None:
+    name = "sap-btp-service-operator"
+    target.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=target.operator_ns))
+    )
+    target.core.create_namespaced_secret(
+        target.operator_ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name), string_data={"clientid": "the-platform-teams"}
+        ),
+    )
+
+    created = target.steps.run("create-operator-access", **target.access(secret_name=name))
+    deleted = target.steps.run("delete-operator-access", **target.access(secret_name=name))
+
+    assert (created.code, deleted.code) == (EXIT_PERMANENT, EXIT_PERMANENT)
+    assert "no onboarding" in created.last_message
+    assert target.secret(name) == {"clientid": "the-platform-teams"}
+    assert btp.instances_named("team-a-service-operator") == []
+
+
+def test_install_renders_the_chart_without_its_own_credentials_secret_and_upgrades_again(
+    target: Target, tmp_path: Path
+) -> None:
+    assert target.steps.run("create-operator-access", **target.access()).code == EXIT_OK
+    access = target.secret()
+
+    first = target.steps.run("install-operator", **chart_flags(target.operator_ns))
+    second = target.steps.run("install-operator", **chart_flags(target.operator_ns))
+
+    assert (first.code, second.code) == (EXIT_OK, EXIT_OK), first.stderr + second.stderr
+    assert (first.outputs, second.outputs) == (
+        {"release": "sap-btp-operator", "revision": "1"},
+        {"release": "sap-btp-operator", "revision": "2"},
+    )
+    config = target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
+    assert config.data["MANAGEMENT_NAMESPACE"] == target.operator_ns
+    # manager.secret.enabled is false: the chart made no Secret of its own (it would have
+    # failed without a client id), and ours is as create-operator-access wrote it
+    assert target.secret("sap-btp-service-operator") is None
+    assert target.secret() == access
+    argv = (tmp_path / "helm-calls" / "argv").read_text()
+    assert access is not None
+    assert all(value not in argv for value in access.values() if len(value) > 12)
+    modes = (tmp_path / "helm-calls" / "modes").read_text().split()
+    assert set(modes[0::2]) == {"600"}
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_uninstall_removes_the_release_unless_another_onboarding_still_uses_it(
+    target: Target,
+) -> None:
+    where = {"operator_namespace": target.operator_ns}
+    never = target.steps.run("uninstall-operator", **where)
+    assert target.steps.run("install-operator", **chart_flags(target.operator_ns)).code == EXIT_OK
+    other = client.V1Secret(
+        metadata=client.V1ObjectMeta(
+            name="team-b-sap-btp-service-operator",
+            labels={
+                "orchestrator.dev/onboarding": "team-b",
+                "orchestrator.dev/managed-by": "orchestrator",
+            },
+        ),
+        string_data={"clientid": "b"},
+    )
+    target.core.create_namespaced_secret(target.operator_ns, other)
+
+    kept = target.steps.run("uninstall-operator", **where)
+    target.core.delete_namespaced_secret("team-b-sap-btp-service-operator", target.operator_ns)
+    removed = target.steps.run("uninstall-operator", **where)
+
+    assert (never.code, kept.code, removed.code) == (EXIT_OK, EXIT_OK, EXIT_OK), kept.stderr
+    assert [r.outputs["operator-uninstalled"] for r in (never, kept, removed)] == [
+        "absent",
+        "kept",
+        "uninstalled",
+    ]
+    with pytest.raises(ApiException):
+        target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
+
+
+def test_the_operator_steps_need_no_more_than_secrets_and_configmaps_in_its_namespace(
+    target: Target,
+    cluster: controlplane.Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """What the step ServiceAccount gets there (Secrets), plus the stand-in chart's ConfigMap."""
+    target.steps.env["KUBECONFIG"] = str(
+        namespaced_kubeconfig(cluster, target.core, target.operator_ns, tmp_path / "kubeconfig")
+    )
+    for step, flags in [
+        ("create-operator-access", target.access()),
+        ("install-operator", chart_flags(target.operator_ns)),
+        ("uninstall-operator", {"operator_namespace": target.operator_ns}),
+        ("delete-operator-access", target.access()),
+    ]:
+        run = target.steps.run(step, **flags)
+        assert run.code == EXIT_OK, f"{step}: {run.stderr}"
+
+
+def test_the_whole_profile_and_its_compensations_leave_no_secret_in_any_output(
+    target: Target, btp: FakeBtp, tmp_path: Path
+) -> None:
+    btp.subaccounts.clear()  # create-subaccount makes it this time
+    sequence = [
+        ("create-subaccount", {}),
+        ("create-operator-access", target.access()),
+        ("install-operator", chart_flags(target.operator_ns)),
+        ("uninstall-operator", {"operator_namespace": target.operator_ns}),
+        ("delete-operator-access", target.access()),
+        ("delete-subaccount", {}),
+    ]
+    for step, flags in sequence:
+        run = target.steps.run(step, **flags)
+        assert run.code == EXIT_OK, f"{step}: {run.stderr}"
+
+    assert btp.subaccounts_with("team-a") == []
+    assert btp.instances_named("team-a-service-operator") == []
+    assert target.secret() is None
+    used = target.steps.secrets()
+    assert len(used) >= 3  # client secret, tokens, the binding's client secret
+    texts = [run.everything() for run in target.steps.runs]
+    texts += [p.read_text(errors="replace") for p in (tmp_path / "helm-calls").iterdir()]
+    for text in texts:
+        for secret in used:
+            assert secret not in text
