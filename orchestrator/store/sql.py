@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.errors import Conflict, NotLeading, PermanentError
+from orchestrator.errors import ChangedMeanwhile, Conflict, NotLeading, PermanentError
 from orchestrator.records import Leadership, OnboardingRecord, State, TransitionRecord
 from orchestrator.store import engines, failures, migrating, rows, urls
 from orchestrator.store.tables import leadership, onboardings, transitions
@@ -150,7 +150,7 @@ class SqlStore:
         )
         with self._writing(epoch) as connection:
             if connection.execute(statement).rowcount != 1:
-                raise Conflict(_why_not_saved(connection, record))
+                raise ChangedMeanwhile(_why_not_saved(connection, record))
             _append(connection, history)
         return saved
 
@@ -181,7 +181,7 @@ class SqlStore:
                 )
                 # a row that changed meanwhile is left as it is; the others still go in
                 if connection.execute(statement).rowcount != 1:
-                    outcomes.append(Conflict(_why_not_saved(connection, record)))
+                    outcomes.append(ChangedMeanwhile(_why_not_saved(connection, record)))
                     continue
                 outcomes.append(replace(record, version=record.version + 1))
                 history.extend(appended)
