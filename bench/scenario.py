@@ -111,8 +111,8 @@ def seed_ready(db_url: str, onboardings: dict[str, str]) -> None:
             record.workflow_submitted = True
             history = [
                 TransitionRecord(name, State.PENDING, State.PENDING, "declared", "seeded", now),
-                TransitionRecord(name, State.INSTALLING_PROXY, State.READY, "step_succeeded",
-                                 "seeded", now, record.workflow),
+                TransitionRecord(name, State.RUNNING, State.READY, "step_succeeded",
+                                 "seeded", now, record.workflow, from_step=last.value),
             ]  # fmt: skip
             store.create(record, history)
     finally:

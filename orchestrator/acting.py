@@ -17,7 +17,7 @@ from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
 from orchestrator.machine import OnboardingMachine
 from orchestrator.metrics import Metrics
-from orchestrator.naming import workflow_labels, workflow_name
+from orchestrator.naming import template_name, workflow_labels, workflow_name
 from orchestrator.parameters import step_parameters
 from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning
 from orchestrator.planning import (
@@ -31,7 +31,8 @@ from orchestrator.planning import (
 )
 from orchestrator.ports import Credentials, Targets, WorkflowEngine
 from orchestrator.records import OnboardingRecord, State, TransitionRecord, WorkflowSubmission
-from orchestrator.steps import Step, forward_of, inventory_order
+from orchestrator.stepplans import StepPlan
+from orchestrator.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Actor:
         acted = False
         for command in commands:
             if isinstance(command, Fire):
-                if ends_offboarding(record, command.trigger):
+                if ends_offboarding(record, command.trigger, machine.plan):
                     await self.release(record)
                 self.fire(machine, command, situation)
             elif isinstance(command, Stop):
@@ -155,14 +156,15 @@ class Actor:
     ) -> None:
         record = machine.record
         step = command.step
+        compensation = machine.plan.is_compensation(step)
         if command.new_attempt:
-            begin_attempt(record, step)
+            begin_attempt(record, step, machine.plan)
             # the intent is stored before Argo hears of it: after a crash the
             # same name is looked up, then resubmitted, never run twice
             await self._save(record, machine.log)
         cluster = self.clusters.cluster(record.cluster)
         prepared = cluster is not None and cluster.spec.kubeconfig is not None
-        if prepared and not step.is_compensation:
+        if prepared and not compensation:
             try:
                 await self._prepare(record)
             except PermanentError as error:
@@ -173,11 +175,11 @@ class Actor:
         await self.apply_templates(record.cluster, engine)
         assert record.workflow is not None
         spec = OnboardingSpec.model_validate(record.spec)
-        counter = record.attempt_counters[step.value]
+        counter = record.attempt_counters[step]
         submission = WorkflowSubmission(
             name=record.workflow,
-            template=step.template,
-            parameters=step_parameters(onboarding=record.name, spec=spec, step=step),
+            template=template_name(step),
+            parameters=_parameters(onboarding=record.name, spec=spec, step=step),
             labels=workflow_labels(
                 onboarding=record.name,
                 incarnation=record.incarnation,
@@ -205,26 +207,24 @@ class Actor:
             now + timedelta(seconds=self.tuning.step_timeout_seconds) + DEADLINE_GRACE
         )
         self.metrics.workflow_submissions.labels(
-            cluster=record.cluster, step=step.value, result=outcome
+            cluster=record.cluster, step=step, result=outcome
         ).inc()
         log.info(
             f"workflow {outcome}",
-            extra=log_fields(
-                record, step=step.value, workflow=record.workflow, attempt=record.attempt
-            ),
+            extra=log_fields(record, step=step, workflow=record.workflow, attempt=record.attempt),
         )
 
     def _refused(
-        self, machine: OnboardingMachine, situation: Situation, step: Step, why: str
+        self, machine: OnboardingMachine, situation: Situation, step: str, why: str
     ) -> None:
         """An attempt that could not even start: it counts as failed, with the real reason."""
         record = machine.record
         self.metrics.workflow_submissions.labels(
-            cluster=record.cluster, step=step.value, result="rejected"
+            cluster=record.cluster, step=step, result="rejected"
         ).inc()
-        log.error("attempt refused", extra=log_fields(record, step=step.value, error=why))
-        record.last_error = f"{step.value}: {why}"
-        for failed in attempt_failed(situation, step, f"{step.value}: {why}"):
+        log.error("attempt refused", extra=log_fields(record, step=step, error=why))
+        record.last_error = f"{step}: {why}"
+        for failed in attempt_failed(situation, step, f"{step}: {why}"):
             if isinstance(failed, Fire):
                 self.fire(machine, failed, situation)
 
@@ -293,30 +293,45 @@ def log_fields(record: OnboardingRecord, **extra: Any) -> dict[str, Any]:
     return fields
 
 
-def ends_offboarding(record: OnboardingRecord, trigger: str) -> bool:
+def ends_offboarding(record: OnboardingRecord, trigger: str, plan: StepPlan) -> bool:
     """Whether firing ``trigger`` makes an offboarded onboarding Deleted (see the table)."""
     if trigger == "compensated":
-        step = next_compensation(record)
-        undone = forward_of(step).value if step is not None else None
+        step = next_compensation(record, plan)
+        undone = plan.forward_of(step) if step is not None else None
         return record.offboarding and not [s for s in record.inventory if s != undone]
     if trigger == "offboard":
         return not record.inventory
     return False
 
 
-def begin_attempt(record: OnboardingRecord, step: Step) -> None:
+def begin_attempt(record: OnboardingRecord, step: str, plan: StepPlan) -> None:
     """Record a new attempt of ``step`` and its deterministic workflow name."""
-    record.attempt = record.attempt + 1 if record.step == step.value else 1
-    record.step = step.value
-    counter = record.attempt_counters.get(step.value, 0) + 1
-    record.attempt_counters = {**record.attempt_counters, step.value: counter}
+    record.attempt = record.attempt + 1 if record.step == step else 1
+    record.step = step
+    counter = record.attempt_counters.get(step, 0) + 1
+    record.attempt_counters = {**record.attempt_counters, step: counter}
     record.workflow = workflow_name(record.name, record.incarnation, step, counter)
     record.workflow_submitted = False
     record.step_started_at = None
     record.step_deadline = None
-    if not step.is_compensation and step.value not in record.inventory:
-        # from now on something may exist: only its compensation's success removes it
-        record.inventory = inventory_order([*record.inventory, step.value])
+    undoable = not plan.is_compensation(step) and plan.compensation_of(step) is not None
+    if undoable and step not in record.inventory:
+        # from now on something may exist: only its compensation's success removes it (a
+        # step with ``compensation: none`` leaves nothing to undo, so it is never listed)
+        record.inventory = plan.inventory_order([*record.inventory, step])
+
+
+def _parameters(*, onboarding: str, spec: OnboardingSpec, step: str) -> dict[str, str]:
+    """Every step gets the same set (``parameters.step_parameters``), named for its step.
+
+    Until pipelines say each step's own parameters (issue 15), a step that is not one of
+    the built-in ``Step``s gets that set too.
+    """
+    known = Step(step) if step in _BUILT_IN else Step.CREATE_SUBACCOUNT
+    return {**step_parameters(onboarding=onboarding, spec=spec, step=known), "step": step}
+
+
+_BUILT_IN = frozenset(s.value for s in Step)
 
 
 def new_incarnation() -> str:

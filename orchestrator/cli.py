@@ -52,6 +52,7 @@ from orchestrator.views import (
     ReplicaView,
     TransitionView,
     UpsertResult,
+    state_and_step,
 )
 
 if TYPE_CHECKING:  # imported where used, so the other commands stay quick
@@ -578,7 +579,11 @@ REPLICA = Items(
 
 
 def _transition_cells(t: TransitionView, now: datetime, *, wide: bool) -> list[object]:
-    moved = [t.from_state.value, t.to_state.value, t.trigger]
+    moved = [
+        state_and_step(t.from_state, t.from_step),
+        state_and_step(t.to_state, t.to_step),
+        t.trigger,
+    ]
     if wide:
         at = t.at.isoformat(timespec="seconds")
         return [*moved, at, t.workflow_url or t.workflow, t.reason.replace("\n", " ")]
@@ -633,7 +638,10 @@ def describe(view: OnboardingView, *, now: datetime) -> str:
             ("Step", step),
             ("Workflow", view.workflow),
             ("Workflow URL", view.workflow_url),
-            ("Suspended from", view.suspended_from.value if view.suspended_from else None),
+            (
+                "Suspended from",
+                state_and_step(view.suspended_from, view.step) if view.suspended_from else None,
+            ),
             ("Offboarding", "yes" if view.offboarding else "no"),
             ("Next attempt", relative(view.next_attempt_at, now=now)),
             ("Created", relative(view.created_at, now=now)),
@@ -900,7 +908,7 @@ def _acted(action: Action, before: OnboardingView | None, view: OnboardingView) 
     if action == "suspend":
         if before is not None and before.state == State.SUSPENDED:
             return f"{view.name}: already suspended (nothing changed)"
-        was = f" (was {before.state.value})" if before is not None else ""
+        was = f" (was {state_and_step(before.state, before.step)})" if before is not None else ""
         return f"{view.name}: suspended{was}"
     if action == "resume":
         if before is not None and before.state != State.SUSPENDED:

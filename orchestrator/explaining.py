@@ -17,7 +17,14 @@ from datetime import datetime
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC
 from orchestrator.records import State
 from orchestrator.steps import Step
-from orchestrator.views import ClusterView, Explanation, FailedStep, OnboardingView, TransitionView
+from orchestrator.views import (
+    ClusterView,
+    Explanation,
+    FailedStep,
+    OnboardingView,
+    TransitionView,
+    state_and_step,
+)
 
 #: the start of ``lastError`` when an edit of a field naming an external resource was refused
 REFUSED_CHANGE = re.compile(r"^spec\.[\w.]+ cannot change from ")
@@ -151,7 +158,8 @@ def _suspended(
     if entered is not None and entered.reason not in (view.reason, None):
         e.details.append(f"why: {entered.reason}")
     if view.suspended_from is not None:
-        e.details.append(f"it goes back to {view.suspended_from.value} when resumed")
+        back = state_and_step(view.suspended_from, view.step)
+        e.details.append(f"it goes back to {back} when resumed")
     if view.offboarding:
         e.details.append("it was removed: the offboarding starts once it is resumed")
     if view.workflow:

@@ -3,6 +3,10 @@
 Triggers are fired by the planner (``planning.py``) or by on-call actions. The
 callbacks only change the record and emit what should happen next; the
 reconciler does the I/O. Every fired transition appends a ``TransitionRecord``.
+
+The table is the same whatever the pipeline: the step being run is data
+(``record.step``), and the order of the steps comes from the onboarding's
+``StepPlan``, which the caller passes in.
 """
 
 from __future__ import annotations
@@ -17,12 +21,10 @@ from transitions import Machine, MachineError
 
 from orchestrator.errors import Conflict
 from orchestrator.records import OnboardingRecord, State, TransitionRecord
-from orchestrator.steps import FORWARD_STEPS, Step, forward_of, next_forward
+from orchestrator.stepplans import StepPlan
 
 P = State.PENDING
-CS = State.CREATING_SUBACCOUNT
-RP = State.REGISTERING_PLATFORM
-IP = State.INSTALLING_PROXY
+RN = State.RUNNING
 RD = State.READY
 UP = State.UPDATING
 UF = State.UPDATE_FAILED
@@ -33,31 +35,29 @@ OB = State.OFFBOARDING
 DL = State.DELETED
 SU = State.SUSPENDED
 
-FORWARD = [CS, RP, IP]
 #: states that run a step (forward or compensation) and may have a workflow in flight
-RUNNING = [*FORWARD, UP, RB, OB]
+RUNS_A_STEP = [RN, UP, RB, OB]
 #: states an onboarding can be suspended in, and resumed to
-SUSPENDABLE = [P, CS, RP, IP, RD, UP, UF, RB, FD, CF, OB]
+SUSPENDABLE = [P, RN, RD, UP, UF, RB, FD, CF, OB]
 #: states that can be offboarded (the inventory is compensated, latest first)
-OFFBOARDABLE = [P, CS, RP, IP, RD, UP, UF, RB, FD, CF]
+OFFBOARDABLE = [P, RN, RD, UP, UF, RB, FD, CF]
 
 #: (trigger, source(s), dest, conditions). Rows are tried in order; the first
 #: whose conditions hold fires. Reflexive rows (source == dest) are retries
 #: or progress within a state, recorded in the history like any other.
 TRANSITIONS: list[dict[str, Any]] = [
-    # forward: the first run of the steps
-    {"trigger": "start", "source": P, "dest": CS},
-    {"trigger": "step_succeeded", "source": CS, "dest": RP},
-    {"trigger": "step_succeeded", "source": RP, "dest": IP},
-    {"trigger": "step_succeeded", "source": IP, "dest": RD},
+    # forward: the first run of the steps, one after the other, from the first
+    {"trigger": "start", "source": P, "dest": RN},
+    {"trigger": "step_succeeded", "source": RN, "dest": RD, "conditions": "last_step"},
+    {"trigger": "step_succeeded", "source": RN, "dest": RN},
     # an update: the forward steps again, with the new spec, one after the other
     {"trigger": "step_succeeded", "source": UP, "dest": RD, "conditions": "last_step"},
     {"trigger": "step_succeeded", "source": UP, "dest": UP},
-    {"trigger": "step_retried", "source": [*FORWARD, UP], "dest": "="},
+    {"trigger": "step_retried", "source": [RN, UP], "dest": "="},
     # a workflow that vanished (garbage-collected) runs again, not counted as a failure
-    {"trigger": "workflow_vanished", "source": RUNNING, "dest": "="},
+    {"trigger": "workflow_vanished", "source": RUNS_A_STEP, "dest": "="},
     # a first run that fails is rolled back; an update that fails never is
-    {"trigger": "step_failed", "source": FORWARD, "dest": RB},
+    {"trigger": "step_failed", "source": RN, "dest": RB},
     {"trigger": "step_failed", "source": UP, "dest": UF},
     # compensation of the inventory, latest first, after a failure or for offboarding
     {"trigger": "compensated", "source": RB, "dest": FD, "conditions": "all_compensated"},
@@ -81,9 +81,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "retry", "source": CF, "dest": RB},
     {"trigger": "suspend", "source": SUSPENDABLE, "dest": SU},
     {"trigger": "resume", "source": SU, "dest": P, "conditions": "resumes_to_pending"},
-    {"trigger": "resume", "source": SU, "dest": CS, "conditions": "resumes_to_creating_subaccount"},
-    {"trigger": "resume", "source": SU, "dest": RP, "conditions": "resumes_to_registering_platform"},
-    {"trigger": "resume", "source": SU, "dest": IP, "conditions": "resumes_to_installing_proxy"},
+    {"trigger": "resume", "source": SU, "dest": RN, "conditions": "resumes_to_running"},
     {"trigger": "resume", "source": SU, "dest": RD, "conditions": "resumes_to_ready"},
     {"trigger": "resume", "source": SU, "dest": UP, "conditions": "resumes_to_updating"},
     {"trigger": "resume", "source": SU, "dest": UF, "conditions": "resumes_to_update_failed"},
@@ -95,8 +93,6 @@ TRANSITIONS: list[dict[str, Any]] = [
 
 TRIGGERS = sorted({row["trigger"] for row in TRANSITIONS})
 
-STEP_OF_STATE: dict[State, Step] = dict(zip(FORWARD, FORWARD_STEPS, strict=True))
-
 
 @dataclass
 class _Model:
@@ -104,6 +100,7 @@ class _Model:
 
     record: OnboardingRecord
     now: datetime
+    plan: StepPlan
     reason: str = ""
     log: list[TransitionRecord] = field(default_factory=list)
     state: State = State.PENDING
@@ -115,8 +112,11 @@ class _Model:
         record = self.record
         trigger, source, workflow = self.firing
         dest = State(self.state)
-        _effects(record, trigger=trigger, source=source, dest=dest, now=self.now)
-        if dest != record.state or record.state_since is None:
+        from_step = record.step
+        _effects(record, trigger=trigger, source=source, dest=dest, now=self.now, plan=self.plan)
+        moved_on = dest == RN and record.step != from_step
+        if dest != record.state or moved_on or record.state_since is None:
+            # a step of the first run is "since" when it began, as when each had its state
             record.state_since = self.now
         record.state = dest
         if trigger not in ("compensated", "compensation_retried") or record.reason is None:
@@ -131,13 +131,15 @@ class _Model:
                 reason=self.reason,
                 at=self.now,
                 workflow=workflow,
+                from_step=from_step,
+                to_step=record.step,
             )
         )
 
     # --- conditions -------------------------------------------------------------
     def all_compensated(self) -> bool:
         """Nothing is left in the inventory once the compensation that ran is counted."""
-        undone = _undone_by(self.record.step)
+        undone = _undone_by(self.record.step, self.plan)
         return not [s for s in self.record.inventory if s != undone]
 
     def nothing_to_compensate(self) -> bool:
@@ -145,7 +147,7 @@ class _Model:
 
     def last_step(self) -> bool:
         step = self.record.step
-        return step is not None and next_forward(Step(step)) is None
+        return step is not None and self.plan.next_step(step) is None
 
     def is_offboarding(self) -> bool:
         return self.record.offboarding
@@ -156,14 +158,8 @@ class _Model:
     def resumes_to_pending(self) -> bool:
         return self._resumes_to(P)
 
-    def resumes_to_creating_subaccount(self) -> bool:
-        return self._resumes_to(CS)
-
-    def resumes_to_registering_platform(self) -> bool:
-        return self._resumes_to(RP)
-
-    def resumes_to_installing_proxy(self) -> bool:
-        return self._resumes_to(IP)
+    def resumes_to_running(self) -> bool:
+        return self._resumes_to(RN)
 
     def resumes_to_ready(self) -> bool:
         return self._resumes_to(RD)
@@ -203,12 +199,13 @@ class OnboardingMachine:
     """Fires triggers on one record and keeps what they did.
 
     ``fire`` returns the new state; ``log`` holds the transitions to store
-    together with the record.
+    together with the record. ``plan`` is the order of the record's steps.
     """
 
-    def __init__(self, record: OnboardingRecord, *, now: datetime) -> None:
+    def __init__(self, record: OnboardingRecord, *, now: datetime, plan: StepPlan) -> None:
         self.record = record
         self.now = now
+        self.plan = plan
         #: the transitions fired so far, to store with the record
         self.log: list[TransitionRecord] = []
 
@@ -217,7 +214,9 @@ class OnboardingMachine:
         self, *, reason: str = "", firing: tuple[str, State, str | None] | None = None
     ) -> Iterator[_Model]:
         # a fresh model per binding: the machine binds its triggers onto it
-        model = _Model(record=self.record, now=self.now, reason=reason, log=self.log)
+        model = _Model(
+            record=self.record, now=self.now, plan=self.plan, reason=reason, log=self.log
+        )
         model.state = self.record.state
         if firing is not None:
             model.firing = firing
@@ -247,11 +246,11 @@ class OnboardingMachine:
         return State(self.record.state)
 
 
-def _undone_by(step: str | None) -> str | None:
+def _undone_by(step: str | None, plan: StepPlan) -> str | None:
     """The forward step whose work the compensation ``step`` undoes, if it is one."""
-    if step is None or not Step(step).is_compensation:
+    if step is None or not plan.is_compensation(step):
         return None
-    return forward_of(Step(step)).value
+    return plan.forward_of(step)
 
 
 def _clear_step(record: OnboardingRecord) -> None:
@@ -265,7 +264,13 @@ def _clear_step(record: OnboardingRecord) -> None:
 
 
 def _effects(
-    record: OnboardingRecord, *, trigger: str, source: State, dest: State, now: datetime
+    record: OnboardingRecord,
+    *,
+    trigger: str,
+    source: State,
+    dest: State,
+    now: datetime,
+    plan: StepPlan,
 ) -> None:
     """What a transition changes on the record besides its state.
 
@@ -301,18 +306,21 @@ def _effects(
         return
     record.error_count = 0
     record.next_attempt_at = None
-    if trigger == "step_succeeded" and dest == UP:
-        # on to the next forward step of the update
-        following = next_forward(Step(record.step)) if record.step else FORWARD_STEPS[0]
+    if trigger == "step_succeeded" and dest in (RN, UP):
+        # on to the next forward step of the run or the update
+        following = plan.next_step(record.step) if record.step else plan.first
         _clear_step(record)
-        record.step = following.value if following else None
+        record.step = following
         return
     if trigger == "compensated":
-        undone = _undone_by(record.step)
+        undone = _undone_by(record.step, plan)
         record.inventory = [s for s in record.inventory if s != undone]
-    if trigger == "offboard" and source in (RB, CF) and _undone_by(record.step) is not None:
+    if trigger == "offboard" and source in (RB, CF) and _undone_by(record.step, plan) is not None:
         return  # the compensation under way simply goes on, now towards Deleted
     _clear_step(record)
+    if dest in (RN, UP):
+        # a run (or an update) begins with the plan's first step
+        record.step = plan.first
     if dest == P:
         record.offboarding = False
         record.last_error = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 from orchestrator import API_GROUP
-from orchestrator.steps import Step
 
 LABEL_ONBOARDING = f"{API_GROUP}/onboarding"
 LABEL_STEP = f"{API_GROUP}/step"
@@ -17,7 +16,12 @@ LABEL_INCARNATION = f"{API_GROUP}/incarnation"
 MAX_NAME = 63
 
 
-def workflow_name(onboarding: str, incarnation: str, step: Step, attempt: int) -> str:
+def template_name(step: str) -> str:
+    """Name of the WorkflowTemplate that runs ``step`` (as ``steps.Step.template``)."""
+    return f"orchestrator-{step}"
+
+
+def workflow_name(onboarding: str, incarnation: str, step: str, attempt: int) -> str:
     """Name of the workflow for one step attempt.
 
     The same inputs always give the same name, so a resubmission after a crash
@@ -25,7 +29,7 @@ def workflow_name(onboarding: str, incarnation: str, step: Step, attempt: int) -
     incarnation keeps a re-created onboarding of the same name from adopting
     its predecessor's workflows. Long names are cut and suffixed with a hash.
     """
-    name = f"{onboarding}-{step.value}-{incarnation}-{attempt}"
+    name = f"{onboarding}-{step}-{incarnation}-{attempt}"
     if len(name) <= MAX_NAME:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
@@ -35,12 +39,12 @@ def workflow_name(onboarding: str, incarnation: str, step: Step, attempt: int) -
 
 
 def workflow_labels(
-    *, onboarding: str, incarnation: str, step: Step, attempt: int, daemon: str
+    *, onboarding: str, incarnation: str, step: str, attempt: int, daemon: str
 ) -> dict[str, str]:
     return {
         LABEL_ONBOARDING: onboarding,
         LABEL_INCARNATION: incarnation,
-        LABEL_STEP: step.value,
+        LABEL_STEP: str(step),
         LABEL_ATTEMPT: str(attempt),
         LABEL_MANAGED_BY: daemon,
     }

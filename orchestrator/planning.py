@@ -15,9 +15,9 @@ from enum import Enum
 from typing import Any
 
 from orchestrator.configs import DeletionPolicy, OnboardingSpec
-from orchestrator.machine import STEP_OF_STATE
 from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
-from orchestrator.steps import FORWARD_STEPS, HOPELESS_EXIT_CODES, Step, compensations_for
+from orchestrator.stepplans import StepPlan
+from orchestrator.steps import HOPELESS_EXIT_CODES
 
 EXIT_CODE = re.compile(r"\(exit code (\d+)\)")
 
@@ -50,7 +50,7 @@ class Fire:
 class Submit:
     """Submit ``step``; ``new_attempt`` False resubmits the recorded name (never confirmed)."""
 
-    step: Step
+    step: str
     new_attempt: bool = True
 
 
@@ -89,6 +89,8 @@ class Situation:
     desired: OnboardingSpec | None
     observation: Observation
     now: datetime
+    #: the order of the onboarding's steps and what undoes each
+    plan: StepPlan
     #: a free slot on the cluster, for Pending onboardings to start
     slot_available: bool = True
     limits: Limits = field(default_factory=Limits)
@@ -106,10 +108,11 @@ def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
     return float(ceiling / 2 + ceiling / 2 * jitter)
 
 
-FORWARD_STATES = frozenset(STEP_OF_STATE)
+#: states that run the forward steps (the first run, an update)
+FORWARD_STATES = frozenset({State.RUNNING, State.UPDATING})
 COMPENSATING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})
 #: states that hold one of the cluster's concurrency slots
-IN_FLIGHT = FORWARD_STATES | {State.UPDATING} | COMPENSATING
+IN_FLIGHT = FORWARD_STATES | COMPENSATING
 #: states in which nothing exists for the onboarding when its inventory is empty
 AT_REST = frozenset({State.PENDING, State.FAILED, State.DELETED})
 #: how often a step's workflow may vanish and be run again before it counts as failed
@@ -141,7 +144,7 @@ def take_spec(record: OnboardingRecord, spec: OnboardingSpec) -> bool:
     state = record.state
     if state == State.SUSPENDED:
         state = record.suspended_from or State.PENDING
-    if state in FORWARD_STATES or state == State.UPDATING:
+    if state in FORWARD_STATES:
         record.spec_fingerprint = MIXED_SPECS
     record.spec = values
     record.namespace = spec.namespace
@@ -208,19 +211,17 @@ def decide(s: Situation) -> list[Command]:
             return [Wait("the cluster is at its concurrency limit")]
         return [Fire("start", "starting")]
     if state in FORWARD_STATES:
-        return _run_step(s, STEP_OF_STATE[state])
-    if state == State.UPDATING:
-        return _run_step(s, Step(record.step) if record.step else FORWARD_STEPS[0])
+        return _run_step(s, record.step or s.plan.first)
     if state in COMPENSATING:
         return decide_compensation(s)
     return [Wait(f"{state.value}: settled", settled=True)]
 
 
-def next_compensation(record: OnboardingRecord) -> Step | None:
+def next_compensation(record: OnboardingRecord, plan: StepPlan) -> str | None:
     """The compensation to run now: the one under way, else the latest inventory entry's."""
-    if record.step is not None and Step(record.step).is_compensation:
-        return Step(record.step)
-    undo = compensations_for([Step(s) for s in record.inventory])
+    if record.step is not None and plan.is_compensation(record.step):
+        return record.step
+    undo = plan.compensations_for(record.inventory)
     return undo[0] if undo else None
 
 
@@ -243,7 +244,7 @@ def _removed(s: Situation) -> list[Command]:
             Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry", settled=True)
         ]
     commands: list[Command] = []
-    if record.state in FORWARD_STATES | {State.UPDATING} and record.workflow is not None:
+    if record.state in FORWARD_STATES and record.workflow is not None:
         observation = s.observation
         if observation is UNKNOWN:
             return [Wait("removed; offboarding waits for the cluster to stop the running step")]
@@ -257,15 +258,15 @@ def decide_compensation(s: Situation) -> list[Command]:
     record = s.record
     if record.next_attempt_at is not None and s.now < record.next_attempt_at:
         return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
-    step = next_compensation(record)
+    step = next_compensation(record, s.plan)
     if step is None:
         return [Fire("compensated", "nothing left to compensate")]
     return _run_step(s, step)
 
 
-def _run_step(s: Situation, step: Step) -> list[Command]:
+def _run_step(s: Situation, step: str) -> list[Command]:
     record = s.record
-    if record.step != step.value or record.workflow is None:
+    if record.step != step or record.workflow is None:
         return [Submit(step)]
     observation = s.observation
     workflow = record.workflow
@@ -279,7 +280,7 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
                 Fire(
                     "workflow_vanished",
                     f"workflow {workflow} vanished (deleted or garbage-collected before it was"
-                    f" seen to finish); {step.value} runs again, it is idempotent",
+                    f" seen to finish); {step} runs again, it is idempotent",
                     workflow,
                 )
             ]
@@ -288,19 +289,19 @@ def _run_step(s: Situation, step: Step) -> list[Command]:
         )
     assert isinstance(observation, WorkflowStatus)
     if observation.phase == WorkflowPhase.SUCCEEDED:
-        trigger = "compensated" if step.is_compensation else "step_succeeded"
-        return [Fire(trigger, f"{step.value} succeeded", workflow)]
+        trigger = "compensated" if s.plan.is_compensation(step) else "step_succeeded"
+        return [Fire(trigger, f"{step} succeeded", workflow)]
     if observation.phase.finished:
         message = observation.message or observation.phase.value
         outcome = observation.phase.value.lower()
         hopeless = exit_code(message) in HOPELESS_EXIT_CODES
-        return attempt_failed(s, step, f"{step.value} {outcome}: {message}", final=hopeless)
+        return attempt_failed(s, step, f"{step} {outcome}: {message}", final=hopeless)
     if record.step_deadline is not None and s.now >= record.step_deadline:
         return [
             Stop(workflow, "step deadline exceeded"),
-            *attempt_failed(s, step, f"{step.value} passed its deadline"),
+            *attempt_failed(s, step, f"{step} passed its deadline"),
         ]
-    return [Wait(f"{step.value} is {observation.phase.value or 'submitted'}")]
+    return [Wait(f"{step} is {observation.phase.value or 'submitted'}")]
 
 
 def exit_code(message: str) -> int | None:
@@ -309,19 +310,20 @@ def exit_code(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def attempt_failed(s: Situation, step: Step, reason: str, *, final: bool = False) -> list[Command]:
+def attempt_failed(s: Situation, step: str, reason: str, *, final: bool = False) -> list[Command]:
     """Retry the step, or give up: after its last attempt, or at once when ``final``
     (the step said another attempt cannot do better)."""
     record = s.record
-    limit = s.limits.compensation_attempts if step.is_compensation else s.limits.step_attempts
+    compensation = s.plan.is_compensation(step)
+    limit = s.limits.compensation_attempts if compensation else s.limits.step_attempts
     if not final and record.attempt < limit:
         delay = backoff(record.attempt, limits=s.limits, jitter=s.jitter())
-        trigger = "compensation_retried" if step.is_compensation else "step_retried"
+        trigger = "compensation_retried" if compensation else "step_retried"
         return [
             Fire(trigger, f"{reason}; attempt {record.attempt} of {limit}", record.workflow, delay)
         ]
     why = "not retried: it cannot succeed" if final else f"gave up after {limit} attempts"
-    if step.is_compensation:
+    if compensation:
         return [
             Fire("compensation_exhausted", f"{reason}; {why}, waiting for on-call", record.workflow)
         ]
@@ -334,7 +336,7 @@ def describe(commands: list[Command]) -> tuple[str, str]:
     if isinstance(first, Fire):
         return first.trigger, first.reason
     if isinstance(first, Submit):
-        return "submit", first.step.value + ("" if first.new_attempt else " (resubmit)")
+        return "submit", first.step + ("" if first.new_attempt else " (resubmit)")
     if isinstance(first, Stop):
         return "stop", f"{first.workflow}: {first.message}"
     return "wait", first.why

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from orchestrator import stepplans
 from orchestrator.configs import OnboardingSpec
 from orchestrator.explaining import cause
 from orchestrator.loading import load_directory, rules_of
@@ -21,7 +22,7 @@ from orchestrator.planning import IN_FLIGHT, Situation, decide, describe, immuta
 from orchestrator.reconciling import new_record, utcnow
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
 from orchestrator.settings import Settings
-from orchestrator.views import OnboardingView
+from orchestrator.views import OnboardingView, state_and_step
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,14 @@ def plan(settings: Settings) -> list[PlanLine]:
                 desired=spec,
                 observation=None,
                 now=now,
+                plan=stepplans.plan_for(record),
                 slot_available=busy.get(record.cluster, 0) < limit,
             )
             action, detail = describe(decide(situation))
             if action == "wait":
                 detail = _waiting(record, detail, busy=busy.get(record.cluster, 0), limit=limit)
-        lines.append(PlanLine(name, record.cluster, record.state.value, action, detail))
+        state = state_and_step(record.state, record.step)
+        lines.append(PlanLine(name, record.cluster, state, action, detail))
     return lines
 
 

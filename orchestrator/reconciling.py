@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from orchestrator import stepplans
 from orchestrator.acting import Actor, log_fields, new_incarnation
 from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
@@ -368,7 +369,8 @@ class Reconciler:
                 changed = True
         elif observation is UNKNOWN and result.down is not None:
             record.last_error = result.down
-        machine = OnboardingMachine(record, now=self.clock())
+        plan = stepplans.plan_for(record)
+        machine = OnboardingMachine(record, now=self.clock(), plan=plan)
         try:
             for _ in range(MAX_DECISIONS):
                 situation = Situation(
@@ -376,6 +378,7 @@ class Reconciler:
                     desired=desired,
                     observation=observation,
                     now=self.clock(),
+                    plan=plan,
                     slot_available=slot_available,
                     limits=self.tuning.limits,
                     jitter=self.jitter,

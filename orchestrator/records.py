@@ -10,9 +10,8 @@ from typing import Any
 
 class State(StrEnum):
     PENDING = "Pending"
-    CREATING_SUBACCOUNT = "CreatingSubaccount"
-    REGISTERING_PLATFORM = "RegisteringPlatform"
-    INSTALLING_PROXY = "InstallingProxy"
+    #: the first run of the forward steps; ``step`` says which one runs now
+    RUNNING = "Running"
     READY = "Ready"
     #: a Ready onboarding whose spec changed: the forward steps run again with the new spec
     UPDATING = "Updating"
@@ -106,6 +105,10 @@ class TransitionRecord:
     workflow: str | None = None
     #: the leader's epoch it was recorded under (None: not by a leader's pass)
     epoch: int | None = None
+    #: the step being run in ``from_state`` and in ``to_state`` (None: none, or not
+    #: recorded); together with the states they say what a Running → Running row means
+    from_step: str | None = None
+    to_step: str | None = None
 
 
 class WorkflowPhase(StrEnum):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
+from orchestrator import stepplans
 from orchestrator.clusters import ClusterRegistry
 from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
@@ -271,7 +272,7 @@ class Service:
         alive = record.state != State.DELETED
         if alive and record.spec == spec:
             return self.view(record), False, False
-        machine = OnboardingMachine(record, now=now)
+        machine = OnboardingMachine(record, now=now, plan=stepplans.plan_for(record))
         if not alive:
             record.incarnation = new_incarnation()
             record.spec_fingerprint = document.spec.fingerprint()
@@ -293,7 +294,7 @@ class Service:
             )
         if record.state == State.DELETED or record.offboarding:
             return self.view(record)
-        machine = OnboardingMachine(record, now=self.clock())
+        machine = OnboardingMachine(record, now=self.clock(), plan=stepplans.plan_for(record))
         policy = DeletionPolicy(record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value))
         if policy == DeletionPolicy.ORPHAN:
             machine.fire("forget", "deleted via the API with deletionPolicy Orphan")
@@ -328,7 +329,7 @@ class Service:
             and self._suspended_in_file(name)
         ):
             raise Conflict(f"onboarding {name!r} is suspended by spec.suspend; set it false there")
-        machine = OnboardingMachine(record, now=self.clock())
+        machine = OnboardingMachine(record, now=self.clock(), plan=stepplans.plan_for(record))
         if not machine.can(action):
             raise Conflict(
                 f"onboarding {name!r} cannot be {_past(action)} while {record.state.value}"

@@ -65,6 +65,12 @@ class OnboardingView(BaseModel):
         )
 
 
+def state_and_step(state: State, step: str | None) -> str:
+    """``Running:install-proxy`` for the first run, whose state's name said the step
+    before the states were made generic over the steps; the state alone otherwise."""
+    return f"{state.value}:{step}" if state == State.RUNNING and step else state.value
+
+
 class TransitionView(BaseModel):
     from_state: State
     to_state: State
@@ -73,6 +79,12 @@ class TransitionView(BaseModel):
     at: datetime
     workflow: str | None = None
     workflow_url: str | None = Field(default=None, description="Link to the Argo UI.")
+    from_step: str | None = Field(
+        default=None, description="The step being run in from_state (None: none, or not recorded)."
+    )
+    to_step: str | None = Field(
+        default=None, description="The step being run in to_state (None: none, or not recorded)."
+    )
 
     @classmethod
     def of(cls, transition: TransitionRecord, *, workflow_url: str | None = None) -> TransitionView:
@@ -84,6 +96,8 @@ class TransitionView(BaseModel):
             at=transition.at,
             workflow=transition.workflow,
             workflow_url=workflow_url,
+            from_step=transition.from_step,
+            to_step=transition.to_step,
         )
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The newest revision this code ships; a test checks it against the migration scripts.
-HEAD = "0004"
+HEAD = "0005"
 
 #: Any constant will do, as long as every replica takes the same one.
 _POSTGRES_LOCK_KEY = 0x6F726368  # "orch"

@@ -87,6 +87,8 @@ def transition_values(transition: TransitionRecord) -> dict[str, Any]:
         "reason": transition.reason,
         "at": _aware("at", transition.at),
         "workflow": transition.workflow,
+        "from_step": transition.from_step,
+        "to_step": transition.to_step,
     }
 
 
@@ -101,6 +103,8 @@ def transition_from_row(row: Row[Any]) -> TransitionRecord:
         at=values["at"],
         workflow=values["workflow"],
         epoch=values["epoch"],
+        from_step=values["from_step"],
+        to_step=values["to_step"],
     )
 
 

@@ -128,6 +128,9 @@ transitions = Table(
     Column("workflow", String(NAME_LENGTH)),
     # the leader's epoch the transition was recorded under (None: not by a leader)
     Column("epoch", BigInteger),
+    # the step being run in from_state and in to_state (None: none, or not recorded)
+    Column("from_step", String(NAME_LENGTH)),
+    Column("to_step", String(NAME_LENGTH)),
     # History is read per onboarding, oldest first.
     Index("ix_transitions_onboarding", "onboarding", "at"),
 )

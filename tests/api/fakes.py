@@ -17,12 +17,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import stepplans
 from orchestrator.configs import DeletionPolicy, Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
-from orchestrator.machine import STEP_OF_STATE, OnboardingMachine
+from orchestrator.machine import OnboardingMachine
 from orchestrator.ports import Action, Operations
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.steps import COMPENSATION_OF, Step
 from orchestrator.views import (
     ClusterView,
     HeldOffboardingView,
@@ -299,18 +299,18 @@ class FakeOperations:
         record.namespace = document.spec.namespace
 
     def _fire(self, record: OnboardingRecord, trigger: str, reason: str) -> None:
-        machine = OnboardingMachine(record, now=self.now())
+        plan = stepplans.plan_for(record)
+        machine = OnboardingMachine(record, now=self.now(), plan=plan)
         workflow = f"{record.name}-{trigger}" if trigger in ("start", "step_succeeded") else None
         machine.fire(trigger, reason, workflow=workflow)
-        step = STEP_OF_STATE.get(record.state)
+        step = record.step if record.state == State.RUNNING else None
         if step is not None and trigger != "resume":
-            record.step, record.attempt, record.workflow = step.value, 1, workflow
-            if step.value not in record.inventory:
-                record.inventory.append(step.value)
+            record.attempt, record.workflow = 1, workflow
+            if step not in record.inventory:
+                record.inventory.append(step)
         elif record.state in UNDOING and record.inventory and record.step is None:
             # the latest step in the inventory is compensated first
-            undo = COMPENSATION_OF[Step(record.inventory[-1])]
-            record.step, record.attempt = undo.value, 1
+            record.step, record.attempt = plan.compensations_for(record.inventory)[0], 1
         record.updated_at = self.now()
         record.version += 1
         self.transitions[record.name].extend(machine.log)

@@ -56,9 +56,7 @@ def test_list_filters_by_state_and_cluster(
     assert names(client.get(URL)) == ["tenant-a", "tenant-b", "tenant-c"]
     assert names(client.get(URL, params={"cluster": "c2"})) == ["tenant-b"]
     assert names(client.get(URL, params={"state": "Pending"})) == ["tenant-a", "tenant-b"]
-    assert names(client.get(URL, params={"state": "CreatingSubaccount", "cluster": "c1"})) == [
-        "tenant-c"
-    ]
+    assert names(client.get(URL, params={"state": "Running", "cluster": "c1"})) == ["tenant-c"]
     assert names(client.get(URL, params={"cluster": "nowhere"})) == []
 
 
@@ -82,7 +80,7 @@ def test_get_answers_the_view(
     assert body["cluster"] == "c1"
     assert body["namespace"] == "tenant-a-ns"
     assert body["source"] == "api"
-    assert body["state"] == "CreatingSubaccount"
+    assert body["state"] == "Running"
     assert body["step"] == "create-subaccount"
     assert body["workflow_url"].endswith("/tenant-a-start")
     assert body["spec"]["subaccount"]["subdomain"] == "tenant-a"
@@ -96,11 +94,14 @@ def test_history_is_oldest_first(
     operations.fire("tenant-a", "start", "step_succeeded")
     answer = client.get(f"{URL}/tenant-a/history")
     assert answer.status_code == 200
-    moves = [(t["from_state"], t["to_state"], t["trigger"]) for t in answer.json()]
+    moves = [
+        (t["from_state"], t["from_step"], t["to_state"], t["to_step"], t["trigger"])
+        for t in answer.json()
+    ]
     assert moves == [
-        ("Pending", "Pending", "create"),
-        ("Pending", "CreatingSubaccount", "start"),
-        ("CreatingSubaccount", "RegisteringPlatform", "step_succeeded"),
+        ("Pending", None, "Pending", None, "create"),
+        ("Pending", None, "Running", "create-subaccount", "start"),
+        ("Running", "create-subaccount", "Running", "register-platform", "step_succeeded"),
     ]
     assert answer.json()[1]["workflow"] == "tenant-a-start"
 
@@ -299,10 +300,11 @@ def test_suspend_and_resume(
     suspended = client.post(f"{URL}/tenant-a/suspend", headers=auth)
     assert suspended.status_code == 200
     assert suspended.json()["state"] == "Suspended"
-    assert suspended.json()["suspended_from"] == "CreatingSubaccount"
+    assert suspended.json()["suspended_from"] == "Running"
+    assert suspended.json()["step"] == "create-subaccount"
     resumed = client.post(f"{URL}/tenant-a/resume", headers=auth)
     assert resumed.status_code == 200
-    assert resumed.json()["state"] == "CreatingSubaccount"
+    assert (resumed.json()["state"], resumed.json()["step"]) == ("Running", "create-subaccount")
 
 
 def test_retry_of_a_failed_onboarding_starts_it_again(

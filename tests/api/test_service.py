@@ -205,9 +205,7 @@ def test_readyz_follows_the_operations(client: TestClient, operations: FakeOpera
 
 
 def test_metrics_are_exposed_in_prometheus_text(client: TestClient, metrics: Metrics) -> None:
-    metrics.transitions.labels(
-        from_state="Pending", to_state="CreatingSubaccount", trigger="start"
-    ).inc()
+    metrics.transitions.labels(from_state="Pending", to_state="Running", trigger="start").inc()
     metrics.reconcile_last_success.set(1234.5)
     answer = client.get("/metrics")
     assert answer.status_code == 200
@@ -215,7 +213,7 @@ def test_metrics_are_exposed_in_prometheus_text(client: TestClient, metrics: Met
     text = answer.text
     assert "# TYPE orchestrator_transitions_total counter" in text
     assert (
-        'orchestrator_transitions_total{from_state="Pending",to_state="CreatingSubaccount",'
+        'orchestrator_transitions_total{from_state="Pending",to_state="Running",'
         'trigger="start"} 1.0' in text
     )
     assert "orchestrator_reconcile_last_success_timestamp_seconds 1234.5" in text

@@ -64,7 +64,7 @@ def test_list_prints_an_aligned_table(capsys: pytest.CaptureFixture[str], tenant
     ]  # fmt: skip
     assert len(lines) == 4
     a = lines[1].split()
-    assert a[:7] == ["tenant-a", "c1", "tenant-a-ns", "CreatingSubaccount", "create-subaccount",
+    assert a[:7] == ["tenant-a", "c1", "tenant-a-ns", "Running", "create-subaccount",
                      "2", "65m"]  # fmt: skip
     # the cause: the first line of the last error of a step in flight
     assert lines[1].endswith("   the last pass failed: cluster c1: Argo answered 503")
@@ -105,7 +105,7 @@ def test_get_shows_a_block_with_the_last_error_and_the_workflow_url(
     block = out.split("Last error:")[0].splitlines()
     assert all(line[15] == " " and line[16] != " " for line in block), out  # values aligned
     assert "Name:           tenant-a\n" in out
-    assert "State:          CreatingSubaccount\n" in out
+    assert "State:          Running\n" in out
     assert "Step:           create-subaccount (attempt 2)\n" in out
     assert "Workflow URL:   https://argo.example.test/workflows/argo/tenant-a-start\n" in out
     assert "Created:        65m ago\n" in out
@@ -124,13 +124,13 @@ def test_history_table_and_json(capsys: pytest.CaptureFixture[str], tenants: Dae
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["FROM", "TO", "TRIGGER", "REASON", "AT", "WORKFLOW"]
-    assert lines[2].split()[:3] == ["Pending", "CreatingSubaccount", "start"]
+    assert lines[2].split()[:3] == ["Pending", "Running:create-subaccount", "start"]
     assert "65m" in lines[2]
     assert lines[2].endswith("tenant-c-start")
     assert lines[-1].split()[:3] == ["RollingBack", "Failed", "compensated"]
     code, out, _ = run(capsys, "history", "tenant-c", "-o", "json", daemon=tenants)
     assert [t["to_state"] for t in json.loads(out)] == [
-        "Pending", "CreatingSubaccount", "RollingBack", "Failed"
+        "Pending", "Running", "RollingBack", "Failed"
     ]  # fmt: skip
 
 
@@ -138,7 +138,7 @@ def test_history_table_and_json(capsys: pytest.CaptureFixture[str], tenants: Dae
     ("verb", "name", "state", "said"),
     [
         ("retry", "tenant-c", "Pending", "tenant-c: retried; state Pending"),
-        ("suspend", "tenant-a", "Suspended", "tenant-a: suspended (was CreatingSubaccount)"),
+        ("suspend", "tenant-a", "Suspended", "tenant-a: suspended (was Running:create-subaccount)"),
         (
             "reconcile",
             "tenant-b",
@@ -164,7 +164,7 @@ def test_resume_as_json(capsys: pytest.CaptureFixture[str], tenants: Daemon) -> 
     tenants.operations.fire("tenant-a", "suspend")
     code, out, _ = run(capsys, "resume", "tenant-a", "-o", "json", daemon=tenants)
     assert code == 0
-    assert json.loads(out)["state"] == "CreatingSubaccount"
+    assert json.loads(out)["state"] == "Running"
 
 
 def test_a_refused_action_exits_1_with_the_servers_message(
@@ -280,7 +280,7 @@ def test_offboard_confirm_applies_it(capsys: pytest.CaptureFixture[str], held: D
     assert out == "confirmed: offboarding 2 onboardings: tenant-b, tenant-c\n"
     assert held.operations.confirmed == [["tenant-b", "tenant-c"]]
     assert [held.operations.get(n).state for n in ("tenant-a", "tenant-b", "tenant-c")] == [
-        "CreatingSubaccount", "Deleted", "Deleted"
+        "Running", "Deleted", "Deleted"
     ]  # fmt: skip
     assert run(capsys, "offboard", daemon=held)[1] == "no config change is held\n"
 

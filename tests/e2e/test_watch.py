@@ -381,4 +381,4 @@ def test_the_watches_drive_each_step_at_once_and_survive_a_kube_apiserver_restar
     [first] = on_b.of(unwatched)
     assert first.finished is not None
     assert time.time() - first.finished > 10 * REACTION_BOUND
-    assert quiet.state(unwatched) == "CreatingSubaccount"
+    assert quiet.state(unwatched) == "Running"

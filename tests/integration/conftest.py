@@ -16,6 +16,7 @@ import pytest
 from orchestrator.daemon import Daemon, build
 from orchestrator.records import OnboardingRecord, State
 from orchestrator.settings import Settings
+from orchestrator.views import state_and_step
 from tests.fakes.argo_server import (
     ArgoServerRunner,
     FakeArgoServer,
@@ -125,6 +126,15 @@ class World:
         assert self.daemon is not None
         return {r.name: r.state.value for r in self.daemon.store.list()}
 
+    def at(self, name: str) -> str:
+        """The state, with the step for the first run (``Running:install-proxy``)."""
+        record = self.record(name)
+        return state_and_step(record.state, record.step)
+
+    def is_running(self, name: str, step: str) -> Callable[[], bool]:
+        """Whether ``name`` runs ``step`` in its first run."""
+        return lambda: self.is_(name, State.RUNNING)() and self.record(name).step == step
+
     def is_(self, name: str, *states: State) -> Callable[[], bool]:
         return lambda: (
             self.daemon is not None
@@ -143,7 +153,11 @@ class World:
     def history(self, name: str) -> list[tuple[str, str, str]]:
         assert self.daemon is not None
         return [
-            (t.from_state.value, t.to_state.value, t.trigger)
+            (
+                state_and_step(t.from_state, t.from_step),
+                state_and_step(t.to_state, t.to_step),
+                t.trigger,
+            )
             for t in self.daemon.store.history(name)
         ]
 

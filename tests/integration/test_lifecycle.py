@@ -22,6 +22,7 @@ from orchestrator.configs import Onboarding
 from orchestrator.errors import Conflict, PermanentError, TemporaryError
 from orchestrator.planning import Situation, Wait, decide
 from orchestrator.records import State
+from orchestrator.stepplans import SERVICE_BROKER_PROXY
 from tests.integration.conftest import World, onboarding_yaml
 
 pytestmark = pytest.mark.integration
@@ -135,7 +136,7 @@ async def test_an_edit_waiting_for_a_slot_then_removed_offboards_everything(
     for other in ("team-b", "team-c", "team-d"):  # they take the cluster's three slots
         world.declare(other, "local-a")
     await world.step()
-    assert {world.state(n) for n in ("team-b", "team-c", "team-d")} == {State.CREATING_SUBACCOUNT}
+    assert {world.at(n) for n in ("team-b", "team-c", "team-d")} == {"Running:create-subaccount"}
 
     world.declare("team-a", "local-a", version="2.0.0")
     for _ in range(3):
@@ -157,9 +158,9 @@ async def test_edits_back_and_forth_during_the_first_run_end_with_the_last_spec_
     1.0.0 (the spec the run started with), and Ready kept the 2.0.0 release."""
     world.declare("team-a", "local-a")
     await world.start()
-    await world.until(world.is_("team-a", State.CREATING_SUBACCOUNT))
+    await world.until(world.is_running("team-a", "create-subaccount"))
     world.declare("team-a", "local-a", version="2.0.0")  # install-proxy will run with 2.0.0 ...
-    await world.until(world.is_("team-a", State.INSTALLING_PROXY))
+    await world.until(world.is_running("team-a", "install-proxy"))
     assert parameters(workflows(world, "local-a", "team-a")[-1])["chart-version"] == "2.0.0"
     world.declare("team-a", "local-a", version="1.0.0")  # ... and the file goes back
 
@@ -370,7 +371,7 @@ async def test_a_refused_namespace_edit_does_not_stop_the_step_deadline(world: W
     world.write("team-a", document_yaml("team-a", "local-a", namespace="team-a-two"))
     await world.step()
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert "spec.namespace" in (record.last_error or "")
     assert record.namespace == "team-a"
 
@@ -380,7 +381,7 @@ async def test_a_refused_namespace_edit_does_not_stop_the_step_deadline(world: W
     assert hanging["spec"].get("shutdown") == "Stop"  # stopped by the daemon
     assert hanging["status"]["phase"] == "Failed"
     history = world.history("team-a")
-    assert ("CreatingSubaccount", "CreatingSubaccount", "step_retried") in history
+    assert ("Running:create-subaccount", "Running:create-subaccount", "step_retried") in history
     assert daemon.store.history("team-a")[-1].reason.startswith(
         "create-subaccount passed its deadline"
     )
@@ -409,7 +410,7 @@ async def test_a_submit_that_always_fails_is_retried_less_and_less_often(world: 
             tried_at.append(second)
 
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert "local-a" in (record.last_error or "")
     assert len(tried_at) < passes / 10, tried_at
     gaps = [later - earlier for earlier, later in itertools.pairwise(tried_at)]
@@ -441,7 +442,7 @@ async def test_a_failed_list_call_leaves_the_onboardings_back_off_alone(world: W
     assert (a.next_attempt_at, a.error_count) == (armed, 4)  # not re-armed, not counted
     assert (b.next_attempt_at, b.error_count) == (None, 0)
     for r in (a, b):
-        assert r.state == State.CREATING_SUBACCOUNT
+        assert (r.state, r.step) == (State.RUNNING, "create-subaccount")
         assert "cluster local-a" in (r.last_error or "")
         assert "503" in (r.last_error or "")
 
@@ -480,7 +481,7 @@ async def test_a_huge_retry_after_does_not_break_the_pass(world: World) -> None:
     await world.step()
 
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert "local-a" in (record.last_error or "")
 
 
@@ -550,7 +551,7 @@ async def test_a_temporary_preparation_error_backs_off_that_onboarding_up_to_the
 
     record = world.record("team-a")
     assert "namespaces is forbidden" in (record.last_error or "")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert world.steps_run("local-a", "team-a") == []
     assert delays == sorted(delays), delays  # growing ...
     assert len(delays) < 20, delays
@@ -607,7 +608,8 @@ async def test_a_permanent_preparation_error_fails_the_attempt_with_the_real_rea
     record = world.record("team-a")
     assert "preparing the target failed" in (record.last_error or "")
     assert "cannot create namespaces" in (record.last_error or "")
-    assert ("CreatingSubaccount", "CreatingSubaccount", "step_retried") in world.history("team-a")
+    retried = ("Running:create-subaccount", "Running:create-subaccount", "step_retried")
+    assert retried in world.history("team-a")
 
     await world.until(world.is_("team-a", State.FAILED))
     record = world.record("team-a")
@@ -693,7 +695,13 @@ async def test_a_suspended_onboarding_removed_waits_for_resume_then_offboards(
     assert record.state == State.SUSPENDED
     assert record.offboarding  # shown as offboarding at once
     assert world.steps_run("local-a", "team-a") == FORWARD
-    situation = Situation(record=record, desired=None, observation=None, now=world.clock.now())
+    situation = Situation(
+        record=record,
+        desired=None,
+        observation=None,
+        now=world.clock.now(),
+        plan=SERVICE_BROKER_PROXY,
+    )
     [wait] = decide(situation)
     assert isinstance(wait, Wait)
     assert "resume" in wait.why
@@ -741,7 +749,7 @@ async def test_an_on_call_action_during_a_submit_loses_neither_the_workflow_nor_
     await world.step()
 
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert record.workflow == name
     assert record.workflow_submitted
     assert record.step_deadline is not None
@@ -774,7 +782,8 @@ async def test_a_vanished_workflow_runs_again_as_the_same_attempt(world: World) 
 
     assert world.steps_run("local-a", "team-a") == FORWARD
     history = world.history("team-a")
-    assert ("CreatingSubaccount", "CreatingSubaccount", "workflow_vanished") in history
+    vanished = ("Running:create-subaccount", "Running:create-subaccount", "workflow_vanished")
+    assert vanished in history
     assert not {"step_retried", "step_failed"} & set(triggers(world, "team-a"))
     assert "RollingBack" not in {to for _, to, _ in history}
     assert fake.submissions[key[1]] == 1  # the vanished one was not submitted again
@@ -806,7 +815,7 @@ async def test_the_step_deadline_does_not_run_while_suspended(world: World) -> N
         await world.step()
 
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert record.attempt == 1
     assert record.step_deadline is not None
     assert record.step_deadline >= deadline + timedelta(hours=2)
@@ -838,7 +847,7 @@ async def test_removed_while_the_cluster_is_down_shows_offboarding_and_finishes_
 
     record = world.record("team-a")
     assert record.offboarding
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert "local-a" in (record.last_error or "")
 
     fake.down = False

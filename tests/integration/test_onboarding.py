@@ -30,10 +30,10 @@ async def test_onboardings_on_both_clusters_reach_ready_with_one_workflow_per_st
         assert phases == ["Succeeded"] * 3
         assert world.history(name) == [
             ("Pending", "Pending", "declared"),
-            ("Pending", "CreatingSubaccount", "start"),
-            ("CreatingSubaccount", "RegisteringPlatform", "step_succeeded"),
-            ("RegisteringPlatform", "InstallingProxy", "step_succeeded"),
-            ("InstallingProxy", "Ready", "step_succeeded"),
+            ("Pending", "Running:create-subaccount", "start"),
+            ("Running:create-subaccount", "Running:register-platform", "step_succeeded"),
+            ("Running:register-platform", "Running:install-proxy", "step_succeeded"),
+            ("Running:install-proxy", "Ready", "step_succeeded"),
         ]
     # every workflow came from our WorkflowTemplate, with parameters and identifying labels
     workflow = next(iter(world.fakes["local-a"].workflows.values()))
@@ -154,7 +154,7 @@ async def test_argo_errors_back_off_and_leave_the_state_intact(world: World) -> 
 
     await world.step()  # the list call fails: state unchanged, error recorded
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert record.last_error is not None
     assert "local-a" in record.last_error
     # the cluster backs off, not the onboarding: its failure was not this onboarding's
@@ -178,7 +178,7 @@ async def test_a_cluster_down_does_not_hold_back_the_other(world: World) -> None
 
     await world.until(world.is_("team-a", State.READY))
 
-    assert world.state("team-b") in (State.CREATING_SUBACCOUNT, State.PENDING)
+    assert world.at("team-b") in ("Running:create-subaccount", "Pending")
     assert "local-b" in (world.record("team-b").last_error or "")
     assert daemon.clusters.health["local-a"].reachable
     world.fakes["local-b"].down = False
@@ -375,7 +375,8 @@ async def test_the_error_is_cleared_once_the_cluster_answers_again(world: World)
     await world.step(seconds=60)
 
     record = world.record("team-a")
-    assert record.state == State.CREATING_SUBACCOUNT  # still running, and nothing wrong
+    # still running, and nothing wrong
+    assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert record.last_error is None
     assert record.error_count == 0
 
@@ -384,11 +385,11 @@ async def test_a_slot_freed_in_a_pass_is_taken_in_the_same_pass(world: World) ->
     for index in range(4):  # maxConcurrent: 3
         world.declare(f"team-{index}", "local-a")
     await world.start()
-    await world.until(world.is_("team-0", State.INSTALLING_PROXY))
+    await world.until(world.is_running("team-0", "install-proxy"))
     assert world.state("team-3") == State.PENDING
 
     # the pass that sees team-0's last step succeed also starts team-3
     while world.state("team-0") != State.READY:
         await world.step()
-    assert world.state("team-3") == State.CREATING_SUBACCOUNT
+    assert world.at("team-3") == "Running:create-subaccount"
     assert world.steps_run("local-a", "team-3") == ["create-subaccount"]

@@ -157,7 +157,7 @@ async def test_a_pass_the_watch_woke_lists_nothing_the_watch_already_said(world:
 
         await daemon.reconcile("local-a")  # the pass the watch asked for
 
-        assert world.state("team-a") == State.REGISTERING_PLATFORM
+        assert world.at("team-a") == "Running:register-platform"
         assert fake.operations().count("WorkflowService_ListWorkflows") == lists
         # any other wake (an API call, a reload) lists again
         daemon.wake("local-a")

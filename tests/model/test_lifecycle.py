@@ -13,7 +13,12 @@ half-run, so it counts as created too); a compensation's success removes it.
 After every rule, and after the daemon is left to settle, the invariants below
 are checked against that world.
 
-Budget: ``ORCHESTRATOR_MODEL_EXAMPLES`` examples (default 20) of up to
+It runs over two plans with the same invariants: the built-in one (today's three
+steps) and a custom one of four, one of which has ``compensation: none`` (it runs
+like any step, and nothing of it needs undoing). ``Resource`` kinds are made by the
+steps that have a compensation; a Ready onboarding has exactly its plan's kinds.
+
+Budget: ``ORCHESTRATOR_MODEL_EXAMPLES`` examples (default 20, split between the plans) of up to
 ``ORCHESTRATOR_MODEL_STEPS`` rules (default 25), from a fixed seed unless
 ``ORCHESTRATOR_MODEL_SEED=random``. For a longer hunt:
 
@@ -31,7 +36,8 @@ import textwrap
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+from unittest import mock
 
 import httpx
 import pytest
@@ -45,6 +51,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from orchestrator import stepplans
 from orchestrator.argo.client import ArgoClient
 from orchestrator.configs import Cluster, Onboarding
 from orchestrator.daemon import Daemon, build
@@ -52,7 +59,9 @@ from orchestrator.errors import ConfigError, Conflict, NotFound
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import SETTLED, OnboardingRecord, State
 from orchestrator.settings import Settings
+from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from tests.fakes.argo_server import FINISHED, FakeArgoServer, FakeClock
+from tests.plans import FOUR_STEPS
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +70,18 @@ TOKEN = "model-argo-token"
 CLUSTERS = ("local-a", "local-b")
 FILE_NAMES = ("t1", "t2", "t3")
 API_NAMES = ("a1", "a2")
-STEPS = ("create-subaccount", "register-platform", "install-proxy")
+#: every step and compensation of both plans (a plan's machine ignores the others')
+STEPS = tuple(dict.fromkeys((*SERVICE_BROKER_PROXY.forward, *FOUR_STEPS.forward)))
 UNDOES = {
     "delete-subaccount": "create-subaccount",
     "unregister-platform": "register-platform",
     "uninstall-proxy": "install-proxy",
 }
+#: what each step with a compensation makes (assign-entitlements: nothing to undo)
 KIND = {"create-subaccount": "subaccount", "register-platform": "platform",
         "install-proxy": "release"}  # fmt: skip
+#: the step without compensation of the four-step plan, which has no template of its own
+TEMPLATE_OF_COPY = {"assign-entitlements": "install-proxy"}
 #: passes the daemon gets to settle before the end-of-example checks
 SETTLE_PASSES = 80
 #: where a removed onboarding may stay: gone, or waiting for on-call with a reason
@@ -151,10 +164,22 @@ class Trace:
 
 
 class Lifecycle(RuleBasedStateMachine):
+    #: the plan every onboarding of the example runs
+    PLAN: ClassVar[StepPlan] = SERVICE_BROKER_PROXY
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = Path(tempfile.mkdtemp(prefix="lifecycle-model-"))
+        # the one place the daemon asks which plan a record runs
+        plan = self.PLAN
+        self.planned = mock.patch.object(stepplans, "plan_for", return_value=plan)
+        self.planned.start()
+        templates = self.tmp / "templates"
+        shutil.copytree(REPO / "templates", templates)
+        for step, like in TEMPLATE_OF_COPY.items():
+            text = (templates / f"{like}.yaml").read_text()
+            (templates / f"{step}.yaml").write_text(text.replace(like, step))
         self.clock = FakeClock()
         self.fakes = {c: FakeArgoServer(token=TOKEN, clock=self.clock) for c in CLUSTERS}
         self.transports = {c: LosingTransport(f) for c, f in self.fakes.items()}
@@ -182,7 +207,7 @@ class Lifecycle(RuleBasedStateMachine):
             )
         self.settings = Settings(
             config_dir=self.config,
-            templates_dir=REPO / "templates",
+            templates_dir=templates,
             db_url=f"sqlite:///{self.tmp / 'orchestrator.db'}",
             step_attempts=2,
             compensation_attempts=2,
@@ -256,7 +281,10 @@ class Lifecycle(RuleBasedStateMachine):
         onboarding = labels["orchestrator.dev/onboarding"]
         step = labels["orchestrator.dev/step"]
         parameters = {p["name"]: p.get("value") for p in wf["spec"]["arguments"]["parameters"]}
-        if step in KIND:
+        if step in UNDOES:
+            if succeeded:
+                self.trace.world.pop((onboarding, KIND[UNDOES[step]]), None)
+        elif step in KIND:
             # a failed forward step may have half-run: what it made exists too
             self.trace.world[(onboarding, KIND[step])] = Resource(
                 cluster=cluster,
@@ -265,8 +293,6 @@ class Lifecycle(RuleBasedStateMachine):
                 version=str(parameters.get("chart-version")),
                 workflow=wf["metadata"]["name"],
             )
-        elif succeeded:
-            self.trace.world.pop((onboarding, KIND[UNDOES[step]]), None)
 
     def note_ready(self) -> None:
         for name, record in self.records().items():
@@ -504,7 +530,20 @@ class Lifecycle(RuleBasedStateMachine):
             if self.daemon is not None:
                 self.run(self.daemon.aclose())
             self.loop.close()
+            self.planned.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def succeeded(self, record: OnboardingRecord) -> set[str]:
+        """The steps whose workflows succeeded for this incarnation of ``record``."""
+        steps = set()
+        for wf in self.fakes[record.cluster].workflows.values():
+            labels = wf["metadata"]["labels"]
+            mine = (labels["orchestrator.dev/onboarding"], labels["orchestrator.dev/incarnation"])
+            if mine == (record.name, record.incarnation) and (
+                wf.get("status", {}).get("phase") == "Succeeded"
+            ):
+                steps.add(labels["orchestrator.dev/step"])
+        return steps
 
     def judge(self) -> None:
         records = self.records()
@@ -518,7 +557,9 @@ class Lifecycle(RuleBasedStateMachine):
             if state in (State.FAILED, State.DELETED):
                 assert not mine, f"{name} is {state.value} but {sorted(mine)} still exist"
             if state == State.READY:
-                assert set(mine) == {"subaccount", "platform", "release"}, (name, sorted(mine))
+                kinds = {KIND[s] for s in self.PLAN.forward if self.PLAN.compensation_of(s)}
+                assert set(mine) == kinds, (name, sorted(mine))
+                assert set(self.PLAN.forward) <= self.succeeded(record), name
                 spec = record.spec
                 release = mine["release"]
                 assert release.cluster == record.cluster
@@ -545,17 +586,29 @@ class Lifecycle(RuleBasedStateMachine):
             assert name in records, f"{name} is gone from the store but its resources exist"
 
 
+class FourStepLifecycle(Lifecycle):
+    PLAN = FOUR_STEPS
+
+
 EXAMPLES = int(os.environ.get("ORCHESTRATOR_MODEL_EXAMPLES", "20"))
 STEPS_PER_EXAMPLE = int(os.environ.get("ORCHESTRATOR_MODEL_STEPS", "25"))
 SEEDED = os.environ.get("ORCHESTRATOR_MODEL_SEED", "fixed") != "random"
 
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=max(1, examples),
+        stateful_step_count=STEPS_PER_EXAMPLE,
+        deadline=None,
+        derandomize=SEEDED,
+        database=None if SEEDED else settings.default.database,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        print_blob=True,
+    )
+
+
+# the budget is shared: the built-in plan, which runs in production, gets the larger part
 TestLifecycle = Lifecycle.TestCase
-TestLifecycle.settings = settings(
-    max_examples=EXAMPLES,
-    stateful_step_count=STEPS_PER_EXAMPLE,
-    deadline=None,
-    derandomize=SEEDED,
-    database=None if SEEDED else settings.default.database,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    print_blob=True,
-)
+TestLifecycle.settings = _settings(EXAMPLES - EXAMPLES * 2 // 5)
+TestFourStepLifecycle = FourStepLifecycle.TestCase
+TestFourStepLifecycle.settings = _settings(EXAMPLES * 2 // 5)

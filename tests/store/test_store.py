@@ -62,7 +62,7 @@ def onboarding(name: str = "team-a", **changes: Any) -> OnboardingRecord:
 def transition(
     name: str = "team-a",
     *,
-    to: State = State.CREATING_SUBACCOUNT,
+    to: State = State.RUNNING,
     at: datetime = T0,
     trigger: str = "start",
     reason: str = "started",
@@ -83,7 +83,7 @@ def every_field_set(name: str = "team-a") -> OnboardingRecord:
         name,
         source=Source.API,
         state=State.ROLLING_BACK,
-        suspended_from=State.INSTALLING_PROXY,
+        suspended_from=State.RUNNING,
         offboarding=True,
         inventory=["create-subaccount", "register-platform"],
         step="unregister-platform",
@@ -197,7 +197,7 @@ def test_save_writes_the_record_and_increments_the_version(store: SqlStore) -> N
 def test_save_of_a_stale_version_conflicts_and_writes_nothing(store: SqlStore) -> None:
     read_by_a = store.create(onboarding())
     read_by_b = replace(read_by_a)
-    saved_by_a = store.save(replace(read_by_a, state=State.CREATING_SUBACCOUNT), [transition()])
+    saved_by_a = store.save(replace(read_by_a, state=State.RUNNING), [transition()])
 
     with pytest.raises(Conflict, match="changed meanwhile"):
         store.save(
@@ -250,7 +250,7 @@ def test_two_stores_on_one_database_share_records_and_versions(database_url: str
 
         api.save(replace(created, state=State.SUSPENDED))
         with pytest.raises(Conflict):
-            reconciler.save(replace(created, state=State.CREATING_SUBACCOUNT))
+            reconciler.save(replace(created, state=State.RUNNING))
 
         assert reconciler.get("team-a") == replace(created, state=State.SUSPENDED, version=2)
     finally:
@@ -267,13 +267,13 @@ def test_save_all_saves_each_and_answers_a_conflict_for_a_stale_one(store: SqlSt
 
     outcomes = store.save_all(
         [
-            (replace(a, state=State.CREATING_SUBACCOUNT), [transition("a")]),
-            (replace(b, state=State.CREATING_SUBACCOUNT), [transition("b")]),
+            (replace(a, state=State.RUNNING), [transition("a")]),
+            (replace(b, state=State.RUNNING), [transition("b")]),
             (replace(c, state=State.SUSPENDED), [transition("c", to=State.SUSPENDED)]),
         ]
     )
 
-    assert outcomes[0] == replace(a, state=State.CREATING_SUBACCOUNT, version=2)
+    assert outcomes[0] == replace(a, state=State.RUNNING, version=2)
     assert isinstance(outcomes[1], Conflict)
     assert "changed meanwhile" in str(outcomes[1])
     assert outcomes[2] == replace(c, state=State.SUSPENDED, version=2)
@@ -360,6 +360,23 @@ def test_history_keeps_the_workflow(store: SqlStore) -> None:
     store.create(onboarding(), [step])
 
     assert store.history("team-a")[0].workflow == "team-a-create-subaccount-1"
+
+
+def test_history_keeps_the_steps_on_either_side(store: SqlStore) -> None:
+    moved = TransitionRecord(
+        onboarding="team-a",
+        from_state=State.RUNNING,
+        to_state=State.RUNNING,
+        trigger="step_succeeded",
+        reason="create-subaccount succeeded",
+        at=T0,
+        from_step="create-subaccount",
+        to_step="register-platform",
+    )
+
+    store.create(onboarding(), [moved, transition()])
+
+    assert store.history("team-a") == [moved, transition()]
 
 
 # --- prune ---------------------------------------------------------------------------

@@ -11,8 +11,15 @@ import pytest
 from orchestrator.errors import Conflict
 from orchestrator.machine import TRANSITIONS, OnboardingMachine
 from orchestrator.records import OnboardingRecord, Source, State
+from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
+from tests.plans import FOUR_STEPS
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PLAN = SERVICE_BROKER_PROXY
+
+
+def machine_of(record: OnboardingRecord, *, now: datetime = NOW) -> OnboardingMachine:
+    return OnboardingMachine(record, now=now, plan=PLAN)
 
 
 def record(state: State, **fields: Any) -> OnboardingRecord:
@@ -60,6 +67,7 @@ SETUPS: dict[tuple[str, State], dict[str, Any]] = {
         "offboarding": True,
     },
     ("step_succeeded", State.READY): {"step": "install-proxy"},
+    ("step_succeeded", State.RUNNING): {"step": "create-subaccount"},
     ("step_succeeded", State.UPDATING): {"step": "create-subaccount"},
     ("offboard", State.DELETED): {},
     ("offboard", State.OFFBOARDING): {"inventory": ["create-subaccount"]},
@@ -77,6 +85,9 @@ def rows() -> list[Any]:
             fields = dict(SETUPS.get((row["trigger"], dest), {}))
             if row["trigger"] == "resume":
                 fields["suspended_from"] = dest
+            if State.RUNNING in (source, dest):
+                # Running always runs a step of the plan
+                fields.setdefault("step", "register-platform")
             cases.append(
                 pytest.param(
                     row["trigger"],
@@ -93,7 +104,8 @@ def rows() -> list[Any]:
 def test_every_row_fires_and_is_recorded(
     trigger: str, source: State, dest: State, fields: dict[str, Any]
 ) -> None:
-    machine = OnboardingMachine(record(source, **fields), now=NOW)
+    machine = machine_of(record(source, **fields))
+    step = machine.record.step
 
     state = machine.fire(trigger, "because", workflow="wf-1")
 
@@ -104,10 +116,14 @@ def test_every_row_fires_and_is_recorded(
     [entry] = machine.log
     assert (entry.from_state, entry.to_state, entry.trigger) == (source, dest, trigger)
     assert (entry.reason, entry.at, entry.workflow) == ("because", NOW, "wf-1")
+    assert (entry.from_step, entry.to_step) == (step, machine.record.step)
+    if dest == State.RUNNING:
+        # the first run always knows its step: what the state's name said before
+        assert machine.record.step in PLAN.forward
 
 
 def test_a_trigger_not_allowed_in_a_state_is_a_conflict_and_changes_nothing() -> None:
-    machine = OnboardingMachine(record(State.READY), now=NOW)
+    machine = machine_of(record(State.READY))
 
     with pytest.raises(Conflict, match="cannot start while Ready"):
         machine.fire("start", "why not")
@@ -118,9 +134,7 @@ def test_a_trigger_not_allowed_in_a_state_is_a_conflict_and_changes_nothing() ->
 
 def test_a_failure_keeps_the_inventory_that_the_compensations_undo() -> None:
     started = ["create-subaccount", "register-platform", "install-proxy"]
-    machine = OnboardingMachine(
-        record(State.INSTALLING_PROXY, inventory=started, step="install-proxy"), now=NOW
-    )
+    machine = machine_of(record(State.RUNNING, inventory=started, step="install-proxy"), now=NOW)
 
     machine.fire("step_failed", "install-proxy failed")
 
@@ -130,8 +144,8 @@ def test_a_failure_keeps_the_inventory_that_the_compensations_undo() -> None:
 
 
 def test_compensations_run_down_to_failed_and_forget_what_they_undid() -> None:
-    machine = OnboardingMachine(
-        record(State.INSTALLING_PROXY, inventory=["create-subaccount", "register-platform"]),
+    machine = machine_of(
+        record(State.RUNNING, inventory=["create-subaccount", "register-platform"]),
         now=NOW,
     )
     machine.fire("step_failed", "boom")
@@ -147,11 +161,10 @@ def test_compensations_run_down_to_failed_and_forget_what_they_undid() -> None:
 
 def test_an_edit_of_a_ready_onboarding_is_an_update_that_keeps_the_inventory() -> None:
     everything = ["create-subaccount", "register-platform", "install-proxy"]
-    machine = OnboardingMachine(record(State.READY, inventory=everything), now=NOW)
+    machine = machine_of(record(State.READY, inventory=everything))
 
     machine.fire("spec_changed", "new chart")
-    assert (machine.record.state, machine.record.step) == (State.UPDATING, None)
-    machine.record.step = "create-subaccount"
+    assert (machine.record.state, machine.record.step) == (State.UPDATING, "create-subaccount")
     machine.fire("step_succeeded", "ok")
     assert (machine.record.state, machine.record.step) == (State.UPDATING, "register-platform")
     machine.fire("step_succeeded", "ok")
@@ -161,11 +174,11 @@ def test_an_edit_of_a_ready_onboarding_is_an_update_that_keeps_the_inventory() -
     assert machine.record.state == State.UPDATE_FAILED
     assert machine.record.inventory == everything  # the tenant still exists
     machine.fire("retry", "on-call")
-    assert (machine.record.state, machine.record.step) == (State.UPDATING, None)
+    assert (machine.record.state, machine.record.step) == (State.UPDATING, "create-subaccount")
 
 
 def test_the_last_step_of_an_update_makes_it_ready() -> None:
-    machine = OnboardingMachine(record(State.UPDATING, step="install-proxy"), now=NOW)
+    machine = machine_of(record(State.UPDATING, step="install-proxy"))
 
     assert machine.fire("step_succeeded", "ok") == State.READY
     assert machine.record.step is None
@@ -173,16 +186,16 @@ def test_the_last_step_of_an_update_makes_it_ready() -> None:
 
 def test_offboarding_an_updated_onboarding_undoes_its_whole_inventory() -> None:
     everything = ["create-subaccount", "register-platform", "install-proxy"]
-    machine = OnboardingMachine(record(State.UPDATE_FAILED, inventory=everything), now=NOW)
+    machine = machine_of(record(State.UPDATE_FAILED, inventory=everything))
 
     assert machine.fire("offboard", "removed") == State.OFFBOARDING
     assert machine.record.inventory == everything
 
 
 def test_a_vanished_workflow_runs_again_without_counting_an_attempt() -> None:
-    machine = OnboardingMachine(
+    machine = machine_of(
         record(
-            State.REGISTERING_PLATFORM,
+            State.RUNNING,
             step="register-platform",
             workflow="wf-1",
             workflow_submitted=True,
@@ -194,7 +207,7 @@ def test_a_vanished_workflow_runs_again_without_counting_an_attempt() -> None:
 
     machine.fire("workflow_vanished", "gone")
 
-    assert machine.record.state == State.REGISTERING_PLATFORM
+    assert machine.record.state == State.RUNNING
     assert (machine.record.workflow, machine.record.workflow_submitted) == (None, False)
     assert (machine.record.attempt, machine.record.vanished) == (1, 1)
     assert machine.record.step_deadline is None
@@ -202,11 +215,11 @@ def test_a_vanished_workflow_runs_again_without_counting_an_attempt() -> None:
 
 def test_the_step_deadline_pauses_while_suspended() -> None:
     deadline = NOW + timedelta(minutes=5)
-    machine = OnboardingMachine(
-        record(State.INSTALLING_PROXY, step="install-proxy", step_deadline=deadline), now=NOW
+    machine = machine_of(
+        record(State.RUNNING, step="install-proxy", step_deadline=deadline), now=NOW
     )
     machine.fire("suspend", "on-call")
-    later = OnboardingMachine(machine.record, now=NOW + timedelta(hours=3))
+    later = machine_of(machine.record, now=NOW + timedelta(hours=3))
 
     later.fire("resume", "on-call")
 
@@ -215,22 +228,22 @@ def test_the_step_deadline_pauses_while_suspended() -> None:
 
 
 def test_suspend_remembers_the_state_and_resume_returns_to_it_with_the_step_intact() -> None:
-    machine = OnboardingMachine(
-        record(State.REGISTERING_PLATFORM, step="register-platform", workflow="wf-7", attempt=2),
+    machine = machine_of(
+        record(State.RUNNING, step="register-platform", workflow="wf-7", attempt=2),
         now=NOW,
     )
 
     machine.fire("suspend", "on-call")
-    assert machine.record.suspended_from == State.REGISTERING_PLATFORM
+    assert machine.record.suspended_from == State.RUNNING
     machine.fire("resume", "on-call")
 
-    assert machine.record.state == State.REGISTERING_PLATFORM
+    assert machine.record.state == State.RUNNING
     assert (machine.record.workflow, machine.record.attempt) == ("wf-7", 2)
     assert machine.record.suspended_from is None
 
 
 def test_offboarding_a_rollback_keeps_the_running_compensation() -> None:
-    machine = OnboardingMachine(
+    machine = machine_of(
         record(
             State.ROLLING_BACK,
             inventory=["create-subaccount"],
@@ -248,7 +261,7 @@ def test_offboarding_a_rollback_keeps_the_running_compensation() -> None:
 
 
 def test_retry_of_a_failed_onboarding_starts_a_fresh_run() -> None:
-    machine = OnboardingMachine(
+    machine = machine_of(
         record(State.FAILED, last_error="x", attempt_counters={"create-subaccount": 3}), now=NOW
     )
 
@@ -258,3 +271,64 @@ def test_retry_of_a_failed_onboarding_starts_a_fresh_run() -> None:
     assert machine.record.last_error is None
     # names of earlier attempts are never reused
     assert machine.record.attempt_counters == {"create-subaccount": 3}
+
+
+@pytest.mark.parametrize("plan", [SERVICE_BROKER_PROXY, FOUR_STEPS], ids=lambda p: p.name)
+def test_the_first_run_goes_through_the_plans_steps_in_order(plan: StepPlan) -> None:
+    machine = OnboardingMachine(record(State.PENDING), now=NOW, plan=plan)
+
+    machine.fire("start", "starting")
+    seen = [(machine.record.state, machine.record.step)]
+    while machine.record.state == State.RUNNING:
+        machine.fire("step_succeeded", "ok")
+        seen.append((machine.record.state, machine.record.step))
+
+    assert seen == [*((State.RUNNING, step) for step in plan.forward), (State.READY, None)]
+    history = [(t.from_state, t.from_step, t.to_state, t.to_step) for t in machine.log]
+    steps = [None, *plan.forward, None]
+    states = [State.PENDING, *(State.RUNNING for _ in plan.forward), State.READY]
+    assert history == [
+        (states[i], steps[i], states[i + 1], steps[i + 1]) for i in range(len(states) - 1)
+    ]
+
+
+def test_each_step_of_the_first_run_is_since_it_began() -> None:
+    machine = machine_of(record(State.PENDING))
+    machine.fire("start", "starting")
+    later = machine_of(machine.record, now=NOW + timedelta(minutes=10))
+
+    later.fire("step_retried", "again")
+    assert later.record.state_since == NOW  # the same step, still since it began
+    later.fire("step_succeeded", "ok")
+
+    assert later.record.state_since == NOW + timedelta(minutes=10)
+
+
+@pytest.mark.parametrize("plan", [SERVICE_BROKER_PROXY, FOUR_STEPS], ids=lambda p: p.name)
+def test_the_last_step_is_the_plans(plan: StepPlan) -> None:
+    for step in plan.forward:
+        machine = OnboardingMachine(record(State.RUNNING, step=step), now=NOW, plan=plan)
+
+        machine.fire("step_succeeded", "ok")
+
+        following = plan.next_step(step)
+        expected = (State.RUNNING, following) if following else (State.READY, None)
+        assert (machine.record.state, machine.record.step) == expected
+
+
+def test_a_failure_after_a_step_without_compensation_undoes_only_the_others() -> None:
+    inventory = ["create-subaccount", "register-platform"]  # assign-entitlements: nothing
+    machine = OnboardingMachine(
+        record(State.RUNNING, step="install-proxy", inventory=[*inventory, "install-proxy"]),
+        now=NOW,
+        plan=FOUR_STEPS,
+    )
+    machine.fire("step_failed", "the chart does not install")
+    undone = []
+    for compensation in FOUR_STEPS.compensations_for(machine.record.inventory):
+        machine.record.step = compensation
+        machine.fire("compensated", "ok")
+        undone.append(compensation)
+
+    assert undone == ["uninstall-proxy", "unregister-platform", "delete-subaccount"]
+    assert (machine.record.state, machine.record.inventory) == (State.FAILED, [])

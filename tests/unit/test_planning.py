@@ -25,7 +25,8 @@ from orchestrator.planning import (
     take_spec,
 )
 from orchestrator.records import OnboardingRecord, Source, State, WorkflowPhase, WorkflowStatus
-from orchestrator.steps import Step
+from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
+from tests.plans import FOUR_STEPS
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 SPEC = OnboardingSpec.model_validate(
@@ -77,25 +78,25 @@ CASES = [
     ("pending-starts", record(State.PENDING), SPEC, None, True, [Fire("start", "starting")]),
     ("pending-waits-for-a-slot", record(State.PENDING), SPEC, None, False,
      [Wait("the cluster is at its concurrency limit")]),
-    ("new-step-is-submitted", record(State.CREATING_SUBACCOUNT), SPEC, None, True,
-     [Submit(Step.CREATE_SUBACCOUNT)]),
-    ("running-step-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+    ("new-step-is-submitted", record(State.RUNNING, step="create-subaccount"), SPEC, None, True,
+     [Submit("create-subaccount")]),
+    ("running-step-waits", record(State.RUNNING, **RUNNING_CS), SPEC,
      wf(WorkflowPhase.RUNNING), True, [Wait("create-subaccount is Running")]),
-    ("succeeded-step-advances", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+    ("succeeded-step-advances", record(State.RUNNING, **RUNNING_CS), SPEC,
      wf(WorkflowPhase.SUCCEEDED), True,
      [Fire("step_succeeded", "create-subaccount succeeded", "wf")]),
-    ("failed-step-retries-with-backoff", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+    ("failed-step-retries-with-backoff", record(State.RUNNING, **RUNNING_CS), SPEC,
      wf(WorkflowPhase.FAILED, "exit 1"), True,
      [Fire("step_retried", "create-subaccount failed: exit 1; attempt 1 of 3", "wf", 3.75)]),
-    ("last-attempt-fails-the-step", record(State.CREATING_SUBACCOUNT, **LAST_CS), SPEC,
+    ("last-attempt-fails-the-step", record(State.RUNNING, **LAST_CS), SPEC,
      wf(WorkflowPhase.ERROR, "pod deleted"), True,
      [Fire("step_failed", "create-subaccount error: pod deleted; gave up after 3 attempts",
            "wf")]),
-    ("permanent-exit-code-fails-at-once", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+    ("permanent-exit-code-fails-at-once", record(State.RUNNING, **RUNNING_CS), SPEC,
      wf(WorkflowPhase.FAILED, "Error (exit code 1)"), True,
      [Fire("step_failed", "create-subaccount failed: Error (exit code 1); not retried: it"
            " cannot succeed", "wf")]),
-    ("transient-exit-code-is-retried", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC,
+    ("transient-exit-code-is-retried", record(State.RUNNING, **RUNNING_CS), SPEC,
      wf(WorkflowPhase.FAILED, "Error (exit code 75)"), True,
      [Fire("step_retried", "create-subaccount failed: Error (exit code 75); attempt 1 of 3",
            "wf", 3.75)]),
@@ -104,30 +105,30 @@ CASES = [
      [Fire("compensation_exhausted", "unregister-platform failed: Error (exit code 1); not"
            " retried: it cannot succeed, waiting for on-call", "wf")]),
     ("deadline-stops-and-fails-the-attempt",
-     record(State.CREATING_SUBACCOUNT, **{**LAST_CS, "step_deadline": NOW}), SPEC,
+     record(State.RUNNING, **{**LAST_CS, "step_deadline": NOW}), SPEC,
      wf(WorkflowPhase.RUNNING), True,
      [Stop("wf", "step deadline exceeded"),
       Fire("step_failed", "create-subaccount passed its deadline; gave up after 3 attempts",
            "wf")]),
     ("unconfirmed-submission-missing-is-resubmitted",
-     record(State.CREATING_SUBACCOUNT, **{**RUNNING_CS, "workflow_submitted": False}), SPEC,
-     None, True, [Submit(Step.CREATE_SUBACCOUNT, new_attempt=False)]),
+     record(State.RUNNING, **{**RUNNING_CS, "workflow_submitted": False}), SPEC,
+     None, True, [Submit("create-subaccount", new_attempt=False)]),
     ("confirmed-workflow-vanished-runs-again-uncounted",
-     record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, None, True,
+     record(State.RUNNING, **RUNNING_CS), SPEC, None, True,
      [Fire("workflow_vanished", "workflow wf vanished (deleted or garbage-collected before it"
            " was seen to finish); create-subaccount runs again, it is idempotent", "wf")]),
     ("vanishing-again-and-again-fails-the-attempt",
-     record(State.CREATING_SUBACCOUNT, **{**RUNNING_CS, "vanished": 3}), SPEC, None, True,
+     record(State.RUNNING, **{**RUNNING_CS, "vanished": 3}), SPEC, None, True,
      [Fire("step_retried", "workflow wf vanished 4 times in a row; attempt 1 of 3", "wf",
            3.75)]),
-    ("cluster-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), SPEC, UNKNOWN,
+    ("cluster-unknown-waits", record(State.RUNNING, **RUNNING_CS), SPEC, UNKNOWN,
      True, [Wait("cannot reach the cluster")]),
     ("backing-off-waits",
-     record(State.CREATING_SUBACCOUNT, next_attempt_at=NOW + timedelta(seconds=1)), SPEC, None,
+     record(State.RUNNING, next_attempt_at=NOW + timedelta(seconds=1)), SPEC, None,
      True, [Wait("backing off until 2026-01-01T12:00:01+00:00")]),
     ("compensation-undoes-the-latest-inventory-entry-first", record(State.ROLLING_BACK,
      inventory=["create-subaccount", "register-platform"]), SPEC, None, True,
-     [Submit(Step.UNREGISTER_PLATFORM)]),
+     [Submit("unregister-platform")]),
     ("compensation-with-an-empty-inventory-is-done", record(State.ROLLING_BACK), SPEC, None,
      True, [Fire("compensated", "nothing left to compensate")]),
     ("compensation-succeeded", record(State.ROLLING_BACK, **COMPENSATING), SPEC,
@@ -148,12 +149,12 @@ CASES = [
      [Wait("UpdateFailed: settled")]),
     ("failed-with-a-new-spec-runs-again", record(State.FAILED), CHANGED, None, True,
      [Fire("spec_changed", "the spec changed: starting again")]),
-    ("in-flight-with-a-new-spec-goes-on", record(State.CREATING_SUBACCOUNT, **RUNNING_CS),
+    ("in-flight-with-a-new-spec-goes-on", record(State.RUNNING, **RUNNING_CS),
      CHANGED, wf(WorkflowPhase.RUNNING), True, [Wait("create-subaccount is Running")]),
     ("update-starts-with-the-first-step", record(State.UPDATING), SPEC, None, True,
-     [Submit(Step.CREATE_SUBACCOUNT)]),
+     [Submit("create-subaccount")]),
     ("update-runs-its-current-step", record(State.UPDATING, step="install-proxy"), SPEC, None,
-     True, [Submit(Step.INSTALL_PROXY)]),
+     True, [Submit("install-proxy")]),
     ("update-step-failing-for-good-parks", record(State.UPDATING, **{**LAST_CS}), SPEC,
      wf(WorkflowPhase.FAILED, "boom"), True,
      [Fire("step_failed", "create-subaccount failed: boom; gave up after 3 attempts", "wf")]),
@@ -173,11 +174,11 @@ CASES = [
      None, True, [Wait("suspended")]),
     ("removed-ready-offboards", record(State.READY), None, None, True,
      [Fire("offboard", "removed from the desired state")]),
-    ("removed-mid-step-stops-then-offboards", record(State.CREATING_SUBACCOUNT, **RUNNING_CS),
+    ("removed-mid-step-stops-then-offboards", record(State.RUNNING, **RUNNING_CS),
      None, wf(WorkflowPhase.RUNNING), True,
      [Stop("wf", "onboarding removed: offboarding"),
       Fire("offboard", "removed from the desired state")]),
-    ("removed-mid-step-unknown-waits", record(State.CREATING_SUBACCOUNT, **RUNNING_CS), None,
+    ("removed-mid-step-unknown-waits", record(State.RUNNING, **RUNNING_CS), None,
      UNKNOWN, True,
      [Wait("removed; offboarding waits for the cluster to stop the running step")]),
     ("removed-orphan-is-forgotten", record(State.READY, spec=ORPHAN), None, None, True,
@@ -188,10 +189,10 @@ CASES = [
      record(State.SUSPENDED, reason=SUSPENDED_BY_SPEC), None, None, True,
      [Wait("removed; offboarding waits until it is resumed (orchestrator resume)")]),
     ("offboarding-continues", record(State.OFFBOARDING, offboarding=True,
-     inventory=["create-subaccount"]), None, None, True, [Submit(Step.DELETE_SUBACCOUNT)]),
+     inventory=["create-subaccount"]), None, None, True, [Submit("delete-subaccount")]),
     ("offboarding-of-everything-starts-with-the-proxy", record(State.OFFBOARDING,
      offboarding=True, inventory=["create-subaccount", "register-platform", "install-proxy"]),
-     None, None, True, [Submit(Step.UNINSTALL_PROXY)]),
+     None, None, True, [Submit("uninstall-proxy")]),
     ("offboarding-stalled-waits-for-on-call", record(State.CLEANUP_FAILED, offboarding=True),
      None, None, True,
      [Wait("offboarding stalled in CleanupFailed: waiting for on-call to retry")]),
@@ -217,11 +218,58 @@ def test_decide(
         desired=desired,
         observation=observation,
         now=NOW,
+        plan=SERVICE_BROKER_PROXY,
         slot_available=slot,
         jitter=lambda: 0.5,
     )
 
     assert decide(situation) == expected
+
+
+#: (id, record, observation, expected) with the four-step plan, whose assign-entitlements
+#: has ``compensation: none``
+FOUR_STEP_CASES = [
+    ("a-step-without-compensation-is-run", record(State.RUNNING, step="assign-entitlements"),
+     None, [Submit("assign-entitlements")]),
+    ("it-is-not-the-last-step", record(State.RUNNING, **{**RUNNING_CS,
+     "step": "assign-entitlements"}), wf(WorkflowPhase.SUCCEEDED),
+     [Fire("step_succeeded", "assign-entitlements succeeded", "wf")]),
+    ("it-fails-like-any-step", record(State.RUNNING, **{**LAST_CS,
+     "step": "assign-entitlements"}), wf(WorkflowPhase.FAILED, "boom"),
+     [Fire("step_failed", "assign-entitlements failed: boom; gave up after 3 attempts", "wf")]),
+    ("the-rollback-skips-it", record(State.ROLLING_BACK,
+     inventory=["create-subaccount", "register-platform"]), None,
+     [Submit("unregister-platform")]),
+    ("offboarding-starts-with-the-last-undoable-step", record(State.OFFBOARDING,
+     offboarding=True, inventory=["create-subaccount", "register-platform", "install-proxy"]),
+     None, [Submit("uninstall-proxy")]),
+    ("an-update-runs-it-too", record(State.UPDATING, step="assign-entitlements"), None,
+     [Submit("assign-entitlements")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("current", "observation", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in FOUR_STEP_CASES],
+)
+def test_decide_over_another_plan(
+    current: OnboardingRecord, observation: Observation, expected: list[Any]
+) -> None:
+    desired = None if current.offboarding else SPEC
+    situation = Situation(
+        record=current, desired=desired, observation=observation, now=NOW, plan=FOUR_STEPS
+    )
+
+    assert decide(situation) == expected
+
+
+@pytest.mark.parametrize("plan", [SERVICE_BROKER_PROXY, FOUR_STEPS], ids=lambda p: p.name)
+def test_running_without_a_recorded_step_runs_the_first(plan: StepPlan) -> None:
+    situation = Situation(
+        record=record(State.RUNNING), desired=SPEC, observation=None, now=NOW, plan=plan
+    )
+
+    assert decide(situation) == [Submit(plan.first)]
 
 
 @pytest.mark.parametrize(
@@ -266,7 +314,7 @@ REPLACED = OnboardingSpec.model_validate(
                      "spec.subaccount.subdomain", id="ready-subdomain"),
         pytest.param(record(State.UPDATE_FAILED, inventory=["create-subaccount"]),
                      RENAMESPACED, "spec.namespace", id="update-failed-namespace"),
-        pytest.param(record(State.CREATING_SUBACCOUNT, **RUNNING_CS,
+        pytest.param(record(State.RUNNING, **RUNNING_CS,
                             inventory=["create-subaccount"]), MOVED, "spec.cluster",
                      id="in-flight-cluster"),
         pytest.param(record(State.SUSPENDED, suspended_from=State.READY,
@@ -302,9 +350,9 @@ def test_one_rule_for_fields_naming_external_resources(
 @pytest.mark.parametrize(
     ("state", "suspended_from", "mixed"),
     [
-        pytest.param(State.CREATING_SUBACCOUNT, None, True, id="first-run"),
+        pytest.param(State.RUNNING, None, True, id="first-run"),
         pytest.param(State.UPDATING, None, True, id="update"),
-        pytest.param(State.SUSPENDED, State.INSTALLING_PROXY, True, id="suspended-mid-run"),
+        pytest.param(State.SUSPENDED, State.RUNNING, True, id="suspended-mid-run"),
         pytest.param(State.PENDING, None, False, id="pending"),
         pytest.param(State.READY, None, False, id="ready"),
         pytest.param(State.FAILED, None, False, id="failed"),

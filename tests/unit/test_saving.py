@@ -45,7 +45,7 @@ def _started(name: str) -> TransitionRecord:
     return TransitionRecord(
         onboarding=name,
         from_state=State.PENDING,
-        to_state=State.CREATING_SUBACCOUNT,
+        to_state=State.RUNNING,
         trigger="start",
         reason="starting",
         at=T0,
@@ -57,10 +57,7 @@ async def test_saves_made_together_are_committed_together(store: SqlStore) -> No
     saver = Saver(store)
 
     saved = await asyncio.gather(
-        *(
-            saver.save(replace(r, state=State.CREATING_SUBACCOUNT), [_started(r.name)])
-            for r in records
-        )
+        *(saver.save(replace(r, state=State.RUNNING), [_started(r.name)]) for r in records)
     )
 
     assert [s.version for s in saved] == [2] * 40
