@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from orchestrator.kube.preparing import STEP_RULES
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
 from tests.controlplane import cluster as controlplane
 from tests.fakes.btp_server import FakeBtp
@@ -307,14 +308,32 @@ def test_uninstall_removes_the_release_unless_another_onboarding_still_uses_it(
         target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
 
 
-def test_the_operator_steps_need_no_more_than_secrets_and_configmaps_in_its_namespace(
+def test_the_operator_steps_need_no_more_than_the_rights_the_daemon_grants(
     target: Target,
     cluster: controlplane.Cluster,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """What the step ServiceAccount gets there (Secrets), plus the stand-in chart's ConfigMap."""
+    """In the operator's namespace what the step ServiceAccount gets there (Secrets), plus
+    the stand-in chart's ConfigMap; in the tenant's, the daemon's STEP_RULES (with the
+    ServiceInstance kind installed, so the count is really asked)."""
     target.steps.env["KUBECONFIG"] = str(
         namespaced_kubeconfig(cluster, target.core, target.operator_ns, tmp_path / "kubeconfig")
+    )
+    ensure_service_instance_crd(target.core.api_client)
+    target.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=target.tenant))
+    )
+    rbac = client.RbacAuthorizationV1Api(target.core.api_client)
+    rbac.create_namespaced_role(target.tenant, {"metadata": {"name": "step"}, "rules": STEP_RULES})
+    rbac.create_namespaced_role_binding(
+        target.tenant,
+        {
+            "metadata": {"name": "step"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "step"},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "step", "namespace": target.operator_ns}
+            ],
+        },
     )
     for step, flags in [
         ("create-operator-access", target.access()),
