@@ -8,6 +8,7 @@ never silently does nothing.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -25,11 +26,13 @@ from pydantic import (
     Field,
     HttpUrl,
     SerializerFunctionWrapHandler,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orchestrator import API_VERSION, __version__
 
@@ -202,12 +205,152 @@ class DeletionPolicy(StrEnum):
     ORPHAN = "Orphan"
 
 
+#: the pipeline of an onboarding whose spec names none: the three steps it always had
+DEFAULT_PIPELINE = "service-broker-proxy"
+
+#: the pipelines this daemon's state machine runs; an onboarding naming another is refused
+#: (files and API alike) rather than run with the wrong steps. None: every pipeline. The
+#: machine runs the steps of ``steps.FORWARD_STEPS`` until it is generic over pipelines
+#: (issue 15), which lifts this.
+RUNNABLE_PIPELINES: frozenset[str] | None = frozenset({DEFAULT_PIPELINE})
+
+#: what the SAP BTP Service Operator's README installs, and the step commands' defaults
+OPERATOR_NAMESPACE = "sap-btp-operator"
+OPERATOR_RELEASE = "sap-btp-operator"
+OPERATOR_CHART_REPO = "https://sap.github.io/sap-btp-service-operator"
+OPERATOR_CHART_NAME = "sap-btp-operator"
+
+
+class OperatorChart(Strict):
+    repo: str = Field(
+        default=OPERATOR_CHART_REPO,
+        min_length=1,
+        description="Chart repository URL (https:// or oci://) or a path inside the step image.",
+    )
+    name: str = Field(default=OPERATOR_CHART_NAME, min_length=1, description="Chart name.")
+    version: str = Field(min_length=1, description="Exact chart version (required).")
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Helm values; never put secrets here (manager.secret.enabled is always"
+        " false: the operator reads the Secret create-operator-access writes).",
+    )
+
+
+class Operator(Strict):
+    """The SAP BTP Service Operator, for the ``btp-service-operator`` pipeline."""
+
+    namespace: DNSLabel = Field(
+        default=OPERATOR_NAMESPACE,
+        description="The operator's own (management) namespace, where its access Secret is.",
+    )
+    release: Annotated[
+        str,
+        AfterValidator(_dns1123_label),
+        WithJsonSchema({**LABEL_SCHEMA, "maxLength": 53}),
+    ] = Field(default=OPERATOR_RELEASE, max_length=53, description="helm release of the operator.")
+    secret_name: Annotated[
+        str | None,
+        AfterValidator(lambda name: None if name is None else _dns1123_subdomain(name)),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 253,
+                "pattern": rf"{DNS1123_SUBDOMAIN.pattern.removesuffix('$')}(?![\s\S])",
+            }
+        ),
+    ] = Field(
+        default=None,
+        alias="secretName",
+        description="Secret the operator reads the subaccount's access from; default:"
+        " <namespace>-sap-btp-service-operator.",
+    )
+    chart: OperatorChart = Field(description="The operator's chart; its version is required.")
+
+
+#: the blocks of the spec that only some pipelines read: absent is fine unless the
+#: onboarding's pipeline reads a field inside (alias -> field name)
+OPTIONAL_BLOCKS = {"platform": "platform", "proxyChart": "proxy_chart", "operator": "operator"}
+
+
+def _pipeline_rules(schema: dict[str, Any]) -> None:
+    """What the validators say of ``pipeline`` and the blocks, said in JSON Schema too (the
+    editors' schema and the API's OpenAPI document): a document valid by the schema is
+    valid here. The blocks a built-in pipeline reads are required with it; while the
+    machine runs only some pipelines, ``pipeline`` names one of those."""
+    from orchestrator.pipelines import builtin_pipelines  # built from these models
+
+    properties = schema.setdefault("properties", {})
+    builtin = builtin_pipelines()
+    if RUNNABLE_PIPELINES is not None:
+        runnable = sorted(RUNNABLE_PIPELINES)
+        properties["pipeline"] = {
+            "description": properties.get("pipeline", {}).get("description", ""),
+            "enum": runnable,
+        }
+        needed = {
+            block for name in runnable if name in builtin for block in builtin[name].reads_blocks
+        }
+        if len(runnable) == 1:
+            required = schema.setdefault("required", [])
+            required.extend(sorted(needed - set(required)))
+            for block in needed:  # and not null, which the validators take as absent
+                branches = properties.get(block, {}).get("anyOf", [])
+                given = [b for b in branches if b.get("type") != "null"]
+                if len(given) == 1:
+                    properties[block] = {
+                        **{
+                            k: v
+                            for k, v in properties[block].items()
+                            if k not in ("anyOf", "default")
+                        },
+                        **given[0],
+                    }
+            return
+    rules = []
+    for name, pipeline in sorted(builtin.items()):
+        named: dict[str, Any] = {
+            "properties": {"pipeline": {"const": name}},
+            "required": ["pipeline"],
+        }
+        condition = (
+            {"anyOf": [named, {"not": {"required": ["pipeline"]}}]}
+            if name == DEFAULT_PIPELINE
+            else named
+        )
+        if pipeline.reads_blocks:
+            blocks = sorted(pipeline.reads_blocks)
+            then = {"required": blocks, "properties": {b: {"type": "object"} for b in blocks}}
+            rules.append({"if": condition, "then": then})
+    if rules:
+        schema["allOf"] = rules
+
+
 class OnboardingSpec(Strict):
+    model_config = ConfigDict(json_schema_extra=_pipeline_rules)
+
     cluster: DNSLabel = Field(description="Name of the Cluster document to onboard onto.")
     namespace: DNSLabel = Field(description="Target namespace on that cluster.")
     subaccount: Subaccount
-    platform: Platform
-    proxy_chart: ProxyChart = Field(alias="proxyChart")
+    pipeline: DNSLabel | None = Field(
+        default=None,
+        description=f"Pipeline whose steps onboard this tenant: {DEFAULT_PIPELINE} (the"
+        " default), btp-service-operator, or a Pipeline document of the config directory."
+        " Cannot change while anything exists for the onboarding.",
+    )
+    platform: Platform | None = Field(
+        default=None,
+        description="The Service Manager platform (the service-broker-proxy pipeline needs it).",
+    )
+    proxy_chart: ProxyChart | None = Field(
+        default=None,
+        alias="proxyChart",
+        description="The proxy's chart (the service-broker-proxy pipeline needs it).",
+    )
+    operator: Operator | None = Field(
+        default=None,
+        description="The SAP BTP Service Operator (the btp-service-operator pipeline needs it).",
+    )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
         alias="deletionPolicy",
@@ -217,6 +360,60 @@ class OnboardingSpec(Strict):
     suspend: bool = Field(
         default=False, description="When true the daemon does nothing for this onboarding."
     )
+
+    @property
+    def pipeline_name(self) -> str:
+        """The pipeline this onboarding runs."""
+        return self.pipeline or DEFAULT_PIPELINE
+
+    @field_validator("pipeline")
+    @classmethod
+    def _runnable(cls, name: str | None) -> str | None:
+        if name is None or RUNNABLE_PIPELINES is None or name in RUNNABLE_PIPELINES:
+            return name
+        runnable = ", ".join(sorted(RUNNABLE_PIPELINES))
+        raise ValueError(
+            f"pipeline {name!r} is not run by this version of the daemon, whose state machine"
+            f" runs only {runnable} so far; leave the field out (or name {DEFAULT_PIPELINE})"
+        )
+
+    @model_validator(mode="after")
+    def _blocks_read_are_present(self) -> OnboardingSpec:
+        """A block the onboarding's built-in pipeline reads is required (a pipeline of the
+        config directory is checked when the directory is loaded)."""
+        from orchestrator.pipelines import builtin_pipelines  # built from these models
+
+        pipeline = builtin_pipelines().get(self.pipeline_name)
+        missing = pipeline.missing_blocks(self) if pipeline is not None else []
+        if pipeline is not None and missing:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "missing", "{why}", {"why": f"pipeline {pipeline.name!r} {why}"}
+                        ),
+                        loc=(block,),
+                        input=None,
+                    )
+                    for block, why in missing
+                ],
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unset_additions_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """As in ``Subaccount``: the fields added after onboardings were first stored are
+        left out while unset (and ``pipeline`` while it names the default), so a spec that
+        does not use them dumps, compares and fingerprints exactly as before."""
+        data: dict[str, Any] = handler(self)
+        unset = [(a, f) for a, f in OPTIONAL_BLOCKS.items() if getattr(self, f) is None]
+        if self.pipeline in (None, DEFAULT_PIPELINE):
+            unset.append(("pipeline", "pipeline"))
+        for alias, name in unset:
+            data.pop(name, None)
+            data.pop(alias, None)
+        return data
 
     def fingerprint(self) -> str:
         """Stable hash of what the steps act on (``suspend`` excluded)."""
@@ -792,21 +989,264 @@ class Cluster(Strict):
 assert API_VERSION == "orchestrator.dev/v1alpha1"  # keep the Literal above in step
 
 
-KINDS = ("Onboarding", "Cluster", "GlobalAccount")
+# --- Pipeline ---------------------------------------------------------------------
+
+#: the parameters the daemon gives every step and compensation itself: a pipeline entry
+#: does not name them, and every template must declare them
+FIXED_PARAMETERS: dict[str, str] = {
+    "onboarding": "the Onboarding's name",
+    "step": "the name of the step (or compensation) the workflow runs",
+    "namespace": "the onboarding's target namespace (spec.namespace)",
+}
+
+#: an Argo parameter name
+PARAMETER_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_SPEC_PATH = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)*")
+
+
+@functools.cache
+def spec_paths() -> dict[str, tuple[str, ...]]:
+    """Every path into an ``OnboardingSpec`` (by the names the files use, such as
+    ``proxyChart.values``) -> the attribute names that reach it."""
+    found: dict[str, tuple[str, ...]] = {}
+
+    def walk(model: type[BaseModel], path: str, attrs: tuple[str, ...]) -> None:
+        for name, info in model.model_fields.items():
+            alias = info.alias or name
+            here = f"{path}.{alias}" if path else alias
+            found[here] = (*attrs, name)
+            nested = [
+                t
+                for t in (info.annotation, *getattr(info.annotation, "__args__", ()))
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ]
+            if nested:
+                walk(nested[0], here, (*attrs, name))
+
+    walk(OnboardingSpec, "", ())
+    return found
+
+
+def _parameter_name(value: str) -> str:
+    if not PARAMETER_NAME.fullmatch(value):
+        raise ValueError(
+            f"{_shown(value)} is not a workflow parameter name (letters, digits, '-' and '_')"
+        )
+    if value in FIXED_PARAMETERS:
+        raise ValueError(
+            f"parameter {value!r} is given to every step by the daemon"
+            f" ({FIXED_PARAMETERS[value]}); leave it out of the pipeline"
+        )
+    return value
+
+
+def _spec_path(value: str) -> str:
+    if value not in spec_paths():
+        hint = "" if _SPEC_PATH.fullmatch(value) else " (field names joined by '.')"
+        raise ValueError(
+            f"{_shown(value)} is not a field of an Onboarding's spec{hint}; such as"
+            " subaccount.subdomain, proxyChart.values or operator.chart.version"
+        )
+    return value
+
+
+ParameterName = Annotated[
+    str,
+    AfterValidator(_parameter_name),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,128}(?![\s\S])"}),
+]
+SpecPath = Annotated[str, AfterValidator(_spec_path)]
+#: a WorkflowTemplate's name: a Kubernetes object name
+TemplateName = Annotated[
+    str,
+    AfterValidator(
+        lambda name: (
+            name
+            if len(name) <= 253 and DNS1123_SUBDOMAIN.fullmatch(name)
+            else _not_an_object_name(name)
+        )
+    ),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253}),
+]
+
+
+def _not_an_object_name(value: str) -> str:
+    raise ValueError(
+        f"{_shown(value)} is not a WorkflowTemplate name (at most 253 lower-case letters,"
+        " digits, '-' and '.')"
+    )
+
+
+_SPEC_PATH_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^{_SPEC_PATH.pattern}(?![\s\S])",
+    "description": "A field of the Onboarding's spec, such as subaccount.subdomain.",
+}
+Parameters = Annotated[
+    dict[ParameterName, SpecPath],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[A-Za-z0-9_-]{1,128}(?![\s\S])"},
+            "additionalProperties": _SPEC_PATH_SCHEMA,
+        }
+    ),
+]
+
+_PARAMETERS_DESCRIPTION = (
+    "Workflow parameter name -> the field of the onboarding's spec it takes its value from."
+    " Strings as they are, true/false for booleans, JSON for numbers, maps and lists (keys"
+    " sorted), and an empty string for an optional field left unset."
+)
+
+
+class Compensation(Strict):
+    """What undoes a step: its WorkflowTemplate, run for every step that was started."""
+
+    name: DNSLabel | None = Field(
+        default=None,
+        description="Name of the compensation (history, workflows, the step parameter);"
+        " default: undo-<the step's name>.",
+    )
+    template: TemplateName = Field(description="Name of the WorkflowTemplate that runs it.")
+    parameters: Parameters | None = Field(
+        default=None,
+        description=_PARAMETERS_DESCRIPTION + " Default: the step's own parameters.",
+    )
+    deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        alias="deadlineSeconds",
+        description="How long one attempt may run; default: the daemon's step timeout.",
+    )
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Attempts before the onboarding stalls in CleanupFailed; default: the"
+        " daemon's compensation attempts.",
+    )
+
+
+def _compensation(value: Any) -> Any:
+    """``none`` (the word) or a mapping; YAML's null is refused, it looks like an oversight."""
+    if value == "none":
+        return None
+    if value is None or isinstance(value, str):
+        shown = "null" if value is None else _shown(value)
+        raise ValueError(
+            f"{shown}: give compensation: {{template: <WorkflowTemplate>}}, or the word none"
+            " when nothing needs undoing"
+        )
+    return value
+
+
+class PipelineStep(Strict):
+    name: DNSLabel = Field(
+        description="Name of the step, unique in the pipeline (history, workflows, the step"
+        " parameter)."
+    )
+    template: TemplateName = Field(description="Name of the WorkflowTemplate that runs it.")
+    compensation: Annotated[
+        Compensation | None,
+        BeforeValidator(_compensation),
+        WithJsonSchema(
+            {
+                "description": "What undoes the step, or none: required, to say which.",
+                "anyOf": [
+                    Compensation.model_json_schema(by_alias=True),
+                    {"const": "none"},
+                ],
+            }
+        ),
+    ] = Field(description="What undoes the step, or none: required, to say which.")
+    parameters: Parameters = Field(default_factory=dict, description=_PARAMETERS_DESCRIPTION)
+    deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        alias="deadlineSeconds",
+        description="How long one attempt may run; default: the daemon's step timeout.",
+    )
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Attempts before the onboarding fails (and rolls back); default: the"
+        " daemon's step attempts.",
+    )
+
+    @property
+    def compensation_name(self) -> str | None:
+        if self.compensation is None:
+            return None
+        return self.compensation.name or f"undo-{self.name}"
+
+    @model_validator(mode="after")
+    def _compensation_named(self) -> PipelineStep:
+        name = self.compensation_name
+        named = self.compensation is not None and self.compensation.name is not None
+        if name is not None and not named and len(name) > 63:
+            raise ValueError(
+                f"the compensation's default name {name!r} is longer than 63 characters;"
+                " give compensation.name"
+            )
+        return self
+
+
+class PipelineSpec(Strict):
+    steps: list[PipelineStep] = Field(
+        min_length=1,
+        max_length=50,
+        description="The steps in order; their compensations run in reverse.",
+    )
+    secret_namespaces: list[SpecPath] = Field(
+        default_factory=list,
+        alias="secretNamespaces",
+        description="Fields of the onboarding's spec naming namespaces, besides the target"
+        " namespace, where the steps read and write Secrets (such as operator.namespace): on"
+        " a cluster the daemon prepares, the step ServiceAccount is granted Secrets there.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineSpec:
+        seen: dict[str, str] = {}
+        for index, step in enumerate(self.steps):
+            names = [(step.name, f"steps[{index}].name")]
+            if step.compensation_name is not None:
+                names.append((step.compensation_name, f"steps[{index}].compensation.name"))
+            for name, where in names:
+                first = seen.setdefault(name, where)
+                if first != where:
+                    raise ValueError(
+                        f"{where}: {name!r} is already the name of {first}; every step and"
+                        " compensation of a pipeline needs its own"
+                    )
+        return self
+
+
+class Pipeline(Strict):
+    api_version: Literal["orchestrator.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Pipeline"]
+    metadata: Metadata
+    spec: PipelineSpec
+
+
+KINDS = ("Onboarding", "Cluster", "GlobalAccount", "Pipeline")
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema for editors: a document is an Onboarding, a Cluster or a GlobalAccount."""
+    """JSON Schema for editors: a document is an Onboarding, a Cluster, a GlobalAccount or
+    a Pipeline."""
     defs: dict[str, Any] = {}
-    for model in (Onboarding, Cluster, GlobalAccount):  # the order of KINDS
+    for model in (Onboarding, Cluster, GlobalAccount, Pipeline):  # the order of KINDS
         schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Onboarding orchestrator desired state",
-        "oneOf": [
-            {"$ref": f"#/$defs/{kind}"} for kind in ("Onboarding", "Cluster", "GlobalAccount")
-        ],
+        "oneOf": [{"$ref": f"#/$defs/{kind}"} for kind in KINDS],
         "$defs": defs,
     }

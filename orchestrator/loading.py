@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,35 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.configs import Cluster, GlobalAccount, Onboarding, OnboardingSpec
+from orchestrator.configs import (
+    Cluster,
+    GlobalAccount,
+    Onboarding,
+    OnboardingSpec,
+    Pipeline,
+)
 from orchestrator.errors import ConfigError, ConfigProblem
-from orchestrator.settings import CONFIG_MAX_FILE_BYTES, DENIED_NAMESPACES, Settings
+from orchestrator.pipelines import (
+    ResolvedPipeline,
+    TemplateInterface,
+    builtin_pipelines,
+    template_interface,
+    template_problems,
+)
+from orchestrator.settings import (
+    CONFIG_MAX_FILE_BYTES,
+    DENIED_NAMESPACES,
+    Settings,
+    packaged_templates_dir,
+)
 
-Document = Onboarding | Cluster | GlobalAccount
+Document = Onboarding | Cluster | GlobalAccount | Pipeline
 
 KINDS: dict[str, type[Document]] = {
     "Onboarding": Onboarding,
     "Cluster": Cluster,
     "GlobalAccount": GlobalAccount,
+    "Pipeline": Pipeline,
 }
 
 NO_DOCUMENT = "holds no document; to remove what it declared, delete the file"
@@ -60,6 +79,8 @@ class ConfigRules:
     denied_namespaces: tuple[str, ...] = DENIED_NAMESPACES
     #: where referenced files may lie besides the config directory
     secrets_dirs: tuple[Path, ...] = ()
+    #: the WorkflowTemplates the pipelines must fit; None: those shipped in the package
+    templates_dir: Path | None = None
 
 
 def rules_of(settings: Settings) -> ConfigRules:
@@ -67,6 +88,7 @@ def rules_of(settings: Settings) -> ConfigRules:
         max_file_bytes=settings.config_max_file_bytes,
         denied_namespaces=tuple(settings.denied_namespaces),
         secrets_dirs=tuple(settings.secrets_dirs),
+        templates_dir=settings.templates_dir,
     )
 
 
@@ -79,6 +101,19 @@ class DesiredState:
     global_accounts: dict[str, GlobalAccount] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     digest: str = ""
+    #: the Pipeline documents of the files (the built-in ones are not among them)
+    pipelines: dict[str, ResolvedPipeline] = field(default_factory=dict)
+
+    def pipeline(self, name: str) -> ResolvedPipeline | None:
+        """The pipeline called ``name``: built in, or a Pipeline document of the files."""
+        return builtin_pipelines().get(name) or self.pipelines.get(name)
+
+    def pipeline_of(self, spec: OnboardingSpec) -> ResolvedPipeline:
+        """The pipeline an onboarding runs (loading made sure it exists)."""
+        pipeline = self.pipeline(spec.pipeline_name)
+        if pipeline is None:
+            raise KeyError(f"no pipeline named {spec.pipeline_name!r}")
+        return pipeline
 
 
 # --- the directory -------------------------------------------------------------------
@@ -529,11 +564,21 @@ def parse_document(
         return None, problems
 
 
+#: what a missing field's message adds, by the field's name
+MISSING_HINTS = {
+    "compensation": "give compensation: {template: <WorkflowTemplate>}, or compensation: none"
+    " when nothing needs undoing",
+}
+
+
 def _message(detail: Any) -> str:
     if detail["type"] == "extra_forbidden":
         return "unknown field"
     if detail["type"] == "missing":
-        return "required field is missing"
+        # a validator's own "missing" says why the field is needed
+        said = (detail.get("ctx") or {}).get("why")
+        hint = said or MISSING_HINTS.get(str(detail["loc"][-1]) if detail["loc"] else "")
+        return "required field is missing" + (f": {_shorten(hint, 300)}" if hint else "")
     message = str(detail["msg"])
     return _shorten(message.removeprefix("Value error, "), 300)
 
@@ -556,6 +601,7 @@ def load_documents(
     clusters: dict[str, Cluster] = {}
     onboardings: dict[str, Onboarding] = {}
     global_accounts: dict[str, GlobalAccount] = {}
+    pipelines: dict[str, Pipeline] = {}
     sources: dict[str, str] = {}
     digest = hashlib.sha256()
     for file, text in files:
@@ -598,6 +644,8 @@ def load_documents(
                 clusters[model.metadata.name] = model
             elif isinstance(model, GlobalAccount):
                 global_accounts[model.metadata.name] = model
+            elif isinstance(model, Pipeline):
+                pipelines[model.metadata.name] = model
             else:
                 onboardings[model.metadata.name] = model
     for name, onboarding in onboardings.items():
@@ -624,9 +672,13 @@ def load_documents(
             )
     problems.extend(_one_global_account_per_cluster(onboardings, sources))
     problems.extend(_one_owner_per_resource(onboardings, sources))
+    resolved, found = _pipelines(pipelines, onboardings, sources, rules)
+    problems.extend(found)
     if problems:
         raise ConfigError(problems)
-    return DesiredState(clusters, onboardings, global_accounts, sources, digest.hexdigest())
+    return DesiredState(
+        clusters, onboardings, global_accounts, sources, digest.hexdigest(), pipelines=resolved
+    )
 
 
 # --- rules beyond the schema ---------------------------------------------------------
@@ -783,3 +835,120 @@ def _unknown(
         f"document {position} (Onboarding {name})",
         field_path,
     )
+
+
+# --- pipelines ---------------------------------------------------------------------
+
+
+def _located(sources: Mapping[str, str], kind: str, name: str) -> tuple[str, str]:
+    """(file, "document N (Kind name)") of a loaded document."""
+    file, _, position = sources[f"{kind}/{name}"].rpartition("#")
+    return file, f"document {position} ({kind} {name})"
+
+
+def _pipelines(
+    documents: dict[str, Pipeline],
+    onboardings: dict[str, Onboarding],
+    sources: dict[str, str],
+    rules: ConfigRules,
+) -> tuple[dict[str, ResolvedPipeline], list[ConfigProblem]]:
+    """The Pipeline documents resolved, and what is wrong with them and with the
+    onboardings' choice of pipeline: a name a built-in pipeline has, an unknown pipeline,
+    a block of the spec the pipeline reads left out, a pipeline that does not fit the
+    WorkflowTemplates (every Pipeline document, and each built-in one an onboarding uses)."""
+    problems: list[ConfigProblem] = []
+    builtin = builtin_pipelines()
+    resolved: dict[str, ResolvedPipeline] = {}
+    for name, document in documents.items():
+        file, where = _located(sources, "Pipeline", name)
+        if name in builtin:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{name!r} is the name of a pipeline shipped with the daemon; give this one"
+                    " a name of its own",
+                    where,
+                    "metadata.name",
+                )
+            )
+            continue
+        resolved[name] = ResolvedPipeline(document, source=sources[f"Pipeline/{name}"])
+    used: dict[str, str] = {}  # built-in pipeline -> the first onboarding using it
+    for name in sorted(onboardings):
+        spec = onboardings[name].spec
+        file, where = _located(sources, "Onboarding", name)
+        chosen = spec.pipeline_name
+        pipeline = builtin.get(chosen) or resolved.get(chosen)
+        if pipeline is None:
+            known = ", ".join(sorted({*builtin, *resolved}))
+            problems.append(
+                ConfigProblem(
+                    file, f"unknown pipeline {chosen!r} (known: {known})", where, "spec.pipeline"
+                )
+            )
+            continue
+        if chosen in builtin:
+            used.setdefault(chosen, name)
+            continue  # the model checked the blocks a built-in pipeline reads
+        for block, why in pipeline.missing_blocks(spec):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"required field is missing: pipeline {chosen!r} {why}",
+                    where,
+                    f"spec.{block}",
+                )
+            )
+    checked = [(p, None) for p in resolved.values()] + [
+        (builtin[name], onboarding) for name, onboarding in sorted(used.items())
+    ]
+    if not checked:
+        return resolved, problems
+    directory = rules.templates_dir or packaged_templates_dir()
+    templates = template_interfaces(directory)
+    for pipeline, onboarding in checked:
+        found = template_problems(pipeline, templates, where=str(directory))
+        if onboarding is None:
+            file, where = _located(sources, "Pipeline", pipeline.name)
+            problems.extend(ConfigProblem(file, message, where, f) for f, message in found)
+            continue
+        file, where = _located(sources, "Onboarding", onboarding)
+        problems.extend(
+            ConfigProblem(
+                file,
+                f"the built-in pipeline {pipeline.name!r} does not fit the WorkflowTemplates"
+                f" ({f}: {message}); ORCHESTRATOR_TEMPLATES_DIR (--templates) must hold"
+                " those shipped with the daemon, or ones that take the same parameters",
+                where,
+                "spec.pipeline",
+            )
+            for f, message in found
+        )
+    return resolved, problems
+
+
+#: templates directory -> (its digest, what its templates take)
+_INTERFACES: dict[Path, tuple[str, dict[str, TemplateInterface]]] = {}
+
+
+def template_interfaces(directory: Path) -> dict[str, TemplateInterface]:
+    """What each WorkflowTemplate in ``directory`` takes, by name (read again only when
+    the directory changed). A file that is not one readable WorkflowTemplate adds nothing
+    here: the daemon refuses it when it loads the templates to install them."""
+    digest = directory_digest(directory)
+    cached = _INTERFACES.get(directory)
+    if cached is not None and cached[0] == digest:
+        return cached[1]
+    found: dict[str, TemplateInterface] = {}
+    if directory.is_dir():
+        for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+            try:
+                documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_SAFE))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            for document in documents:
+                interface = template_interface(document) if isinstance(document, dict) else None
+                if interface is not None:
+                    found.setdefault(interface.name, interface)
+    _INTERFACES[directory] = (digest, found)
+    return found

@@ -1,10 +1,16 @@
-"""The parameters a step workflow gets: from the spec, never a secret."""
+"""The parameters a step workflow gets: from the spec, never a secret.
+
+These are the ``service-broker-proxy`` pipeline's, which is what the state machine runs
+until it is generic over pipelines (issue 15); ``pipelines.ResolvedPipeline.parameters``
+renders the same map from the pipeline's data (a test holds the two equal).
+"""
 
 from __future__ import annotations
 
 import json
 
 from orchestrator.configs import OnboardingSpec
+from orchestrator.pipelines import MissingBlock
 from orchestrator.steps import Step
 
 
@@ -15,6 +21,9 @@ def step_parameters(*, onboarding: str, spec: OnboardingSpec, step: Step) -> dic
     """
     subaccount = spec.subaccount
     chart = spec.proxy_chart
+    platform = spec.platform
+    if platform is None or chart is None:  # validation lets no such spec through
+        raise MissingBlock("the service-broker-proxy pipeline needs spec.platform and proxyChart")
     return {
         "onboarding": onboarding,
         "step": step.value,
@@ -28,7 +37,7 @@ def step_parameters(*, onboarding: str, spec: OnboardingSpec, step: Step) -> dic
         # and keeps BTP's default flag; an existing one is neither checked nor changed
         "parent-directory": subaccount.parent_directory or "",
         "used-for-production": _flag(subaccount.used_for_production),
-        "platform-name": spec.platform.name,
+        "platform-name": platform.name,
         "chart-repo": chart.repo,
         "chart-name": chart.name,
         "chart-version": chart.version,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from orchestrator.configs import DeletionPolicy, OnboardingSpec
+from orchestrator.configs import DEFAULT_PIPELINE, DeletionPolicy, OnboardingSpec
 from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
 from orchestrator.stepplans import StepPlan
 from orchestrator.steps import HOPELESS_EXIT_CODES
@@ -151,13 +151,18 @@ def take_spec(record: OnboardingRecord, spec: OnboardingSpec) -> bool:
     return True
 
 
-#: fields that name external resources; changing them would orphan what exists
+#: fields that name external resources, and the pipeline whose steps made what exists;
+#: changing them would orphan it (or undo it with the wrong compensations)
 IMMUTABLE = {
     "cluster": ("cluster",),
     "namespace": ("namespace",),
     "subaccount.subdomain": ("subaccount", "subdomain"),
     "subaccount.region": ("subaccount", "region"),
+    "pipeline": ("pipeline",),
 }
+
+#: what a field left out of a stored spec means (a spec dumps without it then)
+IMPLIED = {"pipeline": DEFAULT_PIPELINE}
 
 
 def immutable_change(record: OnboardingRecord, desired: OnboardingSpec) -> str | None:
@@ -173,6 +178,8 @@ def immutable_change(record: OnboardingRecord, desired: OnboardingSpec) -> str |
         for key in path:
             old_value = old_value.get(key) if isinstance(old_value, dict) else None
             new_value = new_value.get(key) if isinstance(new_value, dict) else None
+        if label in IMPLIED:
+            old_value, new_value = old_value or IMPLIED[label], new_value or IMPLIED[label]
         if old_value != new_value:
             return (
                 f"spec.{label} cannot change from {old_value!r} to {new_value!r} while the"

@@ -24,10 +24,11 @@ class Step(StrEnum):
 
 
 class OperatorStep(StrEnum):
-    """The steps of the ``btp-service-operator`` profile (issue 15), which the state machine
-    does not run yet: a pipeline names their templates. In order, after create-subaccount:
-    create-operator-access (compensation delete-operator-access), then install-operator
-    (compensation uninstall-operator); compensations run in reverse."""
+    """The step commands of the ``btp-service-operator`` pipeline besides create-subaccount
+    (``orchestrator/builtin_pipelines/btp-service-operator.yaml``), which the state machine
+    does not run yet. In order, after create-subaccount: create-operator-access
+    (compensation delete-operator-access), then install-operator (compensation
+    uninstall-operator); compensations run in reverse."""
 
     CREATE_OPERATOR_ACCESS = "create-operator-access"
     INSTALL_OPERATOR = "install-operator"
@@ -54,6 +55,10 @@ EXIT_TERMINATED = 143
 #: a step that ended with one of these will not do better on another attempt
 HOPELESS_EXIT_CODES = frozenset({EXIT_PERMANENT, EXIT_USAGE, EXIT_BUG})
 
+#: The default pipeline's steps (``orchestrator/builtin_pipelines/service-broker-proxy.yaml``),
+#: which the state machine runs until it is generic over pipelines (issue 15). Spelled out
+#: rather than read from it: the step commands import this module and need no pipeline
+#: (tests/unit/test_pipelines.py holds the two equal).
 FORWARD_STEPS: tuple[Step, ...] = (
     Step.CREATE_SUBACCOUNT,
     Step.REGISTER_PLATFORM,

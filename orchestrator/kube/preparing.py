@@ -60,6 +60,12 @@ STEP_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": _READ},
     {"apiGroups": [""], "resources": ["pods", "events"], "verbs": _READ},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": _READ},
+    # the tenant's own ServiceInstances, only counted: delete-operator-access waits for them
+    {
+        "apiGroups": ["services.cloud.sap.com"],
+        "resources": ["serviceinstances"],
+        "verbs": _READ,
+    },
 ]
 
 #: What the step pods may do in a namespace besides the target where a step keeps Secrets:

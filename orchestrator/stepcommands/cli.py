@@ -197,7 +197,7 @@ def _create_operator_access(ctx: StepContext, args: argparse.Namespace) -> None:
 def _delete_operator_access(ctx: StepContext, args: argparse.Namespace) -> None:
     from orchestrator.stepcommands import operator  # imports the kubernetes client: slow
 
-    operator.delete_operator_access(ctx, **_operator_access(args))
+    operator.delete_operator_access(ctx, namespace=args.namespace, **_operator_access(args))
 
 
 def _install_operator(ctx: StepContext, args: argparse.Namespace) -> None:

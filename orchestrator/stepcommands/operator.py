@@ -32,7 +32,7 @@ from typing import Any
 from orchestrator.btp.servicemanager import Accepted, BindingCredentials, Resource, ServiceManager
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.redaction import remote_message
-from orchestrator.stepcommands import helm, secrets
+from orchestrator.stepcommands import helm, secrets, tenants
 from orchestrator.stepcommands.context import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -288,9 +288,16 @@ def _write_access(
 
 
 def delete_operator_access(
-    ctx: StepContext, *, subdomain: str, region: str, operator_namespace: str, secret_name: str
+    ctx: StepContext,
+    *,
+    namespace: str,
+    subdomain: str,
+    region: str,
+    operator_namespace: str,
+    secret_name: str,
 ) -> None:
     annotations = _check_secret(ctx, operator_namespace, secret_name)  # refuse before any change
+    _refuse_while_the_tenant_has_instances(ctx, namespace)
     name = instance_name(ctx.onboarding)
     subaccount = ctx.accounts().find_by_subdomain(subdomain, region=region)
     mine: list[Resource] = []
@@ -315,6 +322,32 @@ def delete_operator_access(
     )
     deleted = ",".join(str(i["id"]) for i in mine) or "absent"
     write_outputs(ctx.outputs_dir, {"operator-access-deleted": deleted})
+
+
+def _refuse_while_the_tenant_has_instances(ctx: StepContext, namespace: str) -> None:
+    """The tenant's own ServiceInstances are made through this access: without it the
+    operator could not delete them at BTP. They are the tenant's, so the step never
+    deletes them; it waits (transient: the operator deletes asynchronously), and once its
+    attempts are spent the onboarding parks in CleanupFailed for on-call."""
+    remaining = tenants.service_instances(namespace)
+    if not remaining:
+        return
+    shown = ", ".join(remaining[:5]) + (
+        f" and {len(remaining) - 5} more" if len(remaining) > 5 else ""
+    )
+    ctx.log(
+        "tenant service instances remain; the operator access is kept",
+        action="operator-access-in-use",
+        namespace=namespace,
+        instances=len(remaining),
+    )
+    raise TemporaryError(
+        f"namespace {namespace} still holds {len(remaining)} ServiceInstance(s) of the SAP BTP"
+        f" Service Operator ({shown}); without its access the operator could not delete them"
+        f" at BTP. Delete them (kubectl delete serviceinstances --all -n {namespace}); the"
+        " compensation then goes on",
+        reason="TenantInstancesRemain",
+    )
 
 
 def _delete_instance(ctx: StepContext, sm: ServiceManager, instance_id: str) -> None:

@@ -58,10 +58,18 @@ def api_client() -> Iterator[client.ApiClient]:
 
 
 def _kube(what: str, call: Callable[[client.CoreV1Api], T], *, absent_ok: bool = False) -> T | None:
-    """Run ``call``; translate the client's failures; ``None`` for a 404 when ``absent_ok``."""
+    """Run ``call`` on the core API; ``None`` for a 404 when ``absent_ok``."""
+    return kube_call(what, lambda api: call(client.CoreV1Api(api)), absent_ok=absent_ok)
+
+
+def kube_call(
+    what: str, call: Callable[[client.ApiClient], T], *, absent_ok: bool = False
+) -> T | None:
+    """Run ``call`` with a client of its own; translate the client's failures into the
+    project's errors; ``None`` for a 404 when ``absent_ok``."""
     with api_client() as api:
         try:
-            return call(client.CoreV1Api(api))
+            return call(api)
         except ApiException as exc:
             status = exc.status or 0
             if status == 404 and absent_ok:

@@ -17,6 +17,9 @@ from ..api.fakes import FakeOperations, Swap
 
 TOKEN = "cli-tok-51d2e8a0-never-shown"
 
+#: the API token the served daemon holds now; a test may take it away (None)
+configured: dict[str, str | None] = {"token": TOKEN}
+
 
 @dataclass
 class Daemon:
@@ -33,7 +36,7 @@ def served() -> Iterator[tuple[str, Swap]]:
     without paying for a server start.
     """
     operations = Swap(FakeOperations())
-    app = create_app(operations, metrics=Metrics(), token=lambda: TOKEN)
+    app = create_app(operations, metrics=Metrics(), token=lambda: configured["token"])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -58,6 +61,7 @@ def served() -> Iterator[tuple[str, Swap]]:
 def daemon(served: tuple[str, Swap], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     url, operations = served
     operations.current = FakeOperations()
+    configured["token"] = TOKEN
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     for name in ("ORCHESTRATOR_API", "ORCHESTRATOR_API_TOKEN", "ORCHESTRATOR_API_TOKEN_FILE"):

@@ -19,7 +19,7 @@ from orchestrator.cli import main
 from orchestrator.configs import Onboarding
 
 from ..api.fakes import document
-from .conftest import TOKEN, Daemon
+from .conftest import TOKEN, Daemon, configured
 
 
 def run(
@@ -188,6 +188,21 @@ def test_without_a_token_an_action_exits_1_with_a_hint(
     assert code == 1
     assert "401 Unauthorized" in err
     assert "--token-file" in err
+    assert tenants.operations.get("tenant-c").state == "Failed"
+
+
+def test_a_daemon_without_an_api_token_is_named_as_the_cause(
+    capsys: pytest.CaptureFixture[str], tenants: Daemon
+) -> None:
+    configured["token"] = None
+
+    code, _, err = run(capsys, "retry", "tenant-c", daemon=tenants)
+
+    assert code == 1
+    assert err.splitlines() == [
+        "error: 503 NoToken: no API token configured; mutating calls are refused",
+        "hint: the daemon has no API token configured (--api-token-file)",
+    ]
     assert tenants.operations.get("tenant-c").state == "Failed"
 
 

@@ -10,6 +10,7 @@ shared lock: ``flock /tmp/orchestrator-cluster.lock .venv/bin/pytest ...``.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
+from orchestrator.kube.preparing import STEP_RULES
+from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
 from tests.controlplane import cluster as controlplane
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
@@ -159,6 +161,93 @@ def test_a_secret_of_someone_else_is_never_overwritten(target: Target, btp: Fake
     assert btp.instances_named("team-a-service-operator") == []
 
 
+SERVICE_INSTANCES = ("services.cloud.sap.com", "v1", "serviceinstances")
+
+
+def ensure_service_instance_crd(api: client.ApiClient) -> None:
+    """The operator's ServiceInstance kind, as its chart would install it (schema left open)."""
+    extensions = client.ApiextensionsV1Api(api)
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "serviceinstances.services.cloud.sap.com"},
+        "spec": {
+            "group": "services.cloud.sap.com",
+            "scope": "Namespaced",
+            "names": {
+                "plural": "serviceinstances",
+                "singular": "serviceinstance",
+                "kind": "ServiceInstance",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    with contextlib.suppress(ApiException):
+        extensions.create_custom_resource_definition(body)
+    for _ in range(100):
+        crd = extensions.read_custom_resource_definition(body["metadata"]["name"])
+        conditions = (crd.status.conditions if crd.status else None) or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the ServiceInstance CRD was not established")
+
+
+def test_delete_waits_for_the_tenants_service_instances_and_touches_none(
+    target: Target, btp: FakeBtp
+) -> None:
+    assert target.steps.run("create-operator-access", **target.access()).code == EXIT_OK
+    api = target.core.api_client
+    ensure_service_instance_crd(api)
+    objects = client.CustomObjectsApi(api)
+    target.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=target.tenant))
+    )
+    instance = {
+        "apiVersion": "services.cloud.sap.com/v1",
+        "kind": "ServiceInstance",
+        "metadata": {"name": "tenant-db"},
+        "spec": {"serviceOfferingName": "postgresql-db", "servicePlanName": "trial"},
+    }
+    objects.create_namespaced_custom_object(
+        *SERVICE_INSTANCES[:2], target.tenant, "serviceinstances", instance
+    )
+
+    waiting = target.steps.run("delete-operator-access", **target.access())
+
+    assert waiting.code == EXIT_TRANSIENT, waiting.stderr
+    assert "still holds 1 ServiceInstance(s) of the SAP BTP Service Operator (tenant-db)" in (
+        waiting.last_message
+    )
+    assert target.secret() is not None
+    assert len(btp.instances_named("team-a-service-operator")) == 1
+    # the tenant's object is untouched
+    objects.get_namespaced_custom_object(
+        *SERVICE_INSTANCES[:2], target.tenant, "serviceinstances", "tenant-db"
+    )
+
+    objects.delete_namespaced_custom_object(
+        *SERVICE_INSTANCES[:2], target.tenant, "serviceinstances", "tenant-db"
+    )
+    done = target.steps.run("delete-operator-access", **target.access())
+
+    assert done.code == EXIT_OK, done.stderr
+    assert target.secret() is None
+    assert btp.instances_named("team-a-service-operator") == []
+
+
 def test_install_renders_the_chart_without_its_own_credentials_secret_and_upgrades_again(
     target: Target, tmp_path: Path
 ) -> None:
@@ -219,14 +308,32 @@ def test_uninstall_removes_the_release_unless_another_onboarding_still_uses_it(
         target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
 
 
-def test_the_operator_steps_need_no_more_than_secrets_and_configmaps_in_its_namespace(
+def test_the_operator_steps_need_no_more_than_the_rights_the_daemon_grants(
     target: Target,
     cluster: controlplane.Cluster,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """What the step ServiceAccount gets there (Secrets), plus the stand-in chart's ConfigMap."""
+    """In the operator's namespace what the step ServiceAccount gets there (Secrets), plus
+    the stand-in chart's ConfigMap; in the tenant's, the daemon's STEP_RULES (with the
+    ServiceInstance kind installed, so the count is really asked)."""
     target.steps.env["KUBECONFIG"] = str(
         namespaced_kubeconfig(cluster, target.core, target.operator_ns, tmp_path / "kubeconfig")
+    )
+    ensure_service_instance_crd(target.core.api_client)
+    target.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=target.tenant))
+    )
+    rbac = client.RbacAuthorizationV1Api(target.core.api_client)
+    rbac.create_namespaced_role(target.tenant, {"metadata": {"name": "step"}, "rules": STEP_RULES})
+    rbac.create_namespaced_role_binding(
+        target.tenant,
+        {
+            "metadata": {"name": "step"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "step"},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "step", "namespace": target.operator_ns}
+            ],
+        },
     )
     for step, flags in [
         ("create-operator-access", target.access()),

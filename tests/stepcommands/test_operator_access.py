@@ -24,7 +24,7 @@ from kubernetes import client
 
 from orchestrator.btp import Deadline
 from orchestrator.logs import JsonFormatter
-from orchestrator.stepcommands import secrets
+from orchestrator.stepcommands import secrets, tenants
 from orchestrator.stepcommands.cli import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -62,6 +62,11 @@ class Cluster:
 
     secrets: dict[tuple[str, str], StoredSecret] = field(default_factory=dict)
     namespaces: set[str] = field(default_factory=set)
+    #: the tenant's ServiceInstances (made through the operator), per namespace
+    instances: dict[str, list[str]] = field(default_factory=dict)
+
+    def service_instances(self, namespace: str) -> list[str]:
+        return sorted(self.instances.get(namespace, []))
 
     def metadata(self, namespace: str, name: str) -> client.V1ObjectMeta | None:
         found = self.secrets.get((namespace, name))
@@ -160,6 +165,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     monkeypatch.setattr(secrets, "write_secret", fake.write)
     monkeypatch.setattr(secrets, "delete_secret", fake.delete)
     monkeypatch.setattr(secrets, "ensure_namespace", fake.ensure_namespace)
+    monkeypatch.setattr(tenants, "service_instances", fake.service_instances)
     return fake
 
 
@@ -447,6 +453,32 @@ def test_delete_removes_the_bindings_the_instance_and_the_secret_and_can_run_aga
     # bindings first, then the instance: Service Manager refuses the reverse (400)
     assert all(r.status != 400 for r in btp.requests)
     assert btp.count("DELETE", r"^/v1/service_bindings/") == 1
+
+
+def test_delete_waits_while_the_tenant_still_has_service_instances(
+    operator: Operator, btp: FakeBtp, cluster: Cluster
+) -> None:
+    created = operator.run("create-operator-access")
+    cluster.instances["team-a"] = [f"db-{i}" for i in range(7)]
+    cluster.instances["team-b"] = ["not-ours-to-count"]
+
+    waiting = operator.run("delete-operator-access")
+
+    assert (created.code, waiting.code) == (EXIT_OK, EXIT_TRANSIENT)
+    assert "namespace team-a still holds 7 ServiceInstance(s)" in waiting.error
+    assert "db-0, db-1, db-2, db-3, db-4 and 2 more" in waiting.error
+    # nothing was taken away: the instance, its binding and the Secret are as they were
+    [instance] = our_instances(btp)
+    assert len(btp.bindings_of(instance["id"])) == 1
+    assert cluster.access() is not None
+    assert btp.count("DELETE", r"^/v1/service_") == 0
+
+    cluster.instances["team-a"] = []  # the tenant deleted them
+    done = operator.run("delete-operator-access")
+
+    assert done.code == EXIT_OK, done.error
+    assert our_instances(btp) == []
+    assert cluster.access() is None
 
 
 def test_delete_of_what_never_existed_succeeds(operator: Operator) -> None:

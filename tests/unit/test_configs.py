@@ -121,7 +121,7 @@ BAD = [
     pytest.param(
         [("o.yaml", onboarding(**{"kind: Onboarding": "kind: Onboardin"}))],
         "o.yaml: document 1 (Onboardin team-a): kind: unknown kind 'Onboardin'"
-        " (known: Onboarding, Cluster, GlobalAccount)",
+        " (known: Onboarding, Cluster, GlobalAccount, Pipeline)",
         id="unknown-kind",
     ),
     pytest.param(
