@@ -17,9 +17,9 @@ from orchestrator.desired import DesiredStateSource
 from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
 from orchestrator.machine import OnboardingMachine
 from orchestrator.metrics import Metrics
-from orchestrator.naming import template_name, workflow_labels, workflow_name
-from orchestrator.parameters import step_parameters
+from orchestrator.naming import workflow_labels, workflow_name
 from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning
+from orchestrator.pipelines import pipeline_for
 from orchestrator.planning import (
     Command,
     Fire,
@@ -32,7 +32,6 @@ from orchestrator.planning import (
 from orchestrator.ports import Credentials, Targets, WorkflowEngine
 from orchestrator.records import OnboardingRecord, State, TransitionRecord, WorkflowSubmission
 from orchestrator.stepplans import StepPlan
-from orchestrator.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +174,13 @@ class Actor:
         await self.apply_templates(record.cluster, engine)
         assert record.workflow is not None
         spec = OnboardingSpec.model_validate(record.spec)
+        pipeline = pipeline_for(record)
         counter = record.attempt_counters[step]
+        deadline_seconds = pipeline.deadline_of(step) or self.tuning.step_timeout_seconds
         submission = WorkflowSubmission(
             name=record.workflow,
-            template=template_name(step),
-            parameters=_parameters(onboarding=record.name, spec=spec, step=step),
+            template=pipeline.step(step).template,
+            parameters=pipeline.parameters(step, onboarding=record.name, spec=spec),
             labels=workflow_labels(
                 onboarding=record.name,
                 incarnation=record.incarnation,
@@ -187,7 +188,7 @@ class Actor:
                 attempt=counter,
                 daemon=self.tuning.daemon_id,
             ),
-            active_deadline_seconds=self.tuning.step_timeout_seconds,
+            active_deadline_seconds=deadline_seconds,
             # a cluster the daemon prepares runs the steps as the ServiceAccount it made
             service_account=cluster.spec.argo.service_account if cluster and prepared else None,
         )
@@ -203,9 +204,7 @@ class Actor:
         now = self.clock()
         record.workflow_submitted = True
         record.step_started_at = now
-        record.step_deadline = (
-            now + timedelta(seconds=self.tuning.step_timeout_seconds) + DEADLINE_GRACE
-        )
+        record.step_deadline = now + timedelta(seconds=deadline_seconds) + DEADLINE_GRACE
         self.metrics.workflow_submissions.labels(
             cluster=record.cluster, step=step, result=outcome
         ).inc()
@@ -240,7 +239,11 @@ class Actor:
         if account is not None and self.credentials is not None:
             btp = await self.credentials.read(account)
         for line in await self.targets.prepare(
-            cluster, onboarding=record.name, namespace=record.namespace, btp_secret=btp
+            cluster,
+            onboarding=record.name,
+            namespace=record.namespace,
+            btp_secret=btp,
+            secret_namespaces=pipeline_for(record).secret_namespaces(spec),
         ):
             log.info(f"prepared: {line}", extra=log_fields(record))
 
@@ -249,8 +252,12 @@ class Actor:
         cluster = self.clusters.cluster(record.cluster)
         if self.targets is None or cluster is None or cluster.spec.kubeconfig is None:
             return
+        spec = OnboardingSpec.model_validate(record.spec)
         for line in await self.targets.release(
-            cluster, onboarding=record.name, namespace=record.namespace
+            cluster,
+            onboarding=record.name,
+            namespace=record.namespace,
+            secret_namespaces=pipeline_for(record).secret_namespaces(spec),
         ):
             log.info(f"released: {line}", extra=log_fields(record))
 
@@ -319,19 +326,6 @@ def begin_attempt(record: OnboardingRecord, step: str, plan: StepPlan) -> None:
         # from now on something may exist: only its compensation's success removes it (a
         # step with ``compensation: none`` leaves nothing to undo, so it is never listed)
         record.inventory = plan.inventory_order([*record.inventory, step])
-
-
-def _parameters(*, onboarding: str, spec: OnboardingSpec, step: str) -> dict[str, str]:
-    """Every step gets the same set (``parameters.step_parameters``), named for its step.
-
-    Until pipelines say each step's own parameters (issue 15), a step that is not one of
-    the built-in ``Step``s gets that set too.
-    """
-    known = Step(step) if step in _BUILT_IN else Step.CREATE_SUBACCOUNT
-    return {**step_parameters(onboarding=onboarding, spec=spec, step=known), "step": step}
-
-
-_BUILT_IN = frozenset(s.value for s in Step)
 
 
 def new_incarnation() -> str:

@@ -208,12 +208,6 @@ class DeletionPolicy(StrEnum):
 #: the pipeline of an onboarding whose spec names none: the three steps it always had
 DEFAULT_PIPELINE = "service-broker-proxy"
 
-#: the pipelines this daemon's state machine runs; an onboarding naming another is refused
-#: (files and API alike) rather than run with the wrong steps. None: every pipeline. The
-#: machine runs the steps of ``steps.FORWARD_STEPS`` until it is generic over pipelines
-#: (issue 15), which lifts this.
-RUNNABLE_PIPELINES: frozenset[str] | None = frozenset({DEFAULT_PIPELINE})
-
 #: what the SAP BTP Service Operator's README installs, and the step commands' defaults
 OPERATOR_NAMESPACE = "sap-btp-operator"
 OPERATOR_RELEASE = "sap-btp-operator"
@@ -276,37 +270,10 @@ OPTIONAL_BLOCKS = {"platform": "platform", "proxyChart": "proxy_chart", "operato
 def _pipeline_rules(schema: dict[str, Any]) -> None:
     """What the validators say of ``pipeline`` and the blocks, said in JSON Schema too (the
     editors' schema and the API's OpenAPI document): a document valid by the schema is
-    valid here. The blocks a built-in pipeline reads are required with it; while the
-    machine runs only some pipelines, ``pipeline`` names one of those."""
+    valid here. The blocks a built-in pipeline reads are required with it."""
     from orchestrator.pipelines import builtin_pipelines  # built from these models
 
-    properties = schema.setdefault("properties", {})
     builtin = builtin_pipelines()
-    if RUNNABLE_PIPELINES is not None:
-        runnable = sorted(RUNNABLE_PIPELINES)
-        properties["pipeline"] = {
-            "description": properties.get("pipeline", {}).get("description", ""),
-            "enum": runnable,
-        }
-        needed = {
-            block for name in runnable if name in builtin for block in builtin[name].reads_blocks
-        }
-        if len(runnable) == 1:
-            required = schema.setdefault("required", [])
-            required.extend(sorted(needed - set(required)))
-            for block in needed:  # and not null, which the validators take as absent
-                branches = properties.get(block, {}).get("anyOf", [])
-                given = [b for b in branches if b.get("type") != "null"]
-                if len(given) == 1:
-                    properties[block] = {
-                        **{
-                            k: v
-                            for k, v in properties[block].items()
-                            if k not in ("anyOf", "default")
-                        },
-                        **given[0],
-                    }
-            return
     rules = []
     for name, pipeline in sorted(builtin.items()):
         named: dict[str, Any] = {
@@ -365,17 +332,6 @@ class OnboardingSpec(Strict):
     def pipeline_name(self) -> str:
         """The pipeline this onboarding runs."""
         return self.pipeline or DEFAULT_PIPELINE
-
-    @field_validator("pipeline")
-    @classmethod
-    def _runnable(cls, name: str | None) -> str | None:
-        if name is None or RUNNABLE_PIPELINES is None or name in RUNNABLE_PIPELINES:
-            return name
-        runnable = ", ".join(sorted(RUNNABLE_PIPELINES))
-        raise ValueError(
-            f"pipeline {name!r} is not run by this version of the daemon, whose state machine"
-            f" runs only {runnable} so far; leave the field out (or name {DEFAULT_PIPELINE})"
-        )
 
     @model_validator(mode="after")
     def _blocks_read_are_present(self) -> OnboardingSpec:

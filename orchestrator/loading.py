@@ -39,6 +39,7 @@ from orchestrator.pipelines import (
     ResolvedPipeline,
     TemplateInterface,
     builtin_pipelines,
+    declare,
     template_interface,
     template_problems,
 )
@@ -676,6 +677,9 @@ def load_documents(
     problems.extend(found)
     if problems:
         raise ConfigError(problems)
+    # what onboardings run from now on; a pipeline whose file goes stays known to the
+    # process, so that what still runs it can finish or be offboarded
+    declare(resolved)
     return DesiredState(
         clusters, onboardings, global_accounts, sources, digest.hexdigest(), pipelines=resolved
     )

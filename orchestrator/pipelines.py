@@ -36,6 +36,8 @@ from orchestrator.configs import (
     Pipeline,
     spec_paths,
 )
+from orchestrator.records import OnboardingRecord
+from orchestrator.stepplans import PlannedStep, StepPlan, UnknownPipeline
 
 #: where the built-in pipelines are, in the package (``pyproject.toml``'s package data)
 BUILTIN_DIRECTORY = "builtin_pipelines"
@@ -102,6 +104,26 @@ class ResolvedPipeline:
 
     def __repr__(self) -> str:
         return f"ResolvedPipeline({self.name!r}, steps={[s.name for s in self.forward]})"
+
+    @functools.cached_property
+    def plan(self) -> StepPlan:
+        """What the state machine and the planner know of it: the order and what undoes what."""
+        return StepPlan(
+            name=self.name,
+            steps=tuple(
+                PlannedStep(
+                    s.name,
+                    s.compensation.name if s.compensation else None,
+                    attempts=s.attempts,
+                    compensation_attempts=s.compensation.attempts if s.compensation else None,
+                )
+                for s in self.forward
+            ),
+        )
+
+    def deadline_of(self, step: str) -> int | None:
+        """The step's deadline in seconds; None: the daemon's setting."""
+        return self._by_name[step].deadline_seconds
 
     @property
     def compensations(self) -> tuple[StepDefinition, ...]:
@@ -259,6 +281,37 @@ def builtin_pipelines() -> dict[str, ResolvedPipeline]:
         document = Pipeline.model_validate(yaml.safe_load(entry.read_text(encoding="utf-8")))
         found[document.metadata.name] = ResolvedPipeline(document, source="built in")
     return found
+
+
+#: the config directory's pipelines, as last loaded; kept for the life of the process, so
+#: that an onboarding whose Pipeline document was removed can still be offboarded
+_declared: dict[str, ResolvedPipeline] = {}
+
+
+def declare(pipelines: Mapping[str, ResolvedPipeline]) -> None:
+    """Make the config directory's ``pipelines`` the ones onboardings run (a new
+    definition replaces the old one of the same name)."""
+    _declared.update(pipelines)
+
+
+def pipeline_named(name: str) -> ResolvedPipeline | None:
+    """The pipeline called ``name``: built in, or declared in the files; None: neither."""
+    return builtin_pipelines().get(name) or _declared.get(name)
+
+
+def pipeline_for(record: OnboardingRecord) -> ResolvedPipeline:
+    """The pipeline ``record`` runs (``spec.pipeline``, default ``service-broker-proxy``).
+
+    Raises ``UnknownPipeline`` for one that is not declared (any more).
+    """
+    name = record.spec.get("pipeline") or DEFAULT_PIPELINE
+    pipeline = pipeline_named(name)
+    if pipeline is None:
+        raise UnknownPipeline(
+            f"onboarding {record.name} runs the pipeline {name!r}, which is not declared (was"
+            " its Pipeline document removed?); nothing is done for it until it is declared again"
+        )
+    return pipeline
 
 
 def default_pipeline() -> ResolvedPipeline:

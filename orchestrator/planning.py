@@ -267,12 +267,28 @@ def decide_compensation(s: Situation) -> list[Command]:
         return [Wait(f"backing off until {record.next_attempt_at.isoformat()}")]
     step = next_compensation(record, s.plan)
     if step is None:
+        unknown = s.plan.unknown(record.inventory)
+        if unknown:
+            # what undoes them went with the pipeline's old definition: never guess, park
+            return [
+                Fire(
+                    "compensation_exhausted",
+                    f"the inventory holds {', '.join(unknown)}, which the pipeline"
+                    f" {s.plan.name} no longer has: what undoes it is unknown; waiting for"
+                    " on-call",
+                )
+            ]
         return [Fire("compensated", "nothing left to compensate")]
     return _run_step(s, step)
 
 
 def _run_step(s: Situation, step: str) -> list[Command]:
     record = s.record
+    if not s.plan.has(step):
+        why = f"{step} is not a step of the pipeline {s.plan.name} any more"
+        if record.state in COMPENSATING:
+            return [Fire("compensation_exhausted", f"{why}; waiting for on-call", record.workflow)]
+        return [Fire("step_failed", why, record.workflow)]
     if record.step != step or record.workflow is None:
         return [Submit(step)]
     observation = s.observation
@@ -322,7 +338,8 @@ def attempt_failed(s: Situation, step: str, reason: str, *, final: bool = False)
     (the step said another attempt cannot do better)."""
     record = s.record
     compensation = s.plan.is_compensation(step)
-    limit = s.limits.compensation_attempts if compensation else s.limits.step_attempts
+    default = s.limits.compensation_attempts if compensation else s.limits.step_attempts
+    limit = s.plan.attempts_of(step) or default
     if not final and record.attempt < limit:
         delay = backoff(record.attempt, limits=s.limits, jitter=s.jitter())
         trigger = "compensation_retried" if compensation else "step_retried"

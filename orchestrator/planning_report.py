@@ -79,12 +79,17 @@ def plan(settings: Settings) -> list[PlanLine]:
         elif record.workflow is not None and record.state not in SETTLED:
             action, detail = _in_flight(record, now=now)
         else:
+            try:
+                plan = stepplans.plan_for(record)
+            except stepplans.UnknownPipeline as error:
+                lines.append(PlanLine(name, record.cluster, record.state, "wait", str(error)))
+                continue
             situation = Situation(
                 record=record,
                 desired=spec,
                 observation=None,
                 now=now,
-                plan=stepplans.plan_for(record),
+                plan=plan,
                 slot_available=busy.get(record.cluster, 0) < limit,
             )
             action, detail = describe(decide(situation))

@@ -241,7 +241,9 @@ class Operations(Protocol):
 
 class Targets(Protocol):
     """What the steps need on a target cluster besides the workflow (namespace, the step
-    pods' ServiceAccount and least-privilege Roles, the BTP credentials Secret).
+    pods' ServiceAccount and least-privilege Roles, the BTP credentials Secret), and in
+    ``secret_namespaces`` (the pipeline's, e.g. the SAP BTP Service Operator's) the
+    right to keep Secrets there.
 
     Contract: both are idempotent; ``release`` removes only what ``prepare`` created for
     that onboarding (a namespace that was not ours stays). They answer lines for the log.
@@ -254,10 +256,16 @@ class Targets(Protocol):
         onboarding: str,
         namespace: str,
         btp_secret: Mapping[str, str] | None,
+        secret_namespaces: Sequence[str] = (),
     ) -> builtins.list[str]: ...
 
     async def release(
-        self, cluster: Cluster, *, onboarding: str, namespace: str
+        self,
+        cluster: Cluster,
+        *,
+        onboarding: str,
+        namespace: str,
+        secret_namespaces: Sequence[str] = (),
     ) -> builtins.list[str]: ...
 
 

@@ -369,7 +369,11 @@ class Reconciler:
                 changed = True
         elif observation is UNKNOWN and result.down is not None:
             record.last_error = result.down
-        plan = stepplans.plan_for(record)
+        try:
+            plan = stepplans.plan_for(record)
+        except stepplans.UnknownPipeline as error:
+            await self._note_error(record, TemporaryError(str(error), reason="UnknownPipeline"))
+            return
         machine = OnboardingMachine(record, now=self.clock(), plan=plan)
         try:
             for _ in range(MAX_DECISIONS):

@@ -12,16 +12,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchestrator.errors import Conflict
+
 if TYPE_CHECKING:
     from orchestrator.records import OnboardingRecord
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedStep:
-    """One forward step and its compensation (None: ``compensation: none``)."""
+    """One forward step and its compensation (None: ``compensation: none``), each with the
+    attempts the pipeline gives it (None: the daemon's setting)."""
 
     name: str
     compensation: str | None
+    attempts: int | None = None
+    compensation_attempts: int | None = None
+
+
+class UnknownPipeline(Conflict):
+    """A record names a pipeline that is neither built in nor declared in the files: nothing
+    is done for it (an on-call action is refused) until the pipeline is declared again."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,21 @@ class StepPlan:
         """The forward step whose work ``compensation`` undoes."""
         return self._undoes[compensation]
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is one of its steps or compensations."""
+        return name in self._order or name in self._undoes
+
+    def attempts_of(self, name: str) -> int | None:
+        """The attempts the pipeline gives the step or compensation ``name``; None: the
+        daemon's setting."""
+        if name in self._undoes:
+            return self.steps[self._order[self._undoes[name]]].compensation_attempts
+        return self.steps[self._order[name]].attempts
+
+    def unknown(self, inventory: Iterable[str]) -> list[str]:
+        """The inventory's steps this plan does not have (its pipeline changed since)."""
+        return [name for name in inventory if name not in self._order]
+
     def compensations_for(self, inventory: Iterable[str]) -> list[str]:
         """The compensations for every forward step in ``inventory``, latest first.
 
@@ -102,6 +127,10 @@ SERVICE_BROKER_PROXY = StepPlan(
 
 
 def plan_for(record: OnboardingRecord) -> StepPlan:
-    """The plan ``record`` runs. The one place that says it: every onboarding runs the
-    built-in plan until onboardings name their pipeline (``spec.pipeline``, issue 15)."""
-    return SERVICE_BROKER_PROXY
+    """The plan ``record`` runs: that of the pipeline its spec names (``spec.pipeline``,
+    default ``service-broker-proxy``). Raises ``UnknownPipeline`` for a pipeline that is not
+    declared (any more)."""
+    # imported here: the pipelines are built from the config models and the package's data
+    from orchestrator.pipelines import pipeline_for
+
+    return pipeline_for(record).plan

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -505,16 +506,31 @@ class ScriptedTargets:
     def __init__(self) -> None:
         self.error: Exception | None = None
         self.prepared: list[tuple[str, str]] = []
+        self.secret_namespaces: list[list[str]] = []
 
     async def prepare(
-        self, cluster: Any, *, onboarding: str, namespace: str, btp_secret: Any
+        self,
+        cluster: Any,
+        *,
+        onboarding: str,
+        namespace: str,
+        btp_secret: Any,
+        secret_namespaces: Sequence[str] = (),
     ) -> list[str]:
         if self.error is not None:
             raise self.error
         self.prepared.append((onboarding, namespace))
+        self.secret_namespaces.append(list(secret_namespaces))
         return []
 
-    async def release(self, cluster: Any, *, onboarding: str, namespace: str) -> list[str]:
+    async def release(
+        self,
+        cluster: Any,
+        *,
+        onboarding: str,
+        namespace: str,
+        secret_namespaces: Sequence[str] = (),
+    ) -> list[str]:
         return []
 
 

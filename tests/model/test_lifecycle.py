@@ -37,10 +37,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from unittest import mock
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -51,7 +51,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from orchestrator import stepplans
 from orchestrator.argo.client import ArgoClient
 from orchestrator.configs import Cluster, Onboarding
 from orchestrator.daemon import Daemon, build
@@ -61,7 +60,7 @@ from orchestrator.records import SETTLED, OnboardingRecord, State
 from orchestrator.settings import Settings
 from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from tests.fakes.argo_server import FINISHED, FakeArgoServer, FakeClock
-from tests.plans import FOUR_STEPS
+from tests.plans import FOUR_STEPS, four_steps_document
 
 pytestmark = pytest.mark.integration
 
@@ -171,10 +170,6 @@ class Lifecycle(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = Path(tempfile.mkdtemp(prefix="lifecycle-model-"))
-        # the one place the daemon asks which plan a record runs
-        plan = self.PLAN
-        self.planned = mock.patch.object(stepplans, "plan_for", return_value=plan)
-        self.planned.start()
         templates = self.tmp / "templates"
         shutil.copytree(REPO / "templates", templates)
         for step, like in TEMPLATE_OF_COPY.items():
@@ -191,6 +186,9 @@ class Lifecycle(RuleBasedStateMachine):
         self.config.mkdir()
         token = self.tmp / "argo-token"
         token.write_text(TOKEN)
+        if self.PLAN != SERVICE_BROKER_PROXY:
+            # a pipeline of the config directory, run by name like any other
+            (self.config / "pipeline.yaml").write_text(yaml.safe_dump(four_steps_document()))
         for cluster in CLUSTERS:
             (self.config / f"cluster-{cluster}.yaml").write_text(
                 textwrap.dedent(
@@ -220,6 +218,13 @@ class Lifecycle(RuleBasedStateMachine):
 
     # --- plumbing ---------------------------------------------------------------
 
+    def document(self, want: Want, name: str) -> dict[str, Any]:
+        """The Onboarding document of ``want``, naming the pipeline unless it is the default."""
+        document = want.document(name)
+        if self.PLAN != SERVICE_BROKER_PROXY:
+            document["spec"]["pipeline"] = self.PLAN.name
+        return document
+
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
 
@@ -240,10 +245,8 @@ class Lifecycle(RuleBasedStateMachine):
         return self.daemon
 
     def write(self, name: str) -> None:
-        import yaml
-
         path = self.config / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(self.files[name].document(name)))
+        path.write_text(yaml.safe_dump(self.document(self.files[name], name)))
 
     def records(self) -> dict[str, OnboardingRecord]:
         return {r.name: r for r in self.running.store.list()}
@@ -370,7 +373,7 @@ class Lifecycle(RuleBasedStateMachine):
     def api_upsert(self, name: str, cluster: str, subdomain: str, version: str) -> None:
         want = Want(cluster=cluster, subdomain=f"{name}{subdomain}", namespace=name,
                     version=version)  # fmt: skip
-        document = Onboarding.model_validate(want.document(name))
+        document = Onboarding.model_validate(self.document(want, name))
         try:
             self.run(self.running.service.upsert(document))
         except Conflict:
@@ -530,7 +533,6 @@ class Lifecycle(RuleBasedStateMachine):
             if self.daemon is not None:
                 self.run(self.daemon.aclose())
             self.loop.close()
-            self.planned.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def succeeded(self, record: OnboardingRecord) -> set[str]:

@@ -114,12 +114,6 @@ spec:
 SPEC = OnboardingSpec.model_validate(yaml.safe_load(ONBOARDING)["spec"])
 
 
-@pytest.fixture
-def every_pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As once the machine is generic over pipelines: the gate is lifted."""
-    monkeypatch.setattr(configs, "RUNNABLE_PIPELINES", None)
-
-
 def problems_of(*files: tuple[str, str], rules: ConfigRules | None = None) -> list[str]:
     with pytest.raises(ConfigError) as raised:
         load_documents([("c.yaml", CLUSTER), *files], rules)
@@ -270,9 +264,7 @@ def test_the_operator_pipeline_runs_its_steps_and_undoes_them_in_reverse() -> No
     }
 
 
-def test_an_operator_block_left_at_its_defaults_sends_the_templates_defaults(
-    every_pipeline_runs: None,
-) -> None:
+def test_an_operator_block_left_at_its_defaults_sends_the_templates_defaults() -> None:
     """The step commands get what SAP's README installs unless the spec says otherwise."""
     spec = (
         load_documents(
@@ -307,9 +299,7 @@ def test_an_operator_block_left_at_its_defaults_sends_the_templates_defaults(
 # --- a custom pipeline -------------------------------------------------------------------
 
 
-def test_a_custom_pipeline_resolves_its_steps_compensations_and_settings(
-    every_pipeline_runs: None,
-) -> None:
+def test_a_custom_pipeline_resolves_its_steps_compensations_and_settings() -> None:
     state = load_documents(
         [
             ("c.yaml", CLUSTER),
@@ -535,20 +525,6 @@ def test_a_built_in_pipeline_the_templates_do_not_fit_is_named_at_the_onboarding
     assert load_documents([("c.yaml", CLUSTER)], ConfigRules(templates_dir=tmp_path))
 
 
-@pytest.mark.parametrize("pipeline", ["btp-service-operator", "entitled-operator", "nowhere"])
-def test_until_the_machine_is_generic_another_pipeline_is_refused(pipeline: str) -> None:
-    """Never run with the wrong steps: the files and the API (the model) refuse it."""
-    problems = problems_of(
-        ("p.yaml", ENTITLED), ("o.yaml", OPERATOR_ONBOARDING.replace("PIPELINE", pipeline))
-    )
-
-    assert problems == [
-        "o.yaml: document 1 (Onboarding team-b): spec.pipeline: pipeline"
-        f" {pipeline!r} is not run by this version of the daemon, whose state machine runs only"
-        " service-broker-proxy so far; leave the field out (or name service-broker-proxy)"
-    ]
-
-
 def test_the_default_pipeline_may_be_named() -> None:
     text = ONBOARDING.replace(
         "  namespace: team-a\n", "  namespace: team-a\n  pipeline: service-broker-proxy\n"
@@ -562,7 +538,7 @@ def test_the_default_pipeline_may_be_named() -> None:
     assert spec.fingerprint() == SPEC.fingerprint()
 
 
-def test_an_unknown_pipeline_is_refused(every_pipeline_runs: None) -> None:
+def test_an_unknown_pipeline_is_refused() -> None:
     problems = problems_of(("o.yaml", OPERATOR_ONBOARDING.replace("PIPELINE", "nowhere")))
 
     assert problems == [
@@ -588,9 +564,7 @@ def test_an_unknown_pipeline_is_refused(every_pipeline_runs: None) -> None:
         ),
     ],
 )
-def test_a_block_the_pipeline_reads_is_required(
-    every_pipeline_runs: None, pipeline: str, expected: str
-) -> None:
+def test_a_block_the_pipeline_reads_is_required(pipeline: str, expected: str) -> None:
     text = OPERATOR_ONBOARDING.replace("PIPELINE", pipeline).replace(
         "  operator:\n    chart: {version: 0.7.4}\n", ""
     )
@@ -612,7 +586,7 @@ def test_the_default_pipeline_requires_its_blocks_files_and_api_alike() -> None:
     ]
 
 
-def test_blocks_a_pipeline_does_not_read_may_be_absent(every_pipeline_runs: None) -> None:
+def test_blocks_a_pipeline_does_not_read_may_be_absent() -> None:
     state = load_documents(
         [
             ("c.yaml", CLUSTER),
@@ -654,7 +628,7 @@ def _record(state: State, inventory: list[str]) -> OnboardingRecord:
     )
 
 
-def test_the_pipeline_cannot_change_while_anything_exists(every_pipeline_runs: None) -> None:
+def test_the_pipeline_cannot_change_while_anything_exists() -> None:
     other = OnboardingSpec.model_validate(
         {
             **SPEC.model_dump(by_alias=True),
@@ -699,9 +673,7 @@ def test_every_shipped_pipeline_is_a_valid_document() -> None:
         assert ResolvedPipeline(document, source="x").name == path.stem
 
 
-def test_the_operator_pipeline_names_the_namespaces_its_steps_need_secrets_in(
-    every_pipeline_runs: None,
-) -> None:
+def test_the_operator_pipeline_names_the_namespaces_its_steps_need_secrets_in() -> None:
     text = OPERATOR_ONBOARDING.replace("PIPELINE", "btp-service-operator")
     spec = load_documents([("c.yaml", CLUSTER), ("o.yaml", text)]).onboardings["team-b"].spec
     moved = spec.model_copy(
@@ -726,13 +698,8 @@ def _onboarding(pipeline: str | None, *blocks: str) -> dict[str, Any]:
     return document
 
 
-@pytest.mark.parametrize("gate", ["machine-runs-the-default-only", "every-pipeline-runs"])
-def test_the_schema_says_which_blocks_each_pipeline_needs_as_validation_does(
-    monkeypatch: pytest.MonkeyPatch, gate: str
-) -> None:
+def test_the_schema_says_which_blocks_each_pipeline_needs_as_validation_does() -> None:
     """A document valid by the schema (editors, the API's OpenAPI document) is valid."""
-    if gate == "every-pipeline-runs":
-        monkeypatch.setattr(configs, "RUNNABLE_PIPELINES", None)
     validator = jsonschema.Draft202012Validator(json_schema())
     cases = [
         _onboarding(pipeline, *blocks)
