@@ -191,6 +191,9 @@ class Metrics:
         )
         for change in ("started", "stopped"):
             self.leadership_changes.labels(change=change)
+        #: per cluster, what ``count_cluster`` last set: a pass that changed nothing sets
+        #: nothing (the gauges' label look-ups cost more than the pass itself when settled)
+        self._counted: dict[str, tuple[dict[State, int], dict[State, datetime]]] = {}
         self.last_cluster_call = Gauge(
             "orchestrator_last_cluster_call_timestamp_seconds",
             "When this replica last sent a request to a cluster (Argo Server or Kubernetes"
@@ -210,6 +213,7 @@ class Metrics:
             self.cluster_latency,
         ):
             gauge.clear()
+        self._counted.clear()
 
     def count_cluster(
         self,
@@ -217,11 +221,19 @@ class Metrics:
         counts: Mapping[State, int],
         unsettled_since: Mapping[State, datetime] | None = None,
     ) -> None:
-        """Set one cluster's per-state gauges (zeros included) from its last pass."""
-        for state in State:
-            self.onboardings.labels(state=state.value, cluster=cluster).set(counts.get(state, 0))
-        self.cleanup_failed.labels(cluster=cluster).set(counts.get(State.CLEANUP_FAILED, 0))
-        since = unsettled_since or {}
+        """Set one cluster's per-state gauges (zeros included) from its last pass; only
+        those that changed since the last call are set."""
+        since = dict(unsettled_since or {})
+        counted = {state: counts.get(state, 0) for state in State}
+        last_counts, last_since = self._counted.get(cluster, ({}, None))
+        self._counted[cluster] = (counted, since)
+        for state, count in counted.items():
+            if last_counts.get(state) != count:
+                self.onboardings.labels(state=state.value, cluster=cluster).set(count)
+        if last_counts.get(State.CLEANUP_FAILED) != counted[State.CLEANUP_FAILED]:
+            self.cleanup_failed.labels(cluster=cluster).set(counted[State.CLEANUP_FAILED])
+        if since == last_since:
+            return
         for state in State:
             if state in SETTLED:
                 continue

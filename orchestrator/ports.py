@@ -38,6 +38,9 @@ class Store(Protocol):
     Contract:
     - ``create`` stores a new record (version becomes 1) and its first
       transitions atomically; raises ``errors.Conflict`` if the name exists.
+    - ``create_all`` stores many new records with their first transitions in one
+      transaction, as ``create`` would each, and returns them in order; when any
+      name exists it raises ``errors.Conflict`` and stores none of them.
     - ``save`` writes the record and appends ``transitions`` in one
       transaction, only if the stored version equals ``record.version``;
       otherwise raises ``errors.Conflict`` and changes nothing. It returns the
@@ -56,6 +59,9 @@ class Store(Protocol):
       ``Deleted`` whose ``updated_at`` is before ``deleted_before``, together
       with its history, and returns their names sorted. Onboardings in any
       other state, and younger Deleted ones, are left as they are.
+    - ``local`` is True when the store answers from within this process (SQLite: a
+      read is a library call, not a round trip), so a caller may read on its event
+      loop rather than hand the read to a thread.
     - Datetimes go in and come out timezone-aware UTC; a naive one raises
       ``ValueError``.
     - Fencing: ``claim_leadership`` records ``epoch`` as the leader's if it is
@@ -68,6 +74,8 @@ class Store(Protocol):
       Transitions are stored with the epoch of their write (None without).
     """
 
+    local: bool
+
     def create(
         self,
         record: OnboardingRecord,
@@ -75,6 +83,13 @@ class Store(Protocol):
         *,
         epoch: int | None = None,
     ) -> OnboardingRecord: ...
+
+    def create_all(
+        self,
+        batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]],
+        *,
+        epoch: int | None = None,
+    ) -> builtins.list[OnboardingRecord]: ...
 
     def get(self, name: str) -> OnboardingRecord | None: ...
 

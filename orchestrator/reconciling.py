@@ -6,14 +6,25 @@ A pass is an ordered list of small steps: observe the workflows in flight
 decisions (``acting``), record. API cost per pass: one list call for the
 cluster when it has workflows in flight, plus the submissions and stops
 decided; settled onboardings cost none.
+
+Work per pass is proportional to change. The records are kept in memory as this
+replica last read or saved them, and checked on every pass against the stored
+versions (an index read): a row is read again only when its version differs, so
+a write by another replica or by the API is always seen. An onboarding is not
+decided again while nothing about it changed: settled ones (until their record
+or desired spec changes), Pending ones that wait for a slot (until offered one),
+and those waiting for their running workflow (until what the cluster says of it
+changes, or its deadline or back-off comes due).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +71,9 @@ CONCURRENT_ACTIONS = 16
 #: the desired state's generation (file-declared only) and the record version an
 #: onboarding was last looked at under; either changing means it is looked at again
 Look = tuple[int | None, int]
+#: declared specs whose dump is kept (the most recently used): more than are ever in
+#: flight or offered a slot at once
+DUMPS_KEPT = 1024
 #: states whose next step may need one of the cluster's slots (a start, an update)
 SLOT_TAKERS = frozenset({State.PENDING, State.READY, State.UPDATE_FAILED, State.FAILED})
 
@@ -92,12 +106,30 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
-        #: per cluster, its settled onboardings with nothing to do: name -> (what it was
-        #: settled under, see ``_looked_at``; the record as stored)
-        self._quiet: dict[str, dict[str, tuple[Look, OnboardingRecord]]] = {}
+        #: per cluster, its onboardings as this replica last read or saved them (checked
+        #: against the stored versions on every pass; never trusted past a mismatch)
+        self._cache: dict[str, dict[str, OnboardingRecord]] = {}
+        #: per cluster, its settled onboardings with nothing to do: name -> what it was
+        #: settled under (see ``_looked_at``)
+        self._quiet: dict[str, dict[str, Look]] = {}
         #: per cluster, Pending onboardings that wait for a slot: name -> what they waited
         #: under; skipped until given a slot
         self._queued: dict[str, dict[str, Look]] = {}
+        #: per cluster, onboardings waiting for their running workflow: name -> (what it
+        #: waited under, what the cluster said of the workflow, when time alone changes
+        #: the decision: its step deadline or the end of its back-off)
+        self._waiting: dict[str, dict[str, tuple[Look, Observation, datetime | None]]] = {}
+        #: per generation of the desired state, each declared spec's dump (by its id;
+        #: the spec is kept with it, so the id cannot be reused meanwhile)
+        self._dumped: tuple[int, OrderedDict[int, tuple[OnboardingSpec, dict[str, Any], str]]] = (
+            -1,
+            OrderedDict(),
+        )
+        #: per cluster, the desired state's generation its records were last looked over
+        #: under (for onboardings declared anew on another cluster)
+        self._looked_over: dict[str, int] = {}
+        #: the file-declared onboardings per cluster, for the desired state's generation
+        self._declared: tuple[int, dict[str, list[Onboarding]]] = (-1, {})
         self.saver = Saver(store, fence=lambda: self.fence())
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -125,8 +157,7 @@ class Reconciler:
         result = PassResult(cluster)
         try:
             now = self.clock()
-            quiet = dict(self._quiet.get(cluster, {}))
-            records = await asyncio.to_thread(self._records, cluster, now, quiet)
+            records = await self._load(cluster, now)
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
             # a cluster that failed lately is not called before its back-off ends
@@ -135,8 +166,10 @@ class Reconciler:
                 cluster, engine, records, result, known=known
             )
             await self._act_on(records, engine, observations, result)
-            result.states.update(r.state for r in records)
-            for record in records:
+            # the gauges count what is stored: a record whose save failed counts as before
+            stored = self._cache.get(cluster, {})
+            for record in stored.values():
+                result.states[record.state] += 1
                 if record.state not in SETTLED:
                     since = record.state_since or record.updated_at
                     first = result.unsettled_since.get(record.state)
@@ -180,8 +213,16 @@ class Reconciler:
                 async with probe:
                     await act(record, slot)
 
+        now = self.clock()
+        # each onboarding acted on is a copy: the cached record stays as stored until a
+        # save succeeds (a failed or refused save leaves nothing half-changed behind)
         ordered = sorted(
-            (r for r in records if not self._is_quiet(r)), key=lambda r: (r.created_at, r.name)
+            (
+                _copy(r)
+                for r in records
+                if not self._is_quiet(r) and not self._is_waiting(r, observations, now)
+            ),
+            key=lambda r: (r.created_at, r.name),
         )
         # those that may take a slot go once the others have freed theirs
         takers = [r for r in ordered if r.state in SLOT_TAKERS]
@@ -215,7 +256,10 @@ class Reconciler:
         desired, _ = self._effective_spec(record)
         if desired is None:
             return False
-        return record.state == State.PENDING or desired.fingerprint() != record.spec_fingerprint
+        return (
+            record.state == State.PENDING
+            or self._fingerprint(record, desired) != record.spec_fingerprint
+        )
 
     def _looked_at(self, record: OnboardingRecord) -> Look:
         """What the onboarding is looked at under: its record version and, when declared
@@ -235,8 +279,7 @@ class Reconciler:
     def _is_quiet(self, record: OnboardingRecord) -> bool:
         """Settled, and neither the record nor its desired spec changed since: no work."""
         quiet = self._quiet.get(record.cluster, {})
-        entry = quiet.get(record.name)
-        if entry is not None and entry[0] == self._looked_at(record):
+        if quiet.get(record.name) == self._looked_at(record):
             return True
         quiet.pop(record.name, None)
         return False
@@ -245,47 +288,98 @@ class Reconciler:
         entry = self.clusters.cluster(cluster)
         return entry.spec.max_concurrent if entry else 0
 
+    def _is_waiting(
+        self, record: OnboardingRecord, observations: Mapping[str, Observation], now: datetime
+    ) -> bool:
+        """Waits for its running workflow, and nothing that decides changed since: the
+        record, its desired spec, what the cluster says of the workflow, the clock
+        against its deadline and back-off."""
+        waiting = self._waiting.get(record.cluster, {})
+        entry = waiting.get(record.name)
+        if entry is None:
+            return False
+        look, seen, due = entry
+        if (
+            look == self._looked_at(record)
+            and observations.get(record.name) == seen
+            and (due is None or now < due)
+        ):
+            return True
+        del waiting[record.name]
+        return False
+
+    async def _load(self, cluster: str, now: datetime) -> list[OnboardingRecord]:
+        """The cluster's onboardings as stored (see ``_records``), cached for the next pass."""
+        cached = dict(self._cache.get(cluster, {}))
+        if self.store.local:
+            current = self._records(cluster, now, cached)
+        else:
+            current = await asyncio.to_thread(self._records, cluster, now, cached)
+        self._cache[cluster] = current
+        return list(current.values())
+
     def _records(
-        self,
-        cluster: str,
-        now: datetime,
-        quiet: Mapping[str, tuple[Look, OnboardingRecord]],
-    ) -> list[OnboardingRecord]:
+        self, cluster: str, now: datetime, cached: Mapping[str, OnboardingRecord]
+    ) -> dict[str, OnboardingRecord]:
         """The cluster's stored onboardings, creating those newly declared in files and
         taking over those declared anew here while nothing of them exists elsewhere.
 
-        Runs in a worker thread. Of the settled onboardings (``quiet``) it reads only
-        the version, from an index: the row is read again only once it changed."""
+        In a worker thread unless the store answers in-process. Of the ``cached``
+        records it reads only the versions, from an index; a row is read again only
+        when its version differs (written by the API, another replica, or lost)."""
         versions = self.store.versions(cluster=cluster)
-        unchanged = [
-            record
-            for name, (_, record) in quiet.items()
+        current = {
+            name: record
+            for name, record in cached.items()
             if versions.get(name) == record.version and record.cluster == cluster
-        ]
-        changed = versions.keys() - {record.name for record in unchanged}
-        stored = {}
-        if unchanged:
-            read = self.store.list(cluster=cluster, names=changed) if changed else []
-        else:
-            read = self.store.list(cluster=cluster)
-        for record in [*unchanged, *read]:
+        }
+        # unchanged records under an unchanged desired state were kept last time, and
+        # cannot have begun to move to another cluster since
+        settled_generation = self._looked_over.get(cluster) == self.desired.generation
+        unchanged = set(current) if settled_generation else set()
+        changed = versions.keys() - current.keys()
+        if changed:
+            names = None if len(changed) == len(versions) else changed
+            for record in self.store.list(cluster=cluster, names=names):
+                current[record.name] = record
+        stored: dict[str, OnboardingRecord] = {}
+        for name, record in current.items():
+            if name in unchanged:
+                stored[name] = record
+                continue
             moving = self._declared_cluster(record)
             if moving is not None and moving != cluster and nothing_exists(record):
                 continue  # the other cluster's pass takes it over
-            stored[record.name] = record
-        for name, document in self.desired.state.onboardings.items():
-            if document.spec.cluster != cluster or name in stored:
-                continue
-            other = self.store.get(name)
+            stored[name] = record
+        self._looked_over[cluster] = self.desired.generation
+        missing = [d for d in self._declared_on(cluster) if d.metadata.name not in stored]
+        if not missing:
+            return stored
+        others = {r.name: r for r in self.store.list(names=[d.metadata.name for d in missing])}
+        new = []
+        for document in missing:
+            name = document.metadata.name
+            other = others.get(name)
             if other is None:
-                stored[name] = self._create(document, now, source=Source.FILE)
+                new.append(document)
             elif nothing_exists(other):
                 moved = self._move(other, cluster, now)
                 if moved is not None:
                     stored[name] = moved
             # else: something exists on the other cluster; its pass keeps the stored
             # spec running and says why the new cluster is refused
-        return list(stored.values())
+        stored.update((r.name, r) for r in self._create_all(new, now))
+        return stored
+
+    def _declared_on(self, cluster: str) -> list[Onboarding]:
+        """The onboardings the files declare on ``cluster`` (indexed once per generation)."""
+        generation, by_cluster = self._declared
+        if generation != self.desired.generation:
+            by_cluster = {}
+            for document in self.desired.state.onboardings.values():
+                by_cluster.setdefault(document.spec.cluster, []).append(document)
+            self._declared = (self.desired.generation, by_cluster)
+        return by_cluster.get(cluster, [])
 
     def _declared_cluster(self, record: OnboardingRecord) -> str | None:
         if record.source != Source.FILE:
@@ -315,11 +409,34 @@ class Reconciler:
         log.info("onboarding moved", extra={"onboarding": record.name, "cluster": cluster})
         return saved
 
-    def _create(self, document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:
+    def _create_all(self, documents: list[Onboarding], now: datetime) -> list[OnboardingRecord]:
+        """Store newly declared onboardings, all in one transaction; when one of them was
+        stored meanwhile (the API), each is tried on its own and that one is left out."""
+        if not documents:
+            return []
+        batch = [
+            (new_record(d, now, source=Source.FILE), [self._declared_entry(d, now)])
+            for d in documents
+        ]
+        try:
+            created = self.store.create_all(batch, epoch=self.fence())
+        except Conflict:
+            created = []
+            for record, history in batch:
+                try:
+                    created.append(self.store.create(record, history, epoch=self.fence()))
+                except Conflict:
+                    continue  # stored meanwhile: the next pass reads it
+        for record in created:
+            log.info(
+                "onboarding declared", extra={"onboarding": record.name, "cluster": record.cluster}
+            )
+        return created
+
+    def _declared_entry(self, document: Onboarding, now: datetime) -> TransitionRecord:
         name = document.metadata.name
-        record = new_record(document, now, source=source)
         where = self.desired.state.sources.get(f"Onboarding/{name}", "the API")
-        first = TransitionRecord(
+        return TransitionRecord(
             onboarding=name,
             from_state=State.PENDING,
             to_state=State.PENDING,
@@ -327,9 +444,6 @@ class Reconciler:
             reason=f"declared in {where}",
             at=now,
         )
-        created = self.store.create(record, [first], epoch=self.fence())
-        log.info("onboarding declared", extra={"onboarding": name, "cluster": record.cluster})
-        return created
 
     # --- one onboarding --------------------------------------------------------
 
@@ -348,7 +462,8 @@ class Reconciler:
         desired, refused = self._effective_spec(record)
         changed = False
         if desired is not None:
-            changed = take_spec(record, desired)
+            if not self._runs_with(record, desired):
+                changed = take_spec(record, desired)
             if record.offboarding and record.state not in (
                 State.OFFBOARDING,
                 State.CLEANUP_FAILED,
@@ -414,9 +529,19 @@ class Reconciler:
                 self._queued.setdefault(record.cluster, {})[record.name] = self._looked_at(record)
             if isinstance(commands[0], Wait) and commands[0].settled:
                 # nothing to do until the record or its desired spec changes
-                self._quiet.setdefault(record.cluster, {})[record.name] = (
+                self._quiet.setdefault(record.cluster, {})[record.name] = self._looked_at(record)
+            elif (
+                isinstance(commands[0], Wait)
+                and isinstance(observation, WorkflowStatus)
+                and not observation.phase.finished
+            ):
+                # its workflow runs: nothing to do until the cluster says otherwise, or
+                # its deadline or back-off comes due
+                dues = [t for t in (record.step_deadline, record.next_attempt_at) if t]
+                self._waiting.setdefault(record.cluster, {})[record.name] = (
                     self._looked_at(record),
-                    record,
+                    observation,
+                    min(dues) if dues else None,
                 )
         except ClusterUnavailable as error:
             if result.listed:
@@ -459,10 +584,49 @@ class Reconciler:
         desired = self._desired_spec(record)
         if desired is None:
             return None, None
+        if self._runs_with(record, desired):
+            return desired, None  # nothing differs, so no immutable field either
         problem = immutable_change(record, desired)
         if problem is None:
             return desired, None
         return OnboardingSpec.model_validate(record.spec), problem
+
+    def _runs_with(self, record: OnboardingRecord, desired: OnboardingSpec) -> bool:
+        """Whether the record already holds exactly this file-declared spec (as ``take_spec``
+        compares them). Each declared spec is dumped once per generation of the desired
+        state, not once or twice per decision: the dump was a tenth of the CPU."""
+        document = self.desired.state.onboardings.get(record.name)
+        if record.source != Source.FILE or document is None or document.spec is not desired:
+            return False  # a spec made for this call (the API's, a refused change's)
+        return self._dump(desired)[0] == record.spec and desired.namespace == record.namespace
+
+    def _fingerprint(self, record: OnboardingRecord, desired: OnboardingSpec) -> str:
+        """``desired.fingerprint()``, computed once per generation for a declared spec."""
+        document = self.desired.state.onboardings.get(record.name)
+        if record.source != Source.FILE or document is None or document.spec is not desired:
+            return desired.fingerprint()
+        return self._dump(desired)[1]
+
+    def _dump(self, desired: OnboardingSpec) -> tuple[dict[str, Any], str]:
+        """A declared spec's dump and fingerprint, memoized for the current generation.
+
+        Bounded: the specs decided again and again are those in flight or waiting for
+        a slot; a settled one is dumped once and then left alone (10,000 dumps kept
+        would be 30 MiB)."""
+        generation, dumped = self._dumped
+        if generation != self.desired.generation:
+            dumped = OrderedDict()
+            self._dumped = (self.desired.generation, dumped)
+        entry = dumped.get(id(desired))
+        if entry is None or entry[0] is not desired:
+            values = desired.model_dump(mode="json", by_alias=True)
+            entry = (desired, values, desired.fingerprint())
+            dumped[id(desired)] = entry
+            if len(dumped) > DUMPS_KEPT:
+                dumped.popitem(last=False)
+        else:
+            dumped.move_to_end(id(desired))
+        return entry[1], entry[2]
 
     def _offboards(self, record: OnboardingRecord) -> bool:
         policy = record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value)
@@ -505,8 +669,11 @@ class Reconciler:
     def start_over(self) -> None:
         """Forget what earlier passes saw: when this replica leads again, another one
         may have acted meanwhile."""
+        self._cache.clear()
+        self._looked_over.clear()
         self._quiet.clear()
         self._queued.clear()
+        self._waiting.clear()
         self.actor.forget_templates()
 
     # --- recording ------------------------------------------------------------------
@@ -516,6 +683,8 @@ class Reconciler:
         saved = await self.saver.save(record, list(log_))
         record.version = saved.version
         log_.clear()
+        # what is stored now (a copy: the caller goes on changing ``record``)
+        self._cache.setdefault(saved.cluster, {})[saved.name] = saved
 
     async def _note_error(
         self,
@@ -549,6 +718,18 @@ class Reconciler:
             pass
         except TemporaryError as store_error:
             log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
+
+
+def _copy(record: OnboardingRecord) -> OnboardingRecord:
+    """A shallow copy (``copy.copy`` costs several times more). Safe because nothing
+    changes a record's lists or dicts in place: they are replaced."""
+    twin = object.__new__(OnboardingRecord)
+    for name in _RECORD_FIELDS:
+        setattr(twin, name, getattr(record, name))
+    return twin
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(OnboardingRecord))
 
 
 def new_record(document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:

@@ -3,7 +3,7 @@
 One client per cluster. Every request goes through ``_request``, which adds the
 bearer token, times the call for ``argo_requests``, and turns any failure into an
 ``orchestrator.errors.ArgoError`` (counted in ``argo_errors``) before it leaves
-this module. httpx exceptions are not chained onto ours: they hold the request,
+this module. Transport exceptions are not chained onto ours: httpx's hold the request,
 and with it the ``Authorization`` header.
 """
 
@@ -21,8 +21,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from prometheus_client import Histogram
 
+from orchestrator.argo import connections
 from orchestrator.argo import errors as argo_errors
+from orchestrator.argo.connections import Answer
 from orchestrator.argo.credentials import RenewableTokenSource, TokenSource, tls_verification
 from orchestrator.configs import ArgoAccess, Cluster
 from orchestrator.errors import (
@@ -121,15 +124,12 @@ class ArgoClient:
                 reason="TLSConfigInvalid",
             )
         self._timeout = timeout
+        #: the request-duration histogram's child per operation
+        self._timers: dict[str, Histogram] = {}
         #: uid -> the message of a failed workflow, read once with its nodes
         self._explained: OrderedDict[str, str | None] = OrderedDict()
-        self._http = httpx.AsyncClient(
-            base_url=self.server,
-            verify=verify,
-            timeout=timeout,
-            transport=transport,
-            headers={"Accept": "application/json"},
-            follow_redirects=False,
+        self._http = connections.open_session(
+            self.server, verify=verify, timeout=timeout, transport=transport
         )
 
     @classmethod
@@ -228,36 +228,36 @@ class ArgoClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         path = _path("/api/v1/workflow-events", self.namespace)
-        # a quiet stream is normal: the read timeout only ends it, to be opened again
-        timeout = httpx.Timeout(self._timeout, read=WATCH_IDLE_SECONDS)
         if self._setup_error is not None:
             raise self._setup_error
+        headers["Accept"] = "application/json"
         try:
+            # a quiet stream is normal: the idle timeout only ends it, to be opened again
             async with self._http.stream(
-                "GET", path, params=params, headers=headers, timeout=timeout
-            ) as response:
-                if not response.is_success:
-                    await response.aread()
+                path, params=params, headers=headers, idle_timeout=WATCH_IDLE_SECONDS
+            ) as stream:
+                if not stream.answer.is_success:
+                    answer = await stream.aread()
                     # Argo Server answers a stale version with 400 "too old resource
                     # version" (the Kubernetes API with 410): either way, list afresh
-                    if response.status_code == 410 or "too old resource version" in response.text:
+                    if answer.status_code == 410 or "too old resource version" in answer.text:
                         raise WatchExpired(f"cluster {self.cluster}: {subject}: expired")
                     raise argo_errors.from_response(
-                        response,
+                        answer,
                         cluster=self.cluster,
                         operation="watch",
                         subject=subject,
                         secrets=self._known_secrets(),
                     )
-                async for line in response.aiter_lines():
+                async for line in stream.lines():
                     event = self._event(line, subject)
                     if event is not None and event.status is not None:
                         event = dataclasses.replace(event, status=await self._explain(event.status))
                     if event is not None:
                         yield event
-        except httpx.ReadTimeout:
+        except connections.TimedOut:
             return
-        except httpx.TransportError as exc:
+        except connections.TransportError as exc:
             raise argo_errors.from_transport(
                 exc,
                 cluster=self.cluster,
@@ -407,7 +407,7 @@ class ArgoClient:
         subject: str,
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
-        accept: Callable[[httpx.Response], bool] | None = None,
+        accept: Callable[[Answer], bool] | None = None,
     ) -> dict[str, Any]:
         """One exchange; returns the JSON answer, ``{}`` for an accepted failure."""
         started = time.monotonic()
@@ -465,16 +465,17 @@ class ArgoClient:
         operation: str,
         subject: str,
         started: float,
-    ) -> httpx.Response:
+    ) -> Answer:
         if self._gate is not None:
             self._gate()
-        headers: dict[str, str] = {}
+        headers = {"Accept": "application/json"}
         token = await self._token_source.token() if self._token_source else self._tokens.token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        body = _dumps(json).encode() if json is not None else None
         try:
-            return await self._http.request(method, path, params=params, json=json, headers=headers)
-        except httpx.TransportError as exc:
+            return await self._http.request(method, path, params=params, body=body, headers=headers)
+        except connections.TransportError as exc:
             raise argo_errors.from_transport(
                 exc,
                 cluster=self.cluster,
@@ -491,10 +492,13 @@ class ArgoClient:
         return (*self._tokens.known_secrets(), *minted)
 
     def _observe(self, operation: str, seconds: float) -> None:
-        if self._metrics is not None:
-            self._metrics.argo_requests.labels(cluster=self.cluster, operation=operation).observe(
-                seconds
-            )
+        if self._metrics is None:
+            return
+        timer = self._timers.get(operation)
+        if timer is None:  # a label look-up per request cost more than the observation
+            timer = self._metrics.argo_requests.labels(cluster=self.cluster, operation=operation)
+            self._timers[operation] = timer
+        timer.observe(seconds)
 
 
 # --- answers into records -------------------------------------------------------
@@ -590,7 +594,7 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _json_object(response: httpx.Response, *, cluster: str, operation: str) -> dict[str, Any]:
+def _json_object(response: Answer, *, cluster: str, operation: str) -> dict[str, Any]:
     if not response.content:
         return {}
     try:
@@ -605,8 +609,12 @@ def _json_object(response: httpx.Response, *, cluster: str, operation: str) -> d
     return data if isinstance(data, dict) else {}
 
 
-def _stop_done(response: httpx.Response) -> bool:
+def _stop_done(response: Answer) -> bool:
     return response.status_code == 404 or argo_errors.is_already_finished(response)
+
+
+#: compact JSON, as httpx sends it
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def _template_name(manifest: dict[str, Any], *, cluster: str) -> str:

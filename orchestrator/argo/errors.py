@@ -13,12 +13,10 @@ echoed body of ours cut) before they become part of one.
 from __future__ import annotations
 
 import email.utils
-import ssl
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
+from orchestrator.argo.connections import Answer, TimedOut, TransportError, Unreachable
 from orchestrator.errors import (
     ArgoError,
     ArgoInvalid,
@@ -69,7 +67,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - now).total_seconds())
 
 
-def error_body(response: httpx.Response) -> tuple[int | None, str]:
+def error_body(response: Answer) -> tuple[int | None, str]:
     """The gRPC code and message of an Argo error answer (best effort for non-Argo bodies)."""
     try:
         data: Any = response.json()
@@ -84,7 +82,7 @@ def error_body(response: httpx.Response) -> tuple[int | None, str]:
 
 
 def from_response(
-    response: httpx.Response,
+    response: Answer,
     *,
     cluster: str,
     operation: str,
@@ -114,7 +112,7 @@ def from_response(
     if status in (401, 403):
         return ArgoUnauthorized(text, **kwargs)
     if status == 429:
-        delay = parse_retry_after(response.headers.get("Retry-After"))
+        delay = parse_retry_after(response.headers.get("retry-after"))
         return ArgoRateLimited(text, delay=delay, **kwargs)
     if (
         status == 500
@@ -123,13 +121,13 @@ def from_response(
     ):
         return ArgoInvalid(text, **kwargs)
     if status >= 500:
-        delay = parse_retry_after(response.headers.get("Retry-After"))
+        delay = parse_retry_after(response.headers.get("retry-after"))
         return ArgoUnavailable(text, delay=delay, **kwargs)
     # Any other 4xx: the request itself is wrong; repeating it cannot help.
     return ArgoInvalid(text, **kwargs)
 
 
-def is_already_finished(response: httpx.Response) -> bool:
+def is_already_finished(response: Answer) -> bool:
     """Whether a failed stop means "the workflow had already finished".
 
     Argo answers stopping a completed workflow with 500/Internal and
@@ -142,23 +140,8 @@ def is_already_finished(response: httpx.Response) -> bool:
     return response.status_code == 500 and "completed workflow" in message.lower()
 
 
-def _tls_failure(exc: BaseException) -> str | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current.verify_message or "certificate verify failed"
-        if isinstance(current, ssl.SSLError):
-            return current.reason or "TLS handshake failed"
-        current = current.__cause__ or current.__context__
-    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return "certificate verify failed"
-    return None
-
-
 def from_transport(
-    exc: httpx.TransportError,
+    exc: TransportError,
     *,
     cluster: str,
     operation: str,
@@ -169,18 +152,15 @@ def from_transport(
     """The error a failed exchange (no HTTP answer) means: the cluster may come back."""
     detail = remote_message(str(exc) or type(exc).__name__, secrets=secrets)
     where = f"{operation} {subject}: {remote_message(server, secrets=secrets)}"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimedOut):
+        return ArgoUnavailable(f"{where}: timed out ({detail})", cluster=cluster, reason="Timeout")
+    if exc.tls is not None:
         return ArgoUnavailable(
-            f"{where}: timed out ({type(exc).__name__})", cluster=cluster, reason="Timeout"
-        )
-    tls = _tls_failure(exc)
-    if tls is not None:
-        return ArgoUnavailable(
-            f"{where}: TLS verification failed: {remote_message(tls)}",
+            f"{where}: TLS verification failed: {remote_message(exc.tls)}",
             cluster=cluster,
             reason="TLSVerificationFailed",
         )
-    if isinstance(exc, httpx.NetworkError):
+    if isinstance(exc, Unreachable):
         return ArgoUnavailable(
             f"{where}: unreachable: {detail}", cluster=cluster, reason="Unreachable"
         )

@@ -8,14 +8,16 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import ChangedMeanwhile, Conflict, NotLeading, PermanentError
 from orchestrator.records import Leadership, OnboardingRecord, State, TransitionRecord
 from orchestrator.store import engines, failures, migrating, rows, urls
 from orchestrator.store.tables import leadership, onboardings, transitions
+from orchestrator.store.versions import VersionsReader
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,38 @@ def _migrate(engine: Engine) -> None:
 class SqlStore:
     """Onboardings and their history in two tables; see ``ports.Store`` for the contract.
 
-    Safe to share between threads: each call takes its own connection.
+    Safe to share between threads: each call takes its own connection. Its
+    statements are built once, here: building one (and its cache key) per call cost
+    more than running it.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        #: SQLite runs in this process: a read is a library call, not a round trip
+        self.local = engine.dialect.name == "sqlite"
+        self._versions_reader = VersionsReader.for_engine(engine)
+        self._insert = insert(onboardings)
+        self._append = insert(transitions)
+        # compare-and-set: the row changes only if nobody saved it since it was read
+        self._update = update(onboardings).where(
+            onboardings.c.name == bindparam("b_name"),
+            onboardings.c.version == bindparam("b_version"),
+        )
+        self._get = select(onboardings).where(onboardings.c.name == bindparam("name"))
+        self._version_of = select(onboardings.c.version).where(
+            onboardings.c.name == bindparam("name")
+        )
+        self._versions = select(onboardings.c.name, onboardings.c.version).where(
+            onboardings.c.cluster == bindparam("cluster")
+        )
+        self._fence = select(leadership.c.epoch, leadership.c.holder).with_for_update(read=True)
+        #: ``list`` by which filters are given: (state, cluster, names)
+        self._lists = {
+            (by_state, by_cluster, by_names): _list_query(by_state, by_cluster, by_names)
+            for by_state in (False, True)
+            for by_cluster in (False, True)
+            for by_names in (False, True)
+        }
 
     def __repr__(self) -> str:
         return f"SqlStore({urls.redact(self._engine.url)!r})"
@@ -82,22 +111,35 @@ class SqlStore:
         *,
         epoch: int | None = None,
     ) -> OnboardingRecord:
-        values = rows.onboarding_values(record) | {"version": 1, "epoch": epoch}
-        history = _history_values(record, transitions, epoch)
+        return self.create_all([(record, transitions)], epoch=epoch)[0]
+
+    def create_all(
+        self,
+        batch: Sequence[tuple[OnboardingRecord, Sequence[TransitionRecord]]],
+        *,
+        epoch: int | None = None,
+    ) -> builtins.list[OnboardingRecord]:
+        if not batch:
+            return []
+        values = [
+            rows.onboarding_values(record) | {"version": 1, "epoch": epoch} for record, _ in batch
+        ]
+        history = [v for record, h in batch for v in _history_values(record, h, epoch)]
         with self._writing(epoch) as connection:
             try:
-                connection.execute(insert(onboardings).values(values))
+                connection.execute(self._insert, values)
             except IntegrityError as e:
                 if failures.is_duplicate_key(e):
-                    raise Conflict(f"onboarding {record.name!r} exists already") from e
+                    names = sorted(record.name for record, _ in batch)
+                    which = repr(names[0]) if len(names) == 1 else f"of {names}"
+                    raise Conflict(f"onboarding {which} exists already") from e
                 raise
-            _append(connection, history)
-        return replace(record, version=1)
+            self._add_history(connection, history)
+        return [replace(record, version=1) for record, _ in batch]
 
     def get(self, name: str) -> OnboardingRecord | None:
-        query = select(onboardings).where(onboardings.c.name == name)
         with failures.translated(self._engine.url), self._engine.connect() as connection:
-            row = connection.execute(query).one_or_none()
+            row = connection.execute(self._get, {"name": name}).one_or_none()
         return rows.onboarding_from_row(row) if row is not None else None
 
     def list(
@@ -107,11 +149,12 @@ class SqlStore:
         cluster: str | None = None,
         names: Collection[str] | None = None,
     ) -> builtins.list[OnboardingRecord]:  # the method shadows the builtin here
-        query = select(onboardings).order_by(onboardings.c.name)
+        query = self._lists[(state is not None, cluster is not None, names is not None)]
+        parameters: dict[str, object] = {}
         if state is not None:
-            query = query.where(onboardings.c.state == State(state).value)
+            parameters["state"] = State(state).value
         if cluster is not None:
-            query = query.where(onboardings.c.cluster == cluster)
+            parameters["cluster"] = cluster
         if names is None:
             chunks: builtins.list[builtins.list[str]] = [[]]
         else:
@@ -122,16 +165,20 @@ class SqlStore:
         found: builtins.list[OnboardingRecord] = []
         with failures.translated(self._engine.url), self._engine.connect() as connection:
             for chunk in chunks:
-                selected = query if names is None else query.where(onboardings.c.name.in_(chunk))
-                found.extend(rows.onboarding_from_row(row) for row in connection.execute(selected))
+                if names is not None:
+                    parameters["names"] = chunk
+                found.extend(
+                    rows.onboarding_from_row(row) for row in connection.execute(query, parameters)
+                )
         return sorted(found, key=lambda record: record.name) if len(chunks) > 1 else found
 
     def versions(self, *, cluster: str) -> dict[str, int]:
-        query = select(onboardings.c.name, onboardings.c.version).where(
-            onboardings.c.cluster == cluster
-        )
+        if self._versions_reader is not None:
+            with failures.translated(self._engine.url):
+                return self._versions_reader.versions(cluster)
         with failures.translated(self._engine.url), self._engine.connect() as connection:
-            return {name: version for name, version in connection.execute(query)}
+            result = connection.execute(self._versions, {"cluster": cluster})
+            return {name: version for name, version in result}
 
     def save(
         self,
@@ -140,19 +187,10 @@ class SqlStore:
         *,
         epoch: int | None = None,
     ) -> OnboardingRecord:
-        saved = replace(record, version=record.version + 1)
-        history = _history_values(record, transitions, epoch)
-        # Compare-and-set: the row changes only if nobody saved it since it was read.
-        statement = (
-            update(onboardings)
-            .where(onboardings.c.name == record.name, onboardings.c.version == record.version)
-            .values(rows.onboarding_values(record) | {"version": saved.version, "epoch": epoch})
-        )
-        with self._writing(epoch) as connection:
-            if connection.execute(statement).rowcount != 1:
-                raise ChangedMeanwhile(_why_not_saved(connection, record))
-            _append(connection, history)
-        return saved
+        outcome = self.save_all([(record, transitions)], epoch=epoch)[0]
+        if isinstance(outcome, Conflict):
+            raise outcome
+        return outcome
 
     def save_all(
         self,
@@ -164,28 +202,30 @@ class SqlStore:
         if len(set(names)) != len(names):
             raise ValueError(f"an onboarding appears twice in one batch: {sorted(names)}")
         prepared = [
-            (record, rows.onboarding_values(record), _history_values(record, history, epoch))
+            (
+                record,
+                rows.onboarding_values(record)
+                | {
+                    "version": record.version + 1,
+                    "epoch": epoch,
+                    "b_name": record.name,
+                    "b_version": record.version,
+                },
+                _history_values(record, history, epoch),
+            )
             for record, history in batch
         ]
         outcomes: builtins.list[OnboardingRecord | Conflict] = []
         history: builtins.list[dict[str, object]] = []
         with self._writing(epoch) as connection:
             for record, values, appended in prepared:
-                statement = (
-                    update(onboardings)
-                    .where(
-                        onboardings.c.name == record.name,
-                        onboardings.c.version == record.version,
-                    )
-                    .values(values | {"version": record.version + 1, "epoch": epoch})
-                )
                 # a row that changed meanwhile is left as it is; the others still go in
-                if connection.execute(statement).rowcount != 1:
-                    outcomes.append(ChangedMeanwhile(_why_not_saved(connection, record)))
+                if connection.execute(self._update, values).rowcount != 1:
+                    outcomes.append(ChangedMeanwhile(self._why_not_saved(connection, record)))
                     continue
                 outcomes.append(replace(record, version=record.version + 1))
                 history.extend(appended)
-            _append(connection, history)
+            self._add_history(connection, history)
         return outcomes
 
     def history(self, name: str) -> builtins.list[TransitionRecord]:
@@ -247,7 +287,24 @@ class SqlStore:
         return Leadership(epoch=row.epoch, holder=row.holder, since=row.since, address=row.address)
 
     def close(self) -> None:
+        if self._versions_reader is not None:
+            self._versions_reader.close()
         self._engine.dispose()
+
+    def _add_history(
+        self, connection: Connection, history: builtins.list[dict[str, object]]
+    ) -> None:
+        if history:
+            connection.execute(self._append, history)
+
+    def _why_not_saved(self, connection: Connection, record: OnboardingRecord) -> str:
+        stored = connection.execute(self._version_of, {"name": record.name}).scalar_one_or_none()
+        if stored is None:
+            return f"onboarding {record.name!r} does not exist"
+        return (
+            f"onboarding {record.name!r} was changed meanwhile: "
+            f"stored version {stored}, this one read version {record.version}"
+        )
 
     @contextmanager
     def _writing(self, epoch: int | None) -> Iterator[Connection]:
@@ -262,9 +319,7 @@ class SqlStore:
             connection.begin(),
         ):
             if epoch is not None:
-                current = connection.execute(
-                    select(leadership.c.epoch, leadership.c.holder).with_for_update(read=True)
-                ).one_or_none()
+                current = connection.execute(self._fence).one_or_none()
                 if current is None or current.epoch != epoch:
                     held = f"epoch {current.epoch} of {current.holder}" if current else "no epoch"
                     raise NotLeading(f"refused a write of epoch {epoch}: the database holds {held}")
@@ -281,18 +336,12 @@ def _history_values(
     return [rows.transition_values(t) | {"epoch": epoch} for t in history]
 
 
-def _append(connection: Connection, history: list[dict[str, object]]) -> None:
-    if history:
-        connection.execute(insert(transitions), history)
-
-
-def _why_not_saved(connection: Connection, record: OnboardingRecord) -> str:
-    stored = connection.execute(
-        select(onboardings.c.version).where(onboardings.c.name == record.name)
-    ).scalar_one_or_none()
-    if stored is None:
-        return f"onboarding {record.name!r} does not exist"
-    return (
-        f"onboarding {record.name!r} was changed meanwhile: "
-        f"stored version {stored}, this one read version {record.version}"
-    )
+def _list_query(by_state: bool, by_cluster: bool, by_names: bool) -> Select[Any]:
+    query = select(onboardings).order_by(onboardings.c.name)
+    if by_state:
+        query = query.where(onboardings.c.state == bindparam("state"))
+    if by_cluster:
+        query = query.where(onboardings.c.cluster == bindparam("cluster"))
+    if by_names:
+        query = query.where(onboardings.c.name.in_(bindparam("names", expanding=True)))
+    return query

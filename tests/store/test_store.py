@@ -128,6 +128,36 @@ def test_create_of_an_existing_name_conflicts_and_keeps_the_first(store: SqlStor
     assert [t.reason for t in store.history("team-a")] == ["first"]
 
 
+def test_create_all_stores_each_with_its_first_transitions(store: SqlStore) -> None:
+    batch = [(onboarding(n), [transition(n, to=State.PENDING, trigger="declared")]) for n in "abc"]
+
+    created = store.create_all(batch)
+
+    assert [r.version for r in created] == [1, 1, 1]
+    assert store.list() == created
+    assert [t.onboarding for n in "abc" for t in store.history(n)] == ["a", "b", "c"]
+
+
+def test_create_all_stores_none_when_one_name_exists(store: SqlStore) -> None:
+    store.create(onboarding("b"), [transition("b", reason="first")])
+
+    with pytest.raises(Conflict):
+        store.create_all([(onboarding(n), [transition(n)]) for n in "abc"])
+
+    assert [r.name for r in store.list()] == ["b"]
+    assert store.history("a") == []
+    assert [t.reason for t in store.history("b")] == ["first"]
+
+
+def test_create_all_of_nothing_stores_nothing(store: SqlStore) -> None:
+    assert store.create_all([]) == []
+    assert store.list() == []
+
+
+def test_only_sqlite_answers_in_process(store: SqlStore, database_url: str) -> None:
+    assert store.local == database_url.startswith("sqlite")
+
+
 def test_create_writes_the_first_transitions(store: SqlStore) -> None:
     first = [transition(to=State.PENDING, trigger="declared"), transition(at=T0)]
 
