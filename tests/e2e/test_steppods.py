@@ -305,6 +305,73 @@ def failed_at_creation(
     return dict(terminated)
 
 
+def declare_operator(setup: Setup, name: str, cluster: str, *, operator_namespace: str) -> None:
+    """An onboarding of the btp-service-operator pipeline: the operator's stand-in chart."""
+    (setup.config / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "orchestrator.dev/v1alpha1",
+                "kind": "Onboarding",
+                "metadata": {"name": name},
+                "spec": {
+                    "cluster": cluster,
+                    "namespace": name,
+                    "pipeline": "btp-service-operator",
+                    "subaccount": {
+                        "displayName": f"Tenant {name}",
+                        "subdomain": name,
+                        "region": "eu10",
+                        "admins": ["ops@example.com"],
+                        "globalAccount": "test-btp",
+                    },
+                    "operator": {
+                        "namespace": operator_namespace,
+                        "chart": {
+                            "repo": str(CHART),
+                            "name": "sap-btp-operator",
+                            "version": "0.1.0",
+                            "values": {"manager": {"management_namespace": ""}},
+                        },
+                    },
+                },
+            }
+        )
+    )
+
+
+def grant_the_operators_chart(kube: Kube, operator_namespace: str) -> None:
+    """What a platform team grants the step pods so that the pipeline may install the
+    operator (the daemon grants only Secrets there): here the stand-in chart's ConfigMap."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": operator_namespace}})
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "operator-chart", "namespace": operator_namespace},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}],
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "operator-chart", "namespace": operator_namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "operator-chart",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "orchestrator-steps", "namespace": ARGO}
+            ],
+        }
+    )
+
+
+OPERATOR_STEPS = ["create-subaccount", "create-operator-access", "install-operator"]
+OPERATOR_COMPENSATIONS = ["uninstall-operator", "delete-operator-access", "delete-subaccount"]
+
+
 def test_tenants_onboarded_failed_and_offboarded_by_step_pods_that_really_run(
     setup: Setup,
     daemons: list[DaemonProcess],
@@ -330,6 +397,10 @@ def test_tenants_onboarded_failed_and_offboarded_by_step_pods_that_really_run(
     declare(setup, quota, "local-a")
     declare(setup, late, "local-b")
     declare(setup, badchart, "local-a", chart_version="9.9.9")
+    # the other shipped pipeline: the SAP BTP Service Operator instead of the proxy
+    operated, operator_ns = unique("e2e-op"), unique("e2e-opns")
+    grant_the_operators_chart(a, operator_ns)
+    declare_operator(setup, operated, "local-a", operator_namespace=operator_ns)
     started = time.monotonic()
     token = setup.tmp / "api-token"
     token.write_text(f"on-call-{uuid.uuid4().hex}")
@@ -350,6 +421,7 @@ def test_tenants_onboarded_failed_and_offboarded_by_step_pods_that_really_run(
     for name, state in (
         (ready, "Ready"),
         (bumpy, "Ready"),
+        (operated, "Ready"),
         (quota, "Failed"),
         (badchart, "Failed"),
         (late, "Failed"),
@@ -379,6 +451,29 @@ def test_tenants_onboarded_failed_and_offboarded_by_step_pods_that_really_run(
     assert main_state(first)["terminated"]["exitCode"] == EXIT_TRANSIENT
     assert main_state(second)["terminated"]["exitCode"] == 0
     assert fake.platform_creates[f"{bumpy}-k8s"] == 1
+
+    # --- the btp-service-operator pipeline: Ready for real, then offboarded alone -----------
+    access = f"{operated}-sap-btp-service-operator"
+    assert steps_and_phases(a, operated) == [(s, "Succeeded") for s in OPERATOR_STEPS]
+    assert [s["state"] for s in fake.subaccounts_with(operated)] == ["OK"]
+    [instance] = fake.instances_named(f"{operated}-service-operator")
+    [binding] = fake.bindings_of(instance["id"])
+    stored = secret_data(a, operator_ns, access)
+    assert stored is not None
+    assert stored["clientsecret"] == binding["credentials"]["clientsecret"]
+    assert [
+        (r["name"], r["status"]) for r in helm_releases(local_clusters["local-a"], operator_ns)
+    ] == [("sap-btp-operator", "deployed")]
+    assert daemon.onboarding(operated)["state"] == "Ready"
+    running = [t["to_step"] for t in daemon.history(operated) if t["to_state"] == "Running"]
+    assert list(dict.fromkeys(running)) == OPERATOR_STEPS
+    (setup.config / f"{operated}.yaml").unlink()  # one file: not held
+    wait_for(lambda: daemon.state(operated) == "Deleted", seconds=300, what=f"{operated} Deleted")
+    assert steps_and_phases(a, operated)[3:] == [(c, "Succeeded") for c in OPERATOR_COMPENSATIONS]
+    assert fake.subaccounts_with(operated) == []
+    assert fake.instances_named(f"{operated}-service-operator") == []
+    assert secret_data(a, operator_ns, access) is None
+    assert helm_releases(local_clusters["local-a"], operator_ns) == []
 
     # --- orchestrator logs: through the Argo Server (local-a), the Kubernetes API (local-b) ---
     def logs(name: str, step: str) -> str:

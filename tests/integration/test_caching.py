@@ -18,7 +18,6 @@ import pytest
 
 from orchestrator import reconciling
 from orchestrator.planning import Command, Situation
-from orchestrator.records import State
 from orchestrator.store import open_store
 from tests.integration.conftest import World
 
@@ -42,7 +41,7 @@ def decided(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 async def running(world: World, name: str) -> None:
     world.declare(name)
     await world.start()
-    await world.until(world.is_(name, State.CREATING_SUBACCOUNT))
+    await world.until(world.is_running(name, "create-subaccount"))
     assert world.record(name).workflow_submitted
 
 
@@ -59,7 +58,7 @@ async def test_an_onboarding_waiting_for_its_workflow_is_not_decided_again(
         await world.daemon.tick()
 
     assert decided["team-a"] == 0
-    assert world.state("team-a") == State.CREATING_SUBACCOUNT
+    assert world.is_running("team-a", "create-subaccount")()
 
 
 async def test_its_workflow_finishing_is_decided_at_once(
@@ -69,7 +68,7 @@ async def test_its_workflow_finishing_is_decided_at_once(
     assert world.daemon is not None
     await world.daemon.tick()
 
-    await world.until(world.is_("team-a", State.REGISTERING_PLATFORM))
+    await world.until(world.is_running("team-a", "register-platform"))
 
     assert decided["team-a"] > 0
 
@@ -108,7 +107,7 @@ async def test_a_write_by_another_replica_is_seen_at_the_next_pass(world: World)
         fake.advance()
     await world.daemon.tick()
 
-    assert world.state("team-a") == State.CREATING_SUBACCOUNT
+    assert world.is_running("team-a", "create-subaccount")()
     assert world.record("team-a").reason == "edited elsewhere"
 
 

@@ -424,3 +424,19 @@ async def test_an_api_upsert_into_a_denied_namespace_is_refused_alike(world: Wor
         assert (problem.file, problem.field) == ("request body", "spec.namespace")
         assert repr(namespace) in problem.message
     assert daemon.store.get("team-x") is None
+
+
+async def test_an_api_upsert_naming_an_unknown_pipeline_is_refused_alike(world: World) -> None:
+    daemon = await world.start()
+    text = onboarding_yaml("team-x", "local-a").replace(
+        "  namespace: team-x\n", "  namespace: team-x\n  pipeline: nowhere\n"
+    )
+    document = Onboarding.model_validate(yaml.safe_load(text))
+
+    with pytest.raises(ConfigError) as raised:
+        await daemon.service.upsert(document)
+
+    [problem] = raised.value.problems
+    assert (problem.file, problem.field) == ("request body", "spec.pipeline")
+    assert problem.message == "unknown pipeline 'nowhere'"
+    assert daemon.store.get("team-x") is None

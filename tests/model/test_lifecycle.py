@@ -13,12 +13,14 @@ half-run, so it counts as created too); a compensation's success removes it.
 After every rule, and after the daemon is left to settle, the invariants below
 are checked against that world.
 
-It runs over two plans with the same invariants: the built-in one (today's three
-steps) and a custom one of four, one of which has ``compensation: none`` (it runs
-like any step, and nothing of it needs undoing). ``Resource`` kinds are made by the
-steps that have a compensation; a Ready onboarding has exactly its plan's kinds.
+It runs over three pipelines with the same invariants: both shipped ones
+(``service-broker-proxy``, the default, and ``btp-service-operator``) and a custom
+one of four steps declared as a Pipeline document in the config directory, one of
+which has ``compensation: none`` (it runs like any step, and nothing of it needs
+undoing). ``Resource`` kinds are made by the steps that have a compensation; a Ready
+onboarding has exactly its pipeline's kinds.
 
-Budget: ``ORCHESTRATOR_MODEL_EXAMPLES`` examples (default 20, split between the plans) of up to
+Budget: ``ORCHESTRATOR_MODEL_EXAMPLES`` examples (default 20, split between the pipelines) of up to
 ``ORCHESTRATOR_MODEL_STEPS`` rules (default 25), from a fixed seed unless
 ``ORCHESTRATOR_MODEL_SEED=random``. For a longer hunt:
 
@@ -55,6 +57,7 @@ from orchestrator.argo.client import ArgoClient
 from orchestrator.configs import Cluster, Onboarding
 from orchestrator.daemon import Daemon, build
 from orchestrator.errors import ConfigError, Conflict, NotFound
+from orchestrator.pipelines import builtin_pipelines
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import SETTLED, OnboardingRecord, State
 from orchestrator.settings import Settings
@@ -69,16 +72,22 @@ TOKEN = "model-argo-token"
 CLUSTERS = ("local-a", "local-b")
 FILE_NAMES = ("t1", "t2", "t3")
 API_NAMES = ("a1", "a2")
-#: every step and compensation of both plans (a plan's machine ignores the others')
-STEPS = tuple(dict.fromkeys((*SERVICE_BROKER_PROXY.forward, *FOUR_STEPS.forward)))
+OPERATOR = builtin_pipelines()["btp-service-operator"].plan
+#: every step and compensation of the plans (a plan's machine ignores the others')
+STEPS = tuple(dict.fromkeys((*SERVICE_BROKER_PROXY.forward, *FOUR_STEPS.forward,
+                             *OPERATOR.forward)))  # fmt: skip
 UNDOES = {
     "delete-subaccount": "create-subaccount",
     "unregister-platform": "register-platform",
     "uninstall-proxy": "install-proxy",
+    "delete-operator-access": "create-operator-access",
+    "uninstall-operator": "install-operator",
 }
-#: what each step with a compensation makes (assign-entitlements: nothing to undo)
+#: what each step with a compensation makes (assign-entitlements: nothing to undo); the
+#: release is the proxy's or the operator's, by pipeline
 KIND = {"create-subaccount": "subaccount", "register-platform": "platform",
-        "install-proxy": "release"}  # fmt: skip
+        "install-proxy": "release", "create-operator-access": "access",
+        "install-operator": "release"}  # fmt: skip
 #: the step without compensation of the four-step plan, which has no template of its own
 TEMPLATE_OF_COPY = {"assign-entitlements": "install-proxy"}
 #: passes the daemon gets to settle before the end-of-example checks
@@ -221,8 +230,14 @@ class Lifecycle(RuleBasedStateMachine):
     def document(self, want: Want, name: str) -> dict[str, Any]:
         """The Onboarding document of ``want``, naming the pipeline unless it is the default."""
         document = want.document(name)
+        spec = document["spec"]
         if self.PLAN != SERVICE_BROKER_PROXY:
-            document["spec"]["pipeline"] = self.PLAN.name
+            spec["pipeline"] = self.PLAN.name
+        if self.PLAN == OPERATOR:
+            # the operator's chart instead of the platform and the proxy's
+            del spec["platform"]
+            chart = spec.pop("proxyChart")
+            spec["operator"] = {"chart": {"version": chart["version"]}}
         return document
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
@@ -293,7 +308,9 @@ class Lifecycle(RuleBasedStateMachine):
                 cluster=cluster,
                 subdomain=str(parameters.get("subdomain")),
                 namespace=str(parameters.get("namespace")),
-                version=str(parameters.get("chart-version")),
+                version=str(
+                    parameters.get("chart-version") or parameters.get("operator-chart-version")
+                ),
                 workflow=wf["metadata"]["name"],
             )
 
@@ -567,7 +584,7 @@ class Lifecycle(RuleBasedStateMachine):
                 assert release.cluster == record.cluster
                 assert release.namespace == spec["namespace"]
                 assert mine["subaccount"].subdomain == spec["subaccount"]["subdomain"]
-                assert release.version == spec["proxyChart"]["version"], (name, release)
+                assert release.version == chart_version(spec), (name, release)
             if name not in desired:
                 assert state in LEFT_ALONE, f"{name} was removed but is {state.value}"
                 continue
@@ -583,13 +600,23 @@ class Lifecycle(RuleBasedStateMachine):
                     assert "cannot change" in (record.last_error or ""), name
                 else:
                     # the edits of mutable fields were carried out
-                    assert spec["proxyChart"]["version"] == want.version, name
+                    assert chart_version(spec) == want.version, name
         for (name, _), _resource in self.trace.world.items():
             assert name in records, f"{name} is gone from the store but its resources exist"
 
 
 class FourStepLifecycle(Lifecycle):
     PLAN = FOUR_STEPS
+
+
+class OperatorLifecycle(Lifecycle):
+    PLAN = OPERATOR
+
+
+def chart_version(spec: dict[str, Any]) -> str:
+    """The version of the chart the onboarding's release step installs."""
+    chart = spec["proxyChart"] if "proxyChart" in spec else spec["operator"]["chart"]
+    return str(chart["version"])
 
 
 EXAMPLES = int(os.environ.get("ORCHESTRATOR_MODEL_EXAMPLES", "20"))
@@ -609,8 +636,10 @@ def _settings(examples: int) -> settings:
     )
 
 
-# the budget is shared: the built-in plan, which runs in production, gets the larger part
+# the budget is shared: the default pipeline, which most onboardings run, gets the larger part
 TestLifecycle = Lifecycle.TestCase
-TestLifecycle.settings = _settings(EXAMPLES - EXAMPLES * 2 // 5)
+TestLifecycle.settings = _settings(EXAMPLES - 2 * (EXAMPLES // 4))
 TestFourStepLifecycle = FourStepLifecycle.TestCase
-TestFourStepLifecycle.settings = _settings(EXAMPLES * 2 // 5)
+TestFourStepLifecycle.settings = _settings(EXAMPLES // 4)
+TestOperatorLifecycle = OperatorLifecycle.TestCase
+TestOperatorLifecycle.settings = _settings(EXAMPLES // 4)
