@@ -280,11 +280,12 @@ def _pipeline_rules(schema: dict[str, Any]) -> None:
             "properties": {"pipeline": {"const": name}},
             "required": ["pipeline"],
         }
-        condition = (
-            {"anyOf": [named, {"not": {"required": ["pipeline"]}}]}
-            if name == DEFAULT_PIPELINE
-            else named
-        )
+        # the default's blocks are required with pipeline left out, null or named
+        unnamed = [
+            {"not": {"required": ["pipeline"]}},
+            {"properties": {"pipeline": {"type": "null"}}},
+        ]
+        condition = {"anyOf": [named, *unnamed]} if name == DEFAULT_PIPELINE else named
         if pipeline.reads_blocks:
             blocks = sorted(pipeline.reads_blocks)
             then = {"required": blocks, "properties": {b: {"type": "object"} for b in blocks}}

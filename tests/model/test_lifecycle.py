@@ -478,7 +478,7 @@ class Lifecycle(RuleBasedStateMachine):
         records = self.records()
         for (name, kind), resource in self.trace.world.items():
             record = records.get(name)
-            step = next(s for s, k in KIND.items() if k == kind)
+            step = next(s for s in self.PLAN.forward if KIND.get(s) == kind)
             assert record is not None, f"{kind} of {name} exists but the onboarding is gone"
             assert record.state != State.DELETED, (
                 f"{kind} of {name} ({resource.workflow}) exists but the onboarding is Deleted"
