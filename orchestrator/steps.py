@@ -25,8 +25,8 @@ class Step(StrEnum):
 
 class OperatorStep(StrEnum):
     """The step commands of the ``btp-service-operator`` pipeline besides create-subaccount
-    (``orchestrator/builtin_pipelines/btp-service-operator.yaml``), which the state machine
-    does not run yet. In order, after create-subaccount: create-operator-access
+    (``orchestrator/builtin_pipelines/btp-service-operator.yaml``). In order, after
+    create-subaccount: create-operator-access
     (compensation delete-operator-access), then install-operator (compensation
     uninstall-operator); compensations run in reverse."""
 
