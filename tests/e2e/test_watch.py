@@ -177,7 +177,9 @@ def reactions(recorder: Recorder, daemon: DaemonProcess, onboarding: str) -> lis
         moved = [
             _seconds(t["at"])
             for t in history
-            if t["workflow"] == seen.name and t["from_state"] != t["to_state"]
+            if t["workflow"] == seen.name
+            # the state moved, or the first run's step did (Running to Running)
+            and (t["from_state"], t.get("from_step")) != (t["to_state"], t.get("to_step"))
         ]
         if seen.finished is not None and moved:
             found.append(Reaction(seen.name, "recorded", min(moved) - seen.finished, seen.finished))
