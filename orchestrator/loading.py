@@ -39,6 +39,7 @@ from orchestrator.pipelines import (
     ResolvedPipeline,
     TemplateInterface,
     builtin_pipelines,
+    choice_problems,
     declare,
     template_interface,
     template_problems,
@@ -881,28 +882,10 @@ def _pipelines(
     for name in sorted(onboardings):
         spec = onboardings[name].spec
         file, where = _located(sources, "Onboarding", name)
-        chosen = spec.pipeline_name
-        pipeline = builtin.get(chosen) or resolved.get(chosen)
-        if pipeline is None:
-            known = ", ".join(sorted({*builtin, *resolved}))
-            problems.append(
-                ConfigProblem(
-                    file, f"unknown pipeline {chosen!r} (known: {known})", where, "spec.pipeline"
-                )
-            )
-            continue
-        if chosen in builtin:
-            used.setdefault(chosen, name)
-            continue  # the model checked the blocks a built-in pipeline reads
-        for block, why in pipeline.missing_blocks(spec):
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"required field is missing: pipeline {chosen!r} {why}",
-                    where,
-                    f"spec.{block}",
-                )
-            )
+        found = choice_problems(spec, {**resolved, **builtin})
+        problems.extend(ConfigProblem(file, message, where, field) for field, message in found)
+        if not found and spec.pipeline_name in builtin:
+            used.setdefault(spec.pipeline_name, name)
     checked = [(p, None) for p in resolved.values()] + [
         (builtin[name], onboarding) for name, onboarding in sorted(used.items())
     ]

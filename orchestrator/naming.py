@@ -16,11 +16,6 @@ LABEL_INCARNATION = f"{API_GROUP}/incarnation"
 MAX_NAME = 63
 
 
-def template_name(step: str) -> str:
-    """Name of the WorkflowTemplate that runs ``step`` (as ``steps.Step.template``)."""
-    return f"orchestrator-{step}"
-
-
 def workflow_name(onboarding: str, incarnation: str, step: str, attempt: int) -> str:
     """Name of the workflow for one step attempt.
 

@@ -299,6 +299,28 @@ def pipeline_named(name: str) -> ResolvedPipeline | None:
     return builtin_pipelines().get(name) or _declared.get(name)
 
 
+def known_pipelines() -> dict[str, ResolvedPipeline]:
+    """Every pipeline an onboarding may name now: built in, or declared in the files."""
+    return {**_declared, **builtin_pipelines()}
+
+
+def choice_problems(
+    spec: OnboardingSpec, known: Mapping[str, ResolvedPipeline]
+) -> list[tuple[str, str]]:
+    """``(field, message)`` for an onboarding's choice of pipeline among ``known``: one it
+    names that is not there, or a block of the spec the pipeline reads left out. One rule
+    for the files and the API."""
+    chosen = spec.pipeline_name
+    pipeline = known.get(chosen)
+    if pipeline is None:
+        names = ", ".join(sorted(known))
+        return [("spec.pipeline", f"unknown pipeline {chosen!r} (known: {names})")]
+    return [
+        (f"spec.{block}", f"required field is missing: pipeline {chosen!r} {why}")
+        for block, why in pipeline.missing_blocks(spec)
+    ]
+
+
 def pipeline_for(record: OnboardingRecord) -> ResolvedPipeline:
     """The pipeline ``record`` runs (``spec.pipeline``, default ``service-broker-proxy``).
 

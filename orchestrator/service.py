@@ -20,7 +20,7 @@ from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ChangedMeanwhile, ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.loading import denied_namespace, resource_keys
 from orchestrator.machine import OnboardingMachine
-from orchestrator.pipelines import pipeline_named
+from orchestrator.pipelines import choice_problems, known_pipelines
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
 from orchestrator.ports import Action, Store
 from orchestrator.reconciling import new_incarnation, new_record, utcnow
@@ -411,16 +411,13 @@ async def _again_if_changed(write: Callable[[], Awaitable[T]]) -> T:
 def _pipeline_problem(document: Onboarding) -> ConfigProblem | None:
     """The pipeline the onboarding names must be known, and the blocks it reads there: the
     files are checked so when they load, a request body here."""
-    spec, name = document.spec, document.metadata.name
-    pipeline = pipeline_named(spec.pipeline_name)
-    if pipeline is None:
-        field, message = "spec.pipeline", f"unknown pipeline {spec.pipeline_name!r}"
-    elif missing := pipeline.missing_blocks(spec):
-        block, why = missing[0]
-        field = f"spec.{block}"
-        message = f"required field is missing: pipeline {pipeline.name!r} {why}"
-    else:
+    found = choice_problems(document.spec, known_pipelines())
+    if not found:
         return None
+    field, message = found[0]
     return ConfigProblem(
-        file="request body", document=f"Onboarding {name}", field=field, message=message
+        file="request body",
+        document=f"Onboarding {document.metadata.name}",
+        field=field,
+        message=message,
     )

@@ -36,6 +36,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.configs import Onboarding
 from orchestrator.errors import ConfigError
+from orchestrator.pipelines import known_pipelines
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, WallClock
 from tests.integration.conftest import TOKEN, World, onboarding_yaml
 from tests.support.processes import DaemonProcess, wait_for
@@ -438,5 +439,8 @@ async def test_an_api_upsert_naming_an_unknown_pipeline_is_refused_alike(world: 
 
     [problem] = raised.value.problems
     assert (problem.file, problem.field) == ("request body", "spec.pipeline")
-    assert problem.message == "unknown pipeline 'nowhere'"
+    # every pipeline this process knows: the shipped ones, and any a load here declared
+    known = ", ".join(sorted(known_pipelines()))
+    assert problem.message == f"unknown pipeline 'nowhere' (known: {known})"
+    assert {"btp-service-operator", "service-broker-proxy"} <= set(known_pipelines())
     assert daemon.store.get("team-x") is None
