@@ -1,7 +1,9 @@
 """A small synchronous client of the daemon's HTTP API, for the CLI's on-call verbs.
 
 httpx stays inside this module: callers see ``ApiError`` (the daemon answered
-with an error) or ``Unreachable`` (it did not answer at all), and the views.
+with an error) or ``Unreachable`` (it did not answer at all), and the views. It is
+imported by the client that uses it, not with this module: ``orchestrator run``
+imports the CLI and never calls its own API (start-up time and memory).
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from orchestrator import __version__
@@ -27,6 +28,9 @@ from orchestrator.views import (
     TransitionView,
     UpsertResult,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "ORCHESTRATOR_API"
@@ -100,6 +104,8 @@ class ApiClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         headers = {"User-Agent": f"orchestrator-cli/{__version__}"}
         if token:
@@ -185,6 +191,8 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> Any:
+        import httpx
+
         try:
             response = self._http.request(
                 method,
@@ -222,6 +230,8 @@ def _path(name: str, *rest: str) -> str:
 
 
 def _why(error: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(error, httpx.ConnectError):
         return f"connection failed ({error})"
     if isinstance(error, httpx.TimeoutException):

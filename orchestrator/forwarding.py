@@ -9,7 +9,6 @@ address could point at another follower): that replica answers it itself.
 
 from __future__ import annotations
 
-import httpx
 from fastapi import Request, Response
 
 from orchestrator.errors import Conflict, TemporaryError
@@ -30,6 +29,9 @@ def should_forward(request: Request, replica: ReplicaView) -> bool:
 async def to_leader(request: Request, replica: ReplicaView) -> Response:
     """The leader's answer to ``request``; Conflict when the leader is not known,
     TemporaryError (503) when it does not answer."""
+    # imported here, not with the API: only followers forward (start-up time and memory)
+    import httpx
+
     if not replica.leader_url:
         raise Conflict(
             f"this replica follows, and the leader ({replica.leader or 'unknown'}) has not"

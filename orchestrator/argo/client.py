@@ -17,10 +17,9 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 from prometheus_client import Histogram
 
 from orchestrator.argo import connections
@@ -39,6 +38,9 @@ from orchestrator.metrics import Metrics
 from orchestrator.ports import TemplateChange
 from orchestrator.records import WorkflowEvent, WorkflowPhase, WorkflowStatus, WorkflowSubmission
 from orchestrator.redaction import remote_message
+
+if TYPE_CHECKING:  # httpx serves only proxies and tests (see connections): not imported at start
+    import httpx
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,9 @@ import yaml
 
 from orchestrator.errors import ConfigError, ConfigProblem
 
+#: libyaml's parser when PyYAML was built with it (an order of magnitude faster)
+_SAFE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_templates(directory: str | Path) -> list[dict[str, Any]]:
     """Every ``*.yaml``/``*.yml`` WorkflowTemplate in ``directory``, sorted by file name.
@@ -39,7 +42,8 @@ def load_templates(directory: str | Path) -> list[dict[str, Any]]:
     files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
     for path in files:
         try:
-            documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+            text = path.read_text(encoding="utf-8")
+            documents = [d for d in yaml.load_all(text, Loader=_SAFE) if d]
         except (OSError, yaml.YAMLError) as exc:
             problems.append(ConfigProblem(str(path), f"cannot be read as YAML: {exc}"))
             continue

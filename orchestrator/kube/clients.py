@@ -19,6 +19,13 @@ thread with a per-call timeout, and translates every failure into the
 ``orchestrator.kube.errors`` family before it reaches the caller. Each access
 has its own few threads (not the event loop's shared default executor), so a
 dead cluster whose calls wait for their timeouts never delays another cluster.
+
+The kubernetes client (with urllib3) is imported when the first ``KubeAccess``
+is made, not with this package: it costs about 0.4 s and 30 MiB, which a daemon
+whose clusters are all reached through an Argo Server with a static token need
+not pay (start-up time and memory). A configuration that uses Kubernetes makes
+its accesses at start and pays there, not within its first request's timeout;
+the functions of the package import the names they use where they use them.
 """
 
 from __future__ import annotations
@@ -27,21 +34,16 @@ import asyncio
 import base64
 import functools
 import hashlib
+import importlib
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.kube_config import KubeConfigLoader
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from orchestrator.configs import Cluster, Kubeconfig
 from orchestrator.kube import errors
@@ -51,6 +53,9 @@ from orchestrator.redaction import (
     register_kubeconfig_secrets,
     remote_message,
 )
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 T = TypeVar("T")
 
@@ -71,18 +76,26 @@ class Apis:
 
     @property
     def core(self) -> k8s.CoreV1Api:
+        from kubernetes import client as k8s
+
         return k8s.CoreV1Api(self.client)
 
     @property
     def rbac(self) -> k8s.RbacAuthorizationV1Api:
+        from kubernetes import client as k8s
+
         return k8s.RbacAuthorizationV1Api(self.client)
 
     @property
     def custom(self) -> k8s.CustomObjectsApi:
+        from kubernetes import client as k8s
+
         return k8s.CustomObjectsApi(self.client)
 
     @property
     def authorization(self) -> k8s.AuthorizationV1Api:
+        from kubernetes import client as k8s
+
         return k8s.AuthorizationV1Api(self.client)
 
 
@@ -112,6 +125,7 @@ class KubeAccess:
         clock: Callable[[], float] = time.monotonic,
         gate: Callable[[], None] | None = None,
     ) -> None:
+        importlib.import_module("kubernetes.client")  # see the module's docstring
         self.cluster = cluster
         #: asked before every request: raises when this replica may not act (see election)
         self.gate = gate
@@ -198,6 +212,10 @@ class KubeAccess:
         timeout: float | None = None,
     ) -> T:
         """The blocking form of ``call``, for threads and for the management access."""
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
         if self.gate is not None:
             self.gate()
         api = self.api_client()
@@ -313,6 +331,9 @@ class KubeAccess:
         load: Callable[[k8s.Configuration], None],
         now: float,
     ) -> _Loaded:
+        from kubernetes import client as k8s
+        from kubernetes.config.config_exception import ConfigException
+
         configuration = k8s.Configuration()
         # Fail fast: the daemon retries with back-off, urllib3 must not retry in the call.
         configuration.retries = False
@@ -360,6 +381,9 @@ class KubeAccess:
     def _load_text(
         self, text: str, configuration: k8s.Configuration, *, base_path: str | None = None
     ) -> None:
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.config.kube_config import KubeConfigLoader
+
         document = yaml.safe_load(text)
         if not isinstance(document, dict):
             raise ConfigException("not a kubeconfig document")
@@ -373,6 +397,8 @@ class KubeAccess:
         loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
 
     def _load_in_cluster(self, configuration: k8s.Configuration) -> None:
+        from kubernetes import config as k8s_config
+
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
 
     def _read_secret(self) -> str:
@@ -420,6 +446,8 @@ def pod_namespace() -> str | None:
 
 def _config_problem(exc: BaseException) -> str:
     """What is wrong with a kubeconfig, without quoting its content (it may hold a token)."""
+    from kubernetes.config.config_exception import ConfigException
+
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         return f"not valid YAML (line {exc.problem_mark.line + 1})"
     if isinstance(exc, yaml.YAMLError):

@@ -20,19 +20,6 @@ import json
 import ssl
 from typing import Any
 
-from urllib3.exceptions import (
-    HTTPError as Urllib3Error,
-)
-from urllib3.exceptions import (
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    SSLError,
-)
-from urllib3.exceptions import (
-    TimeoutError as Urllib3Timeout,
-)
-
 from orchestrator.argo.errors import parse_retry_after
 from orchestrator.errors import (
     ArgoError,
@@ -173,27 +160,30 @@ def from_api_exception(
 
 def from_transport(exc: Exception, *, cluster: str, operation: str, subject: str) -> KubeError:
     """The error a failed exchange (no HTTP answer) means: the cluster may come back."""
+    # urllib3 comes with the kubernetes client, imported with the first access (see clients)
+    from urllib3 import exceptions as urllib3_errors
+
     cause: BaseException = exc
-    if isinstance(exc, MaxRetryError) and exc.reason is not None:
+    if isinstance(exc, urllib3_errors.MaxRetryError) and exc.reason is not None:
         cause = exc.reason
     where = f"{operation} {subject}"
-    if isinstance(cause, NewConnectionError):  # before timeouts: it subclasses one
+    if isinstance(cause, urllib3_errors.NewConnectionError):  # before timeouts: it subclasses one
         detail = remote_message(str(cause) or type(cause).__name__)
         return ClusterUnreachable(f"{where}: unreachable: {detail}", cluster=cluster)
-    if isinstance(cause, Urllib3Timeout | TimeoutError):
+    if isinstance(cause, urllib3_errors.TimeoutError | TimeoutError):
         return ClusterUnreachable(
             f"{where}: timed out ({type(cause).__name__})", cluster=cluster, reason="Timeout"
         )
-    if isinstance(cause, SSLError | ssl.SSLError):
+    if isinstance(cause, urllib3_errors.SSLError | ssl.SSLError):
         return ClusterUnreachable(
             f"{where}: TLS failed: {remote_message(str(cause))}",
             cluster=cluster,
             reason="TLSVerificationFailed",
         )
-    if isinstance(cause, ConnectionError | ProtocolError | OSError):
+    if isinstance(cause, ConnectionError | urllib3_errors.ProtocolError | OSError):
         detail = remote_message(str(cause) or type(cause).__name__)
         return ClusterUnreachable(f"{where}: unreachable: {detail}", cluster=cluster)
-    if isinstance(cause, Urllib3Error):
+    if isinstance(cause, urllib3_errors.HTTPError):
         return ClusterUnreachable(
             f"{where}: {remote_message(str(cause) or type(cause).__name__)}", cluster=cluster
         )

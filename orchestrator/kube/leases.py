@@ -1,14 +1,20 @@
-"""``ports.Leases`` on a ``coordination.k8s.io/v1`` Lease of the management cluster."""
+"""``ports.Leases`` on a ``coordination.k8s.io/v1`` Lease of the management cluster.
+
+The kubernetes client is imported where it is first used, not with this module
+(start-up time and memory; see ``clients``).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-from kubernetes import client as k8s
+from typing import TYPE_CHECKING
 
 from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.kube.errors import KubeNotFound
 from orchestrator.records import LeaseRecord
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 #: the Lease's API group and version, for messages
 LEASE_API = "coordination.k8s.io/v1"
@@ -67,10 +73,14 @@ class KubeLeases:
 
 
 def _coordination(apis: Apis) -> k8s.CoordinationV1Api:
+    from kubernetes import client as k8s
+
     return k8s.CoordinationV1Api(apis.client)
 
 
 def _lease(record: LeaseRecord, *, namespace: str, name: str) -> k8s.V1Lease:
+    from kubernetes import client as k8s
+
     return k8s.V1Lease(
         api_version=LEASE_API,
         kind="Lease",
@@ -91,6 +101,8 @@ def _micro(at: datetime | None) -> datetime | None:
 
 
 def _record(lease: k8s.V1Lease) -> LeaseRecord:
+    from kubernetes import client as k8s
+
     spec = lease.spec or k8s.V1LeaseSpec()
     return LeaseRecord(
         holder=spec.holder_identity or "",

@@ -23,6 +23,9 @@ changes nothing and says so. It ensures
 ``release_target`` removes this onboarding's RoleBindings and Roles, and each
 namespace only when we created it and no other onboarding of ours still has a
 Role in it. It never touches anything it did not create.
+
+The kubernetes client's models are imported where they are first used, not with
+this module (start-up time and memory; see ``clients``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from kubernetes import client as k8s
 
 from orchestrator.configs import Cluster
 from orchestrator.kube.clients import Apis, KubeAccess
@@ -138,6 +139,8 @@ async def prepare_target(
     secret_namespaces: Sequence[str] = (),
 ) -> Preparation:
     """Ensure what the steps of ``onboarding`` need on the cluster of ``access``."""
+    from kubernetes import client as k8s
+
     ours = {LABEL_MANAGED_BY: daemon}
     mine = {**ours, LABEL_ONBOARDING: onboarding}
     changes: list[Change] = []
@@ -260,6 +263,8 @@ async def _release_role(
 async def _ensure_namespace(
     access: KubeAccess, namespace: str, *, labels: dict[str, str]
 ) -> tuple[Change, bool]:
+    from kubernetes import client as k8s
+
     current = await _read(
         access,
         "read_namespace",
@@ -332,6 +337,8 @@ async def _ensure_role_and_binding(
     labels: dict[str, str],
     subject: tuple[str, str],
 ) -> list[Change]:
+    from kubernetes import client as k8s
+
     role = await _ensure(
         access,
         "Role",
@@ -383,6 +390,8 @@ async def _ensure_secret(
     data: Mapping[str, str],
     labels: dict[str, str],
 ) -> Change:
+    from kubernetes import client as k8s
+
     encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
     return await _ensure(
         access,

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kubernetes import client as k8s
-
 from orchestrator.configs import Cluster
 from orchestrator.errors import ArgoError, ArgoUnauthorized
 from orchestrator.kube.clients import KubeAccess
@@ -112,6 +110,9 @@ class TokenRequestSource:
         return (*current, *self._previous)
 
     async def _mint(self) -> _Minted:
+        # imported on first use, not with this module (start-up time and memory; see clients)
+        from kubernetes import client as k8s
+
         body = k8s.AuthenticationV1TokenRequest(
             spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=self.expiration_seconds)
         )

@@ -31,8 +31,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from kubernetes import watch as kwatch
-
 from orchestrator import API_GROUP
 from orchestrator.argo.client import (
     API_VERSION,
@@ -142,6 +140,9 @@ class KubeWorkflowEngine:
     ) -> AsyncIterator[WorkflowEvent]:
         """The Kubernetes watch on Workflows, read by a thread of its own (the client
         blocks) and handed to the event loop one event at a time."""
+        # imported on first use, not with this module (start-up time and memory; see clients)
+        from kubernetes import watch as kwatch
+
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[WorkflowEvent | BaseException | None] = asyncio.Queue()
         stop = threading.Event()

@@ -6,6 +6,9 @@
 - ``WakeChannel``: on PostgreSQL, a replica that stored a change (an API call
   on a follower) wakes the leader's pass for that cluster through
   ``NOTIFY``/``LISTEN``. SQLite has one replica, which wakes itself.
+
+psycopg is imported where PostgreSQL is used, not with this module: a daemon on
+SQLite never needs it (start-up time and memory).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
 from sqlalchemy.engine import URL
 
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.store import urls
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ class ExclusiveUse:
             os.close(self._file)  # closing the descriptor drops the lock
             self._file = None
         if self._connection is not None:
+            import psycopg
+
             with contextlib.suppress(psycopg.Error):
                 self._connection.close()
             self._connection = None
@@ -84,6 +92,8 @@ class ExclusiveUse:
         self._file = descriptor
 
     def _lock_advisory(self) -> None:
+        import psycopg
+
         try:
             connection = psycopg.connect(_conninfo(self.url), autocommit=True)
         except psycopg.Error as error:
@@ -116,6 +126,8 @@ class WakeChannel:
     async def send(self, cluster: str) -> None:
         """Wake the leader's pass of ``cluster``; a failure is logged, the periodic pass
         picks the change up anyway."""
+        import psycopg
+
         try:
             async with await psycopg.AsyncConnection.connect(
                 _conninfo(self.url), autocommit=True
@@ -130,6 +142,8 @@ class WakeChannel:
     async def listen(self, on_wake: Callable[[str], None]) -> None:
         """Call ``on_wake(cluster)`` for every notification until cancelled; reconnects
         with back-off when the connection breaks."""
+        import psycopg
+
         delay = 1.0
         while True:
             try:
