@@ -5,8 +5,10 @@ WorkflowTemplates current. The outcome is recorded by the reconciler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +31,7 @@ from orchestrator.planning import (
     attempt_failed,
     next_compensation,
 )
-from orchestrator.ports import Credentials, Targets, WorkflowEngine
+from orchestrator.ports import Credentials, Targets, TemplateChange, WorkflowEngine
 from orchestrator.records import OnboardingRecord, State, TransitionRecord, WorkflowSubmission
 from orchestrator.stepplans import StepPlan
 
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: how often templates are compared again before a submission (someone may have changed them)
 TEMPLATES_RECHECK = timedelta(minutes=5)
+
+#: validated specs kept (of the onboardings acted on last): more than act at once
+SPECS_KEPT = 1024
 
 #: saves the record with the transitions so far (the reconciler's recording)
 Save = Callable[[OnboardingRecord, list[TransitionRecord]], Awaitable[None]]
@@ -69,6 +74,8 @@ class Actor:
         self._templates_applied: dict[str, datetime] = {}
         #: the step containers' image where a Cluster's spec.steps.image names none
         self.step_image = DEFAULT_STEP_IMAGE
+        #: per onboarding acted on lately, its stored spec and that spec validated
+        self._specs: OrderedDict[str, tuple[dict[str, Any], OnboardingSpec]] = OrderedDict()
 
     async def execute(
         self,
@@ -117,14 +124,15 @@ class Actor:
         source = record.state
         step = record.step
         started_at = record.step_started_at
-        if command.trigger in ("start", "spec_changed") and situation.desired is not None:
+        fingerprint = situation.desired_fingerprint()
+        if command.trigger in ("start", "spec_changed") and fingerprint is not None:
             # the spec this run (or update) carries out; a later edit updates again
-            record.spec_fingerprint = situation.desired.fingerprint()
+            record.spec_fingerprint = fingerprint
         if command.trigger == "recreate":
             # a new incarnation: new workflow names, the new spec, nothing inherited
             record.incarnation = new_incarnation()
-            if situation.desired is not None:
-                record.spec_fingerprint = situation.desired.fingerprint()
+            if fingerprint is not None:
+                record.spec_fingerprint = fingerprint
         new = machine.fire(command.trigger, command.reason, workflow=command.workflow)
         if command.delay is not None:
             record.next_attempt_at = self.clock() + timedelta(seconds=command.delay)
@@ -173,7 +181,7 @@ class Actor:
                 return
         await self.apply_templates(record.cluster, engine)
         assert record.workflow is not None
-        spec = OnboardingSpec.model_validate(record.spec)
+        spec = self._spec_of(record)
         pipeline = pipeline_for(record)
         counter = record.attempt_counters[step]
         deadline_seconds = pipeline.deadline_of(step) or self.tuning.step_timeout_seconds
@@ -232,7 +240,7 @@ class Actor:
         cluster = self.clusters.cluster(record.cluster)
         if self.targets is None or cluster is None:
             return
-        spec = OnboardingSpec.model_validate(record.spec)
+        spec = self._spec_of(record)
         btp: dict[str, str] | None = None
         name = spec.subaccount.global_account
         account = self.desired.state.global_accounts.get(name) if name else None
@@ -252,7 +260,7 @@ class Actor:
         cluster = self.clusters.cluster(record.cluster)
         if self.targets is None or cluster is None or cluster.spec.kubeconfig is None:
             return
-        spec = OnboardingSpec.model_validate(record.spec)
+        spec = self._spec_of(record)
         for line in await self.targets.release(
             cluster,
             onboarding=record.name,
@@ -261,17 +269,42 @@ class Actor:
         ):
             log.info(f"released: {line}", extra=log_fields(record))
 
+    def _spec_of(self, record: OnboardingRecord) -> OnboardingSpec:
+        """The record's spec as a model, validated once while it stays the same rather
+        than at every step (a record's spec is replaced when it changes, never changed in
+        place, so the dict it was validated from is the spec still)."""
+        entry = self._specs.get(record.name)
+        if entry is None or entry[0] is not record.spec:
+            entry = (record.spec, OnboardingSpec.model_validate(record.spec))
+            self._specs[record.name] = entry
+            if len(self._specs) > SPECS_KEPT:
+                self._specs.popitem(last=False)
+        else:
+            self._specs.move_to_end(record.name)
+        return entry[1]
+
     async def apply_templates(self, cluster: str, engine: WorkflowEngine) -> None:
         applied = self._templates_applied.get(cluster)
         if applied is not None and self.clock() - applied < TEMPLATES_RECHECK:
             return
         declared = self.clusters.cluster(cluster)
         steps = declared.spec.steps if declared is not None else StepPods()
-        for template in self.templates:
-            # the cluster's step image, pull Secrets and resources; the same every time,
-            # so a template nobody changed is left as it is
-            manifest = steps.install(template, default_image=self.step_image)
-            change = await engine.apply_template(manifest)
+        # the cluster's step image, pull Secrets and resources; the same every time, so a
+        # template nobody changed is left as it is
+        manifests = [steps.install(t, default_image=self.step_image) for t in self.templates]
+        # the first alone (a cluster that does not answer is asked once), then the others
+        # at once: one after the other, a cluster's first submission waited for ten round
+        # trips or twenty
+        changes: list[TemplateChange | BaseException] = []
+        if manifests:
+            changes.append(await engine.apply_template(manifests[0]))
+        changes += await asyncio.gather(
+            *(engine.apply_template(manifest) for manifest in manifests[1:]),
+            return_exceptions=True,
+        )
+        for manifest, change in zip(manifests, changes, strict=True):
+            if isinstance(change, BaseException):
+                raise change
             if change != "unchanged":
                 log.info(
                     f"WorkflowTemplate {change}",

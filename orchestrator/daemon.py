@@ -158,6 +158,8 @@ class Daemon:
             self._watch_only.add(cluster)
         elif not by_watch:
             self._watch_only.discard(cluster)
+            # an API action, a reload: what it wrote is read at the next pass of each
+            self.reconciler.written_outside()
         self._dirty.add(cluster)
         self.reconciler.forget_backoff(cluster)
         if cluster in self._passes:
@@ -365,6 +367,7 @@ class Daemon:
             log.error("pruning Deleted onboardings failed", extra={"error": str(error)})
             return
         if pruned:
+            self.reconciler.written_outside()
             log.info("pruned Deleted onboardings", extra={"onboardings": pruned})
 
     async def aclose(self) -> None:

@@ -96,6 +96,17 @@ class Situation:
     limits: Limits = field(default_factory=Limits)
     #: 0..1 random factor for jitter (injected so tests are deterministic)
     jitter: Callable[[], float] = lambda: 0.5
+    #: ``desired.fingerprint()`` when the caller knows it already (the reconciler keeps
+    #: it per declared spec: computing it is a dump and a hash)
+    fingerprint: str | None = None
+
+    def desired_fingerprint(self) -> str | None:
+        """The desired spec's fingerprint; None when the onboarding was removed."""
+        if self.desired is None:
+            return None
+        if self.fingerprint is None:
+            self.fingerprint = self.desired.fingerprint()
+        return self.fingerprint
 
 
 def backoff(attempt: int, *, limits: Limits, jitter: float) -> float:
@@ -204,7 +215,7 @@ def decide(s: Situation) -> list[Command]:
         if not s.desired.suspend and record.reason == SUSPENDED_BY_SPEC:
             return [Fire("resume", "spec.suspend is false")]
         return [Wait("suspended", settled=True)]
-    if s.desired.fingerprint() != record.spec_fingerprint:
+    if s.desired_fingerprint() != record.spec_fingerprint:
         if state in (State.READY, State.UPDATE_FAILED):
             if not s.slot_available:
                 return [Wait("the spec changed; the update waits for a free slot")]

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -129,7 +129,16 @@ class Reconciler:
         #: under (for onboardings declared anew on another cluster)
         self._looked_over: dict[str, int] = {}
         #: the file-declared onboardings per cluster, for the desired state's generation
-        self._declared: tuple[int, dict[str, list[Onboarding]]] = (-1, {})
+        self._declared: tuple[int, dict[str, dict[str, Onboarding]]] = (-1, {})
+        #: bumped whenever something other than this reconciler may have written to the
+        #: store (see ``written_outside``)
+        self._outside_writes = 0
+        #: per cluster, ``_outside_writes`` as it was when its stored versions were read
+        self._versions_read_at: dict[str, int] = {}
+        #: per cluster, what its last pass counted for the gauges, and whether a record
+        #: of it changed since (counted again only then)
+        self._counted: dict[str, tuple[Counter[State], dict[State, datetime]]] = {}
+        self._recount: set[str] = set()
         self.saver = Saver(store, fence=lambda: self.fence())
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -157,7 +166,7 @@ class Reconciler:
         result = PassResult(cluster)
         try:
             now = self.clock()
-            records = await self._load(cluster, now)
+            records = await self._load(cluster, now, woken_by_watch=known is not None)
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
             # a cluster that failed lately is not called before its back-off ends
@@ -166,19 +175,35 @@ class Reconciler:
                 cluster, engine, records, result, known=known
             )
             await self._act_on(records, engine, observations, result)
-            # the gauges count what is stored: a record whose save failed counts as before
-            stored = self._cache.get(cluster, {})
-            for record in stored.values():
-                result.states[record.state] += 1
-                if record.state not in SETTLED:
-                    since = record.state_since or record.updated_at
-                    first = result.unsettled_since.get(record.state)
-                    result.unsettled_since[record.state] = min(since, first or since)
+            self._count(cluster, result)
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if result.errors == 0:
             self.metrics.reconcile_last_success.set(time.time())
         return result
+
+    def _count(self, cluster: str, result: PassResult) -> None:
+        """The gauges count what is stored (a record whose save failed counts as before),
+        counted again only when a record of the cluster changed."""
+        counted = self._counted.get(cluster)
+        if counted is None or cluster in self._recount:
+            self._recount.discard(cluster)
+            states: Counter[State] = Counter()
+            unsettled_since: dict[State, datetime] = {}
+            for record in self._cache.get(cluster, {}).values():
+                states[record.state] += 1
+                if record.state not in SETTLED:
+                    since = record.state_since or record.updated_at
+                    first = unsettled_since.get(record.state)
+                    unsettled_since[record.state] = min(since, first or since)
+            counted = self._counted[cluster] = (states, unsettled_since)
+        result.states.update(counted[0])
+        result.unsettled_since.update(counted[1])
+
+    def written_outside(self) -> None:
+        """Something other than this reconciler may have written to the store (an API
+        action, a prune): the next pass of every cluster reads the stored versions."""
+        self._outside_writes += 1
 
     async def _act_on(
         self,
@@ -214,19 +239,19 @@ class Reconciler:
                     await act(record, slot)
 
         now = self.clock()
-        # each onboarding acted on is a copy: the cached record stays as stored until a
-        # save succeeds (a failed or refused save leaves nothing half-changed behind)
         ordered = sorted(
             (
-                _copy(r)
+                r
                 for r in records
                 if not self._is_quiet(r) and not self._is_waiting(r, observations, now)
             ),
             key=lambda r: (r.created_at, r.name),
         )
-        # those that may take a slot go once the others have freed theirs
+        # those that may take a slot go once the others have freed theirs; each onboarding
+        # acted on is a copy: the cached record stays as stored until a save succeeds (a
+        # failed or refused save leaves nothing half-changed behind)
         takers = [r for r in ordered if r.state in SLOT_TAKERS]
-        first = [r for r in ordered if r.state not in SLOT_TAKERS]
+        first = [_copy(r) for r in ordered if r.state not in SLOT_TAKERS]
         before = {r.name: r.state in IN_FLIGHT for r in first}
         await asyncio.gather(*(turn(r, slot=False) for r in first))
         busy += sum((r.state in IN_FLIGHT) - before[r.name] for r in first)
@@ -242,7 +267,7 @@ class Reconciler:
         # one still waiting for a slot, unchanged since it last looked, has nothing to do
         await asyncio.gather(
             *(
-                turn(r, slot=r.name in granted)
+                turn(_copy(r), slot=r.name in granted)
                 for r in takers
                 if r.name in granted or not self._is_queued(r)
             )
@@ -308,14 +333,31 @@ class Reconciler:
         del waiting[record.name]
         return False
 
-    async def _load(self, cluster: str, now: datetime) -> list[OnboardingRecord]:
-        """The cluster's onboardings as stored (see ``_records``), cached for the next pass."""
+    async def _load(
+        self, cluster: str, now: datetime, *, woken_by_watch: bool = False
+    ) -> list[OnboardingRecord]:
+        """The cluster's onboardings as stored (see ``_records``), cached for the next pass.
+
+        A pass the watch alone woke takes the cache as it is when the store answers
+        in-process (SQLite, which no other process writes) and nothing but this
+        reconciler wrote since the cluster's versions were last read (the API wakes
+        every pass it writes for) under the same desired state: reading the versions
+        again was most of such a pass."""
+        if (
+            woken_by_watch
+            and self.store.local
+            and cluster in self._cache
+            and self._versions_read_at.get(cluster) == self._outside_writes
+            and self._looked_over.get(cluster) == self.desired.generation
+        ):
+            return list(self._cache[cluster].values())
         cached = dict(self._cache.get(cluster, {}))
         if self.store.local:
             current = self._records(cluster, now, cached)
         else:
             current = await asyncio.to_thread(self._records, cluster, now, cached)
         self._cache[cluster] = current
+        self._recount.add(cluster)
         return list(current.values())
 
     def _records(
@@ -327,6 +369,7 @@ class Reconciler:
         In a worker thread unless the store answers in-process. Of the ``cached``
         records it reads only the versions, from an index; a row is read again only
         when its version differs (written by the API, another replica, or lost)."""
+        self._versions_read_at[cluster] = self._outside_writes  # before: a write meanwhile counts
         versions = self.store.versions(cluster=cluster)
         current = {
             name: record
@@ -352,13 +395,14 @@ class Reconciler:
                 continue  # the other cluster's pass takes it over
             stored[name] = record
         self._looked_over[cluster] = self.desired.generation
-        missing = [d for d in self._declared_on(cluster) if d.metadata.name not in stored]
+        declared = self._declared_on(cluster)
+        missing = [name for name in declared if name not in stored]
         if not missing:
             return stored
-        others = {r.name: r for r in self.store.list(names=[d.metadata.name for d in missing])}
+        others = {r.name: r for r in self.store.list(names=missing)}
         new = []
-        for document in missing:
-            name = document.metadata.name
+        for name in missing:
+            document = declared[name]
             other = others.get(name)
             if other is None:
                 new.append(document)
@@ -371,15 +415,16 @@ class Reconciler:
         stored.update((r.name, r) for r in self._create_all(new, now))
         return stored
 
-    def _declared_on(self, cluster: str) -> list[Onboarding]:
-        """The onboardings the files declare on ``cluster`` (indexed once per generation)."""
+    def _declared_on(self, cluster: str) -> Mapping[str, Onboarding]:
+        """The onboardings the files declare on ``cluster``, by name (indexed once per
+        generation)."""
         generation, by_cluster = self._declared
         if generation != self.desired.generation:
             by_cluster = {}
-            for document in self.desired.state.onboardings.values():
-                by_cluster.setdefault(document.spec.cluster, []).append(document)
+            for name, document in self.desired.state.onboardings.items():
+                by_cluster.setdefault(document.spec.cluster, {})[name] = document
             self._declared = (self.desired.generation, by_cluster)
-        return by_cluster.get(cluster, [])
+        return by_cluster.get(cluster, {})
 
     def _declared_cluster(self, record: OnboardingRecord) -> str | None:
         if record.source != Source.FILE:
@@ -406,6 +451,9 @@ class Reconciler:
             saved = self.store.save(record, [entry], epoch=self.fence())
         except Conflict:
             return None
+        # no longer the other cluster's, even for a pass of it that trusts its cache
+        self._cache.get(source, {}).pop(record.name, None)
+        self._recount.add(source)
         log.info("onboarding moved", extra={"onboarding": record.name, "cluster": cluster})
         return saved
 
@@ -490,6 +538,7 @@ class Reconciler:
             await self._note_error(record, TemporaryError(str(error), reason="UnknownPipeline"))
             return
         machine = OnboardingMachine(record, now=self.clock(), plan=plan)
+        fingerprint = self._fingerprint(record, desired) if desired is not None else None
         try:
             for _ in range(MAX_DECISIONS):
                 situation = Situation(
@@ -501,6 +550,7 @@ class Reconciler:
                     slot_available=slot_available,
                     limits=self.tuning.limits,
                     jitter=self.jitter,
+                    fingerprint=fingerprint,
                 )
                 commands = decide(situation)
                 if isinstance(commands[0], Wait):
@@ -670,6 +720,8 @@ class Reconciler:
         """Forget what earlier passes saw: when this replica leads again, another one
         may have acted meanwhile."""
         self._cache.clear()
+        self._counted.clear()
+        self._versions_read_at.clear()
         self._looked_over.clear()
         self._quiet.clear()
         self._queued.clear()
@@ -685,6 +737,7 @@ class Reconciler:
         log_.clear()
         # what is stored now (a copy: the caller goes on changing ``record``)
         self._cache.setdefault(saved.cluster, {})[saved.name] = saved
+        self._recount.add(saved.cluster)
 
     async def _note_error(
         self,

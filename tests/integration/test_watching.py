@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 
 import pytest
 
+from orchestrator.daemon import Daemon
 from orchestrator.errors import WatchExpired
 from orchestrator.planning import Limits
 from orchestrator.records import State, WorkflowEvent
@@ -130,29 +133,53 @@ async def test_a_watch_that_fails_is_opened_again(world: World) -> None:
     assert woken == ["local-a"] * 3
 
 
-async def test_a_pass_the_watch_woke_lists_nothing_the_watch_already_said(world: World) -> None:
-    world.declare("team-a", "local-a")
-    daemon = await world.start()
-    await world.step()  # create-subaccount submitted
-    fake = world.fakes["local-a"]
-    daemon.watcher = Watcher(
+@contextlib.asynccontextmanager
+async def watched(daemon: Daemon, cluster: str) -> AsyncIterator[Watcher]:
+    """The daemon's watch of ``cluster``, open and heard from (it waits for that)."""
+    watcher = daemon.watcher = Watcher(
         daemon_id="orchestrator",
         engine_of=daemon.clusters.engine,
         on_change=functools.partial(daemon.wake, by_watch=True),
         limits=Limits(),
         jitter=lambda: 0.5,
     )
-    daemon.watcher.retain(["local-a"])
+    watcher.retain([cluster])
     try:
-        for _ in range(100):  # the watch has spoken (the workflow that exists)
-            if daemon.watcher.known("local-a"):
+        for _ in range(100):  # the watch has spoken (the workflows that exist)
+            if watcher.known(cluster):
                 break
             await asyncio.sleep(0.01)
+        yield watcher
+    finally:
+        await watcher.aclose()
+        daemon.watcher = None
+
+
+async def woken_by_watch(daemon: Daemon, cluster: str) -> None:
+    for _ in range(100):
+        if cluster in daemon._dirty:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the watch did not wake {cluster}")
+
+
+async def said_finished(watcher: Watcher, cluster: str, workflow: str | None) -> None:
+    for _ in range(100):
+        status = (watcher.known(cluster) or {}).get(workflow or "")
+        if status is not None and status.phase.finished:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the watch did not say {workflow} finished")
+
+
+async def test_a_pass_the_watch_woke_lists_nothing_the_watch_already_said(world: World) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    await world.step()  # create-subaccount submitted
+    fake = world.fakes["local-a"]
+    async with watched(daemon, "local-a"):
         fake.settle()
-        for _ in range(100):
-            if "local-a" in daemon._dirty:
-                break
-            await asyncio.sleep(0.01)
+        await woken_by_watch(daemon, "local-a")
         lists = fake.operations().count("WorkflowService_ListWorkflows")
 
         await daemon.reconcile("local-a")  # the pass the watch asked for
@@ -163,6 +190,42 @@ async def test_a_pass_the_watch_woke_lists_nothing_the_watch_already_said(world:
         daemon.wake("local-a")
         await daemon.reconcile("local-a")
         assert fake.operations().count("WorkflowService_ListWorkflows") == lists + 1
-    finally:
-        await daemon.watcher.aclose()
-        daemon.watcher = None
+
+
+async def test_a_pass_the_watch_woke_reads_the_store_again_only_after_another_wrote(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.declare("team-a", "local-a")
+    world.declare("team-b", "local-a")
+    daemon = await world.start()
+    await world.step()  # both submitted their first step
+    fake = world.fakes["local-a"]
+    reads: list[str] = []
+    versions = daemon.store.versions
+
+    def counted(*, cluster: str) -> dict[str, int]:
+        reads.append(cluster)
+        return versions(cluster=cluster)
+
+    monkeypatch.setattr(daemon.store, "versions", counted)
+    async with watched(daemon, "local-a") as watcher:
+        fake.settle()
+        await woken_by_watch(daemon, "local-a")
+        await daemon.reconcile("local-a")
+        # only this reconciler wrote since the last read: its cache is what is stored
+        assert reads == []
+        assert world.at("team-a") == world.at("team-b") == "Running:register-platform"
+
+        # the API writes; a pass the watch alone wakes then (as if the API's own wake
+        # had gone to a pass already under way) reads the versions again, and acts on
+        # what the API wrote
+        await daemon.service.act("team-b", "suspend")
+        daemon._watch_only.add("local-a")
+        fake.settle()
+        await said_finished(watcher, "local-a", world.record("team-a").workflow)
+        await daemon.reconcile("local-a")
+
+        assert reads == ["local-a"]
+        assert world.at("team-a") == "Running:install-proxy"
+        assert world.record("team-b").state == State.SUSPENDED
+        assert world.steps_run("local-a", "team-b") == ["create-subaccount", "register-platform"]
