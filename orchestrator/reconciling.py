@@ -238,15 +238,7 @@ class Reconciler:
                 async with probe:
                     await act(record, slot)
 
-        now = self.clock()
-        ordered = sorted(
-            (
-                r
-                for r in records
-                if not self._is_quiet(r) and not self._is_waiting(r, observations, now)
-            ),
-            key=lambda r: (r.created_at, r.name),
-        )
+        ordered = self._to_decide(result.cluster, records, observations, self.clock())
         # those that may take a slot go once the others have freed theirs; each onboarding
         # acted on is a copy: the cached record stays as stored until a save succeeds (a
         # failed or refused save leaves nothing half-changed behind)
@@ -301,37 +293,48 @@ class Reconciler:
         queued.pop(record.name, None)
         return False
 
-    def _is_quiet(self, record: OnboardingRecord) -> bool:
-        """Settled, and neither the record nor its desired spec changed since: no work."""
-        quiet = self._quiet.get(record.cluster, {})
-        if quiet.get(record.name) == self._looked_at(record):
-            return True
-        quiet.pop(record.name, None)
-        return False
-
     def _limit(self, cluster: str) -> int:
         entry = self.clusters.cluster(cluster)
         return entry.spec.max_concurrent if entry else 0
 
-    def _is_waiting(
-        self, record: OnboardingRecord, observations: Mapping[str, Observation], now: datetime
-    ) -> bool:
-        """Waits for its running workflow, and nothing that decides changed since: the
-        record, its desired spec, what the cluster says of the workflow, the clock
-        against its deadline and back-off."""
-        waiting = self._waiting.get(record.cluster, {})
-        entry = waiting.get(record.name)
-        if entry is None:
-            return False
-        look, seen, due = entry
-        if (
-            look == self._looked_at(record)
-            and observations.get(record.name) == seen
-            and (due is None or now < due)
-        ):
-            return True
-        del waiting[record.name]
-        return False
+    def _to_decide(
+        self,
+        cluster: str,
+        records: list[OnboardingRecord],
+        observations: Mapping[str, Observation],
+        now: datetime,
+    ) -> list[OnboardingRecord]:
+        """The onboardings to decide for, oldest first: all but the settled ones and
+        those waiting for their running workflow, while nothing that decides changed
+        since they were last looked at (the record, its desired spec, what the cluster
+        says of the workflow, the clock against its deadline and back-off).
+
+        It runs over every onboarding of the cluster at every pass, so it is one loop
+        rather than a call or two per onboarding."""
+        generation = self.desired.generation
+        quiet = self._quiet.setdefault(cluster, {})
+        waiting = self._waiting.setdefault(cluster, {})
+        found = []
+        for record in records:
+            name = record.name
+            look = (
+                generation if record.source == Source.FILE else None,
+                record.version,
+            )  # _looked_at
+            settled_under = quiet.get(name)
+            if settled_under is not None:
+                if settled_under == look:
+                    continue
+                del quiet[name]
+            entry = waiting.get(name)
+            if entry is not None:
+                under, seen, due = entry
+                if under == look and observations.get(name) == seen and (due is None or now < due):
+                    continue
+                del waiting[name]
+            found.append(record)
+        found.sort(key=lambda r: (r.created_at, r.name))
+        return found
 
     async def _load(
         self, cluster: str, now: datetime, *, woken_by_watch: bool = False
