@@ -270,6 +270,16 @@ def test_a_cluster_needs_only_a_kubeconfig_and_an_onboarding_may_name_its_global
     assert list(state.global_accounts) == ["acme"]
 
 
+def test_loaded_documents_share_the_strings_they_repeat() -> None:
+    # 10,000 onboardings are kept loaded: the strings they repeat are held once
+    other = onboarding(**{"team-a": "team-b"})
+    state = load_documents([("c.yaml", CLUSTER), ("a.yaml", ONBOARDING), ("b.yaml", other)])
+    a, b = state.onboardings["team-a"].spec, state.onboardings["team-b"].spec
+
+    assert a.subaccount.region is b.subaccount.region
+    assert a.cluster is b.cluster
+
+
 def test_defaults() -> None:
     state = load_documents([("c.yaml", CLUSTER), ("o.yaml", ONBOARDING)])
 
@@ -1103,6 +1113,33 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"o.yaml: is not UTF-8 text \(byte 23\)"):
         load_directory(tmp_path, TMP)
+
+
+def test_a_file_that_cannot_be_read_is_the_only_problem_said(tmp_path: Path) -> None:
+    # the files are validated as they are read: what was found before it is not said
+    (tmp_path / "a.yaml").write_text(onboarding(**{"cluster: local-a": "cluster: nowhere"}))
+    (tmp_path / "b.yaml").write_bytes(b"kind: Onboarding\nname: \xff\xfe\n")
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "d.yaml").write_bytes(b"\xff")
+
+    with pytest.raises(ConfigError) as raised:
+        load_directory(tmp_path, TMP)
+
+    assert [str(p) for p in raised.value.problems] == [
+        f"{tmp_path / 'b.yaml'}: is not UTF-8 text (byte 23)",
+        f"{tmp_path / 'd.yaml'}: is not UTF-8 text (byte 0)",
+    ]
+
+
+def test_the_digest_notices_a_file_changed_in_place(tmp_path: Path) -> None:
+    from orchestrator.loading import directory_digest
+
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    before = directory_digest(tmp_path)
+    assert directory_digest(tmp_path) == before
+    (tmp_path / "c.yaml").write_text(CLUSTER.replace("local-a", "local-b"))
+
+    assert directory_digest(tmp_path) != before
 
 
 def test_the_digest_of_a_huge_file_does_not_read_it(tmp_path: Path) -> None:
