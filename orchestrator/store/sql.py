@@ -93,6 +93,11 @@ class SqlStore:
             onboardings.c.cluster == bindparam("cluster")
         )
         self._fence = select(leadership.c.epoch, leadership.c.holder).with_for_update(read=True)
+        #: name -> a version of the row and the very spec dict it holds then, as this
+        #: store last wrote it: a save of that dict at that version leaves the spec column
+        #: as it is (encoding it to JSON was most of a save's cost; a record's spec is
+        #: replaced when it changes, never changed in place)
+        self._specs_written: dict[str, tuple[int, object]] = {}
         #: ``list`` by which filters are given: (state, cluster, names)
         self._lists = {
             (by_state, by_cluster, by_names): _list_query(by_state, by_cluster, by_names)
@@ -135,6 +140,8 @@ class SqlStore:
                     raise Conflict(f"onboarding {which} exists already") from e
                 raise
             self._add_history(connection, history)
+        for record, _ in batch:
+            self._specs_written[record.name] = (1, record.spec)
         return [replace(record, version=1) for record, _ in batch]
 
     def get(self, name: str) -> OnboardingRecord | None:
@@ -204,7 +211,7 @@ class SqlStore:
         prepared = [
             (
                 record,
-                rows.onboarding_values(record)
+                self._changed_values(record)
                 | {
                     "version": record.version + 1,
                     "epoch": epoch,
@@ -226,7 +233,19 @@ class SqlStore:
                 outcomes.append(replace(record, version=record.version + 1))
                 history.extend(appended)
             self._add_history(connection, history)
+        for outcome in outcomes:
+            if not isinstance(outcome, Conflict):
+                self._specs_written[outcome.name] = (outcome.version, outcome.spec)
         return outcomes
+
+    def _changed_values(self, record: OnboardingRecord) -> dict[str, Any]:
+        """The columns to set: all of them, but the spec when the row holds this very
+        spec at the version the save is based on (the compare-and-set makes sure)."""
+        values = rows.onboarding_values(record)
+        written = self._specs_written.get(record.name)
+        if written is not None and written[0] == record.version and written[1] is record.spec:
+            del values["spec"]
+        return values
 
     def history(self, name: str) -> builtins.list[TransitionRecord]:
         query = (
@@ -254,6 +273,8 @@ class SqlStore:
         )
         with failures.translated(self._engine.url), self._engine.begin() as connection:
             pruned = sorted(connection.execute(statement).scalars())
+        for name in pruned:
+            self._specs_written.pop(name, None)
         if pruned:
             log.info("pruned %d deleted onboardings: %s", len(pruned), ", ".join(pruned))
         return pruned

@@ -270,6 +270,50 @@ def test_transitions_of_another_onboarding_are_refused(store: SqlStore) -> None:
     assert store.history("team-b") == []
 
 
+def test_a_save_writes_the_spec_it_carries_whether_or_not_it_is_the_one_written_last(
+    store: SqlStore,
+) -> None:
+    # a save of the very spec dict written last may leave the column alone (it is the
+    # costly one): what is read back is always the spec of the record saved
+    created = store.create(onboarding())
+    same = store.save(replace(created, state=State.RUNNING))
+    assert same.spec is created.spec
+    assert store.get("team-a") == same
+
+    edited = {**same.spec, "subdomain": "team-a2"}  # a spec is replaced, never changed
+    saved = store.save(replace(same, spec=edited, state=State.UPDATING))
+    assert store.get("team-a") == saved
+    assert store.get("team-a").spec["subdomain"] == "team-a2"  # type: ignore[union-attr]
+
+    again = store.save(replace(saved, state=State.READY))
+    assert store.get("team-a") == again
+    assert again.spec == edited
+
+
+def test_a_spec_written_by_another_store_is_not_taken_for_the_one_written_here(
+    database_url: str,
+) -> None:
+    api, reconciler = open_store(database_url), open_store(database_url)
+    try:
+        created = reconciler.create(onboarding())
+        first = reconciler.save(replace(created, state=State.RUNNING))
+        read = api.get("team-a")
+        assert read is not None
+        api.save(replace(read, spec={**read.spec, "subdomain": "team-a2"}))
+
+        with pytest.raises(Conflict):  # based on the version before the API's save
+            reconciler.save(replace(first, state=State.READY))
+        current = reconciler.get("team-a")
+        assert current is not None
+        back = reconciler.save(replace(current, spec=first.spec, state=State.READY))
+
+        assert api.get("team-a") == back
+        assert back.spec["subdomain"] == "team-a"
+    finally:
+        api.close()
+        reconciler.close()
+
+
 def test_two_stores_on_one_database_share_records_and_versions(database_url: str) -> None:
     """The API thread and the reconciler each hold a store; compare-and-set spans both."""
     api, reconciler = open_store(database_url), open_store(database_url)
