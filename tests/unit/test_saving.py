@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +14,7 @@ import pytest
 
 from orchestrator.errors import Conflict, NotLeading, TemporaryError
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.saving import Saver
+from orchestrator.saving import Saver, WriterThread
 from orchestrator.store import SqlStore, open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -136,3 +138,55 @@ async def test_each_batch_names_the_fence_epoch_and_a_deposed_leader_saves_nothi
     with pytest.raises(NotLeading, match="not renewed"):
         await saver.save(first, [_started("team-0")])
     assert store.get("team-0") == first
+
+
+async def test_the_writer_thread_hands_back_results_and_errors_in_order() -> None:
+    writer = WriterThread(name="test-writer")
+    ran: list[int] = []
+
+    def work(value: int) -> int:
+        ran.append(value)
+        if value == 2:
+            raise TemporaryError("database unavailable", reason="DatabaseUnavailable")
+        return value * 10
+
+    first, second, third = (writer.run(functools.partial(work, v)) for v in (1, 2, 3))
+
+    assert await first == 10
+    with pytest.raises(TemporaryError, match="unavailable"):
+        await second
+    assert await third == 30
+    assert ran == [1, 2, 3]
+
+
+async def test_the_writer_thread_ends_when_idle_and_starts_again() -> None:
+    writer = WriterThread(name="test-writer", idle=0.05)
+    threads: list[str] = []
+
+    def here() -> threading.Thread:
+        threads.append(threading.current_thread().name)
+        return threading.current_thread()
+
+    first = await writer.run(here)
+    for _ in range(100):
+        if not first.is_alive():
+            break
+        await asyncio.sleep(0.01)
+    assert not first.is_alive(), "the idle writer thread did not end"
+
+    second = await writer.run(here)
+
+    assert second is not first
+    assert threads == ["test-writer", "test-writer"]
+    assert threading.current_thread() not in (first, second)
+
+
+async def test_a_cancelled_wait_leaves_the_writer_thread_working() -> None:
+    writer = WriterThread(name="test-writer")
+    release = threading.Event()
+    slow = writer.run(release.wait)
+    slow.cancel()
+    release.set()
+
+    assert await writer.run(lambda: "after") == "after"
+    assert slow.cancelled()
