@@ -8,9 +8,11 @@ cluster when it has workflows in flight, plus the submissions and stops
 decided; settled onboardings cost none.
 
 Work per pass is proportional to change. The records are kept in memory as this
-replica last read or saved them, and checked on every pass against the stored
-versions (an index read): a row is read again only when its version differs, so
-a write by another replica or by the API is always seen. An onboarding is not
+replica last read or saved them, and checked against the stored versions (an
+index read): a row is read again only when its version differs, so a write by
+another replica or by the API is always seen. A pass the watch alone woke skips
+that check on SQLite while nothing but this reconciler wrote since the last one
+(every API write wakes the passes with a wake that is not the watch's). An onboarding is not
 decided again while nothing about it changed: settled ones (until their record
 or desired spec changes), Pending ones that wait for a slot (until offered one),
 and those waiting for their running workflow (until what the cluster says of it
