@@ -27,7 +27,13 @@ from pathlib import Path
 
 from orchestrator.configs import Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
-from orchestrator.loading import ConfigRules, DesiredState, directory_digest, load_directory
+from orchestrator.loading import (
+    ConfigRules,
+    DesiredState,
+    ParsedFiles,
+    directory_digest,
+    load_directory,
+)
 from orchestrator.metrics import Metrics
 from orchestrator.records import OnboardingRecord, Source, State
 
@@ -177,6 +183,8 @@ class DesiredStateSource:
         self._declared = declared
         self._clock = clock
         self._digest = ""
+        #: what each file parsed to at the last load: a reload parses only those changed
+        self._parsed = ParsedFiles()
         self.state = DesiredState()
         self.last_error: ConfigError | None = None
         self.held: HeldChange | None = None
@@ -196,7 +204,7 @@ class DesiredStateSource:
     def _load_first(self) -> None:
         # touches nothing the loop reads but ``state``, which it replaces whole
         digest = self._fingerprint()
-        loaded = load_directory(self.directory, self.rules)
+        loaded = load_directory(self.directory, self.rules, parsed=self._parsed)
         self._digest = digest
         self.state = loaded
         self._metrics.config_valid.set(1)
@@ -225,7 +233,8 @@ class DesiredStateSource:
         if digest == self._digest:
             return None
         try:
-            return Loaded(digest, state=load_directory(self.directory, self.rules))
+            state = load_directory(self.directory, self.rules, parsed=self._parsed)
+            return Loaded(digest, state=state)
         except ConfigError as error:
             return Loaded(digest, error=error)
         except Exception as error:  # a bug must not leave the old config marked valid
