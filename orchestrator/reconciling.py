@@ -112,7 +112,7 @@ class Reconciler:
         #: against the stored versions on every pass; never trusted past a mismatch)
         self._cache: dict[str, dict[str, OnboardingRecord]] = {}
         #: per cluster, its settled onboardings with nothing to do: name -> what it was
-        #: settled under (see ``_looked_at``)
+        #: settled under (see ``_look``)
         self._quiet: dict[str, dict[str, Look]] = {}
         #: per cluster, Pending onboardings that wait for a slot: name -> what they waited
         #: under; skipped until given a slot
@@ -281,11 +281,7 @@ class Reconciler:
         )
 
     def _looked_at(self, record: OnboardingRecord) -> Look:
-        """What the onboarding is looked at under: its record version and, when declared
-        in files, the desired state's generation (after every accepted change of the
-        files, each is looked at once more)."""
-        generation = self.desired.generation if record.source == Source.FILE else None
-        return generation, record.version
+        return _look(record, self.desired.generation)
 
     def _is_queued(self, record: OnboardingRecord) -> bool:
         """Waits for a slot, and neither the record nor its desired spec changed since."""
@@ -319,10 +315,7 @@ class Reconciler:
         found = []
         for record in records:
             name = record.name
-            look = (
-                generation if record.source == Source.FILE else None,
-                record.version,
-            )  # _looked_at
+            look = _look(record, generation)
             settled_under = quiet.get(name)
             if settled_under is not None:
                 if settled_under == look:
@@ -776,6 +769,13 @@ class Reconciler:
             pass
         except TemporaryError as store_error:
             log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
+
+
+def _look(record: OnboardingRecord, generation: int) -> Look:
+    """What the onboarding is looked at under: its record version and, when declared in
+    files, the desired state's ``generation`` (after every accepted change of the files,
+    each is looked at once more)."""
+    return (generation if record.source == Source.FILE else None), record.version
 
 
 def _copy(record: OnboardingRecord) -> OnboardingRecord:
