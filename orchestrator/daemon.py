@@ -3,8 +3,9 @@
 The scheduler (APScheduler on asyncio) runs one reconcile job per cluster, so
 a slow or unreachable cluster never delays another, plus a job that notices
 config changes. API actions and config changes wake the affected clusters at
-once; a wake that arrives during a pass makes that pass run again (without a call
-to the scheduler, which costs more than the wake's own work).
+once, with a pass started there and then (not through the scheduler, whose
+round over its jobs cost more than the wake's own work); a wake that arrives
+during a pass makes that pass run again.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class Daemon:
     # --- jobs -----------------------------------------------------------------------
 
     async def reconcile(self, cluster: str) -> None:
-        """One cluster's pass; repeated while wakes arrived during it."""
+        """One cluster's pass (the scheduler's periodic job); repeated while wakes
+        arrived during it."""
         if not self.acting:
             return
         if cluster in self._passes:
@@ -111,6 +113,11 @@ class Daemon:
         task = asyncio.current_task()
         assert task is not None  # a coroutine runs in a task
         self._passes[cluster] = task
+        await self._run_passes(cluster)
+
+    async def _run_passes(self, cluster: str) -> None:
+        """The cluster's pass, again while wakes arrive during it; the caller has
+        registered the task in ``_passes``, which this leaves."""
         try:
             while True:
                 self._dirty.discard(cluster)
@@ -163,9 +170,15 @@ class Daemon:
         self._dirty.add(cluster)
         self.reconciler.forget_backoff(cluster)
         if cluster in self._passes:
-            return  # the pass under way runs once more when it ends: no scheduler call
+            return  # the pass under way runs once more when it ends
         if self.scheduler is not None and self.scheduler.get_job(_job(cluster)) is not None:
-            self.scheduler.modify_job(_job(cluster), next_run_time=datetime.now(UTC))
+            # a pass of a cluster with a job, started here rather than by moving the
+            # job's next run (the scheduler's round over all its jobs cost more than
+            # the wake); the periodic runs keep their own times
+            task = asyncio.get_running_loop().create_task(
+                self._run_passes(cluster), name=f"pass:{cluster}"
+            )
+            self._passes[cluster] = task
 
     async def watch_config(self, stop: asyncio.Event) -> None:
         """Reload as soon as a file of the config directory changes (inotify): nothing

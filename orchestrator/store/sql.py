@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 #: names per ``IN (...)`` list, well under every backend's limit of bound parameters
 NAMES_PER_QUERY = 500
 
+#: a record to save, the columns its row is set to, and the transitions appended
+_Prepared = tuple[OnboardingRecord, dict[str, Any], list[dict[str, object]]]
+
+
+class _SomeRowChanged(Exception):
+    """A batch updated fewer rows than it holds: undone, and tried one row at a time."""
+
 
 def open_store(url: str) -> SqlStore:
     """The store at ``url``, its schema migrated to the newest revision first.
@@ -222,6 +229,40 @@ class SqlStore:
             )
             for record, history in batch
         ]
+        outcomes: builtins.list[OnboardingRecord | Conflict] | None = None
+        if len(prepared) > 1:
+            outcomes = self._save_together(prepared, epoch)
+        if outcomes is None:
+            outcomes = self._save_one_by_one(prepared, epoch)
+        for outcome in outcomes:
+            if not isinstance(outcome, Conflict):
+                self._specs_written[outcome.name] = (outcome.version, outcome.spec)
+        return outcomes
+
+    def _save_together(
+        self, prepared: Sequence[_Prepared], epoch: int | None
+    ) -> builtins.list[OnboardingRecord | Conflict] | None:
+        """The batch with one statement per set of columns (the driver's executemany),
+        or None, with nothing written, when a row changed meanwhile: the count of rows
+        updated says that one did, not which."""
+        shapes: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+        for _, values, _ in prepared:
+            shapes.setdefault(tuple(values), []).append(values)
+        try:
+            with self._writing(epoch) as connection:
+                updated = sum(
+                    connection.execute(self._update, rows).rowcount for rows in shapes.values()
+                )
+                if updated != len(prepared):
+                    raise _SomeRowChanged  # rolls back what went in
+                self._add_history(connection, [v for _, _, appended in prepared for v in appended])
+        except _SomeRowChanged:
+            return None
+        return [replace(record, version=record.version + 1) for record, _, _ in prepared]
+
+    def _save_one_by_one(
+        self, prepared: Sequence[_Prepared], epoch: int | None
+    ) -> builtins.list[OnboardingRecord | Conflict]:
         outcomes: builtins.list[OnboardingRecord | Conflict] = []
         history: builtins.list[dict[str, object]] = []
         with self._writing(epoch) as connection:
@@ -233,9 +274,6 @@ class SqlStore:
                 outcomes.append(replace(record, version=record.version + 1))
                 history.extend(appended)
             self._add_history(connection, history)
-        for outcome in outcomes:
-            if not isinstance(outcome, Conflict):
-                self._specs_written[outcome.name] = (outcome.version, outcome.spec)
         return outcomes
 
     def _changed_values(self, record: OnboardingRecord) -> dict[str, Any]:

@@ -122,7 +122,9 @@ async def test_many_newly_declared_onboardings_are_stored_together(world: World)
     assert {t for n in world.states() for (_, _, t) in world.history(n)[:1]} == {"declared"}
 
 
-async def test_a_wake_during_a_pass_leaves_the_scheduler_alone(world: World) -> None:
+async def test_a_wake_starts_a_pass_itself_or_asks_the_one_under_way_for_another(
+    world: World,
+) -> None:
     daemon = await world.start()
     calls: list[str] = []
 
@@ -134,16 +136,24 @@ async def test_a_wake_during_a_pass_leaves_the_scheduler_alone(world: World) -> 
             calls.append(job)
 
     daemon.scheduler = Scheduler()  # type: ignore[assignment]
+    daemon.acting = True
     running = asyncio.get_running_loop().create_future()
     daemon._passes["local-a"] = running  # type: ignore[assignment]  # a pass under way
     try:
         daemon.wake("local-a")
         daemon.wake("local-b")
+        daemon.wake("local-b")  # its pass has not begun yet: still one
+        started = daemon._passes["local-b"]
+        await started
     finally:
-        daemon._passes.clear()
+        del daemon._passes["local-a"]
         daemon.scheduler = None
         running.cancel()
 
-    # the pass under way runs again when it ends; the idle cluster's job is run now
+    # the pass under way runs again when it ends; the idle cluster's ran at once, once,
+    # and without the scheduler
     assert "local-a" in daemon._dirty
-    assert calls == ["cluster:local-b"]
+    assert started.get_name() == "pass:local-b"
+    assert "local-b" not in daemon._passes
+    assert "local-b" not in daemon._dirty
+    assert calls == []

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from orchestrator.errors import Conflict, PermanentError
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
@@ -374,6 +374,50 @@ def test_save_all_refuses_a_name_twice(store: SqlStore) -> None:
         store.save_all([(a, []), (replace(a, state=State.READY), [])])
 
     assert store.get("a") == a
+
+
+def test_save_all_updates_a_batch_with_one_statement_per_set_of_columns(
+    store: SqlStore,
+) -> None:
+    a, b, c = (store.create(onboarding(name)) for name in ("a", "b", "c"))
+    a = store.save(a)  # stored with this very spec: the next save of it leaves that column
+    updates: list[tuple[int, bool]] = []
+
+    def seen(_c: Any, _cursor: Any, statement: str, parameters: Any, _x: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ONBOARDINGS"):
+            updates.append((len(parameters) if many else 1, many))
+
+    batch = [
+        (replace(a, state=State.RUNNING), [transition("a")]),
+        (replace(b, state=State.RUNNING, spec={**b.spec, "namespace": "tenant-b2"}), []),
+        (replace(c, state=State.SUSPENDED), [transition("c", to=State.SUSPENDED)]),
+    ]
+    event.listen(store._engine, "before_cursor_execute", seen)
+    try:
+        outcomes = store.save_all(batch)
+    finally:
+        event.remove(store._engine, "before_cursor_execute", seen)
+
+    assert sorted(updates) == [(1, False), (2, True)], "a and c keep their spec, b has a new one"
+    assert outcomes == [replace(r, version=r.version + 1) for r, _ in batch]
+    assert [store.get(name) for name in ("a", "b", "c")] == outcomes
+    assert [len(store.history(name)) for name in ("a", "b", "c")] == [1, 0, 1]
+
+
+def test_save_all_answers_a_conflict_for_a_row_deleted_meanwhile(store: SqlStore) -> None:
+    a, b = store.create(onboarding("a")), store.create(onboarding("b"))
+    gone = store.save(replace(b, state=State.DELETED))
+    assert store.prune(deleted_before=gone.updated_at + timedelta(seconds=1)) == ["b"]
+
+    outcomes = store.save_all(
+        [(replace(a, state=State.READY), [transition("a")]), (replace(b, state=State.READY), [])]
+    )
+
+    assert outcomes[0] == replace(a, state=State.READY, version=2)
+    assert isinstance(outcomes[1], Conflict)
+    assert "does not exist" in str(outcomes[1])
+    assert store.get("a") == outcomes[0]
+    assert store.get("b") is None
 
 
 def test_versions_and_list_by_names(store: SqlStore) -> None:
