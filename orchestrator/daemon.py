@@ -145,7 +145,12 @@ class Daemon:
                     )
                 else:
                     # the pass read the cluster's onboardings anyway: no second read
-                    self.metrics.count_cluster(cluster, result.states, result.unsettled_since)
+                    self.metrics.count_cluster(
+                        cluster,
+                        result.states,
+                        result.unsettled_since,
+                        recounted=result.recounted,
+                    )
                 if cluster not in self._dirty:
                     break
         finally:

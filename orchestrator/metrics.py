@@ -220,9 +220,14 @@ class Metrics:
         cluster: str,
         counts: Mapping[State, int],
         unsettled_since: Mapping[State, datetime] | None = None,
+        *,
+        recounted: bool = True,
     ) -> None:
         """Set one cluster's per-state gauges (zeros included) from its last pass; only
-        those that changed since the last call are set."""
+        those that changed since the last call are set. A pass that did not count again
+        (``recounted`` false) has nothing new once they are set."""
+        if not recounted and cluster in self._counted:
+            return
         since = dict(unsettled_since or {})
         counted = {state: counts.get(state, 0) for state in State}
         last_counts, last_since = self._counted.get(cluster, ({}, None))

@@ -41,3 +41,5 @@ class PassResult:
     states: Counter[State] = field(default_factory=Counter)
     #: per unsettled state, when its longest-waiting onboarding entered it
     unsettled_since: dict[State, datetime] = field(default_factory=dict)
+    #: whether those two were counted again in this pass (else: as after the last one)
+    recounted: bool = True

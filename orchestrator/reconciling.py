@@ -186,16 +186,19 @@ class Reconciler:
 
     def _count(self, cluster: str, result: PassResult) -> None:
         """The gauges count what is stored (a record whose save failed counts as before),
-        counted again only when a record of the cluster changed."""
+        counted again only when what they count of a record of the cluster changed
+        (``_counted_as``) or its records were read again."""
         counted = self._counted.get(cluster)
+        result.recounted = False
         if counted is None or cluster in self._recount:
+            result.recounted = True
             self._recount.discard(cluster)
             states: Counter[State] = Counter()
             unsettled_since: dict[State, datetime] = {}
             for record in self._cache.get(cluster, {}).values():
                 states[record.state] += 1
                 if record.state not in SETTLED:
-                    since = record.state_since or record.updated_at
+                    since = _counted_as(record)[1]
                     first = unsettled_since.get(record.state)
                     unsettled_since[record.state] = min(since, first or since)
             counted = self._counted[cluster] = (states, unsettled_since)
@@ -734,8 +737,11 @@ class Reconciler:
         record.version = saved.version
         log_.clear()
         # what is stored now (a copy: the caller goes on changing ``record``)
-        self._cache.setdefault(saved.cluster, {})[saved.name] = saved
-        self._recount.add(saved.cluster)
+        cached = self._cache.setdefault(saved.cluster, {})
+        before = cached.get(saved.name)
+        cached[saved.name] = saved
+        if before is None or _counted_as(before) != _counted_as(saved):
+            self._recount.add(saved.cluster)
 
     async def _note_error(
         self,
@@ -769,6 +775,11 @@ class Reconciler:
             pass
         except TemporaryError as store_error:
             log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
+
+
+def _counted_as(record: OnboardingRecord) -> tuple[State, datetime]:
+    """What the gauges count of a record: its state, and since when it is in it."""
+    return record.state, record.state_since or record.updated_at
 
 
 def _look(record: OnboardingRecord, generation: int) -> Look:

@@ -229,3 +229,26 @@ async def test_a_pass_the_watch_woke_reads_the_store_again_only_after_another_wr
         assert world.at("team-a") == "Running:install-proxy"
         assert world.record("team-b").state == State.SUSPENDED
         assert world.steps_run("local-a", "team-b") == ["create-subaccount", "register-platform"]
+
+
+async def test_the_state_gauges_follow_passes_the_watch_alone_woke(world: World) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    await world.step()  # create-subaccount submitted
+    fake = world.fakes["local-a"]
+
+    def gauge(state: State) -> float | None:
+        labels = {"cluster": "local-a", "state": state.value}
+        return daemon.metrics.registry.get_sample_value("orchestrator_onboardings", labels)
+
+    async with watched(daemon, "local-a") as watcher:
+        for step in ("create-subaccount", "register-platform", "install-proxy"):
+            assert (gauge(State.RUNNING), gauge(State.READY)) == (1, 0), step
+            fake.settle()
+            await said_finished(watcher, "local-a", world.record("team-a").workflow)
+            await woken_by_watch(daemon, "local-a")
+            await daemon.reconcile("local-a")  # trusts its cache: the store is not read
+
+    # the last pass saved Ready itself; no other read of the store recounted it
+    assert world.record("team-a").state == State.READY
+    assert (gauge(State.RUNNING), gauge(State.READY)) == (0, 1)

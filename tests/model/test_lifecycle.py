@@ -269,6 +269,7 @@ class Lifecycle(RuleBasedStateMachine):
     def passes(self, count: int, *, seconds: float = 15.0) -> None:
         for _ in range(count):
             self.run(self.running.tick())
+            self.gauges_count_the_store()
             self.observe_world()
             for fake in self.fakes.values():
                 fake.advance()
@@ -277,6 +278,23 @@ class Lifecycle(RuleBasedStateMachine):
                 fake.tick(seconds)
             self.observe_world()
             self.note_ready()
+
+    def gauges_count_the_store(self) -> None:
+        """After a pass of every cluster, the state gauges say what the store holds."""
+        records = self.records().values()
+        sample = self.running.metrics.registry.get_sample_value
+        for cluster in CLUSTERS:
+            mine = [r for r in records if r.cluster == cluster]
+            for state in State:
+                labels = {"cluster": cluster, "state": state.value}
+                count = sum(r.state == state for r in mine)
+                assert sample("orchestrator_onboardings", labels) == count, (labels, count)
+                since = [
+                    (r.state_since or r.updated_at).timestamp() for r in mine if r.state == state
+                ]
+                if state not in SETTLED:
+                    name = "orchestrator_unsettled_since_timestamp_seconds"
+                    assert sample(name, labels) == (min(since) if since else None), labels
 
     def observe_world(self) -> None:
         """Apply the workflows that finished since last time, in the order they finished."""

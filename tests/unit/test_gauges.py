@@ -49,3 +49,16 @@ def test_after_forgetting_the_clusters_the_next_pass_sets_every_gauge_again() ->
     assert value(metrics, "orchestrator_onboardings", state="CleanupFailed", cluster="c1") == 1
     assert value(metrics, "orchestrator_onboardings", state="Ready", cluster="c1") == 0
     assert value(metrics, "orchestrator_cleanup_failed", cluster="c1") == 1
+
+
+def test_a_pass_that_did_not_count_again_leaves_the_gauges_once_they_are_set() -> None:
+    metrics = Metrics()
+    metrics.count_cluster("c1", {State.READY: 2})
+
+    metrics.count_cluster("c1", {State.READY: 5}, recounted=False)  # as after the last pass
+    assert value(metrics, "orchestrator_onboardings", state="Ready", cluster="c1") == 2
+
+    metrics.forget_clusters()  # e.g. leadership lost and won again: nothing is set
+    metrics.count_cluster("c1", {State.READY: 2}, recounted=False)
+    assert value(metrics, "orchestrator_onboardings", state="Ready", cluster="c1") == 2
+    assert value(metrics, "orchestrator_onboardings", state="Pending", cluster="c1") == 0
