@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +40,7 @@ from orchestrator.errors import ClusterUnavailable, Conflict, NotLeading, Tempor
 from orchestrator.machine import OnboardingMachine
 from orchestrator.metrics import Metrics
 from orchestrator.observing import Observer
-from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning, utcnow
+from orchestrator.passes import DEADLINE_GRACE, PassResult, Tally, Tuning, counted_since, utcnow
 from orchestrator.planning import (
     IN_FLIGHT,
     UNKNOWN,
@@ -55,7 +55,6 @@ from orchestrator.planning import (
 )
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
-    SETTLED,
     OnboardingRecord,
     Source,
     State,
@@ -137,10 +136,12 @@ class Reconciler:
         self._outside_writes = 0
         #: per cluster, ``_outside_writes`` as it was when its stored versions were read
         self._versions_read_at: dict[str, int] = {}
-        #: per cluster, what its last pass counted for the gauges, and whether a record
-        #: of it changed since (counted again only then)
-        self._counted: dict[str, tuple[Counter[State], dict[State, datetime]]] = {}
+        #: per cluster, what the gauges count of its cached records, kept as its records
+        #: are saved; counted anew from the cache after the records were read again
+        self._tallies: dict[str, Tally] = {}
         self._recount: set[str] = set()
+        #: clusters whose tally changed since their last pass told the gauges
+        self._tally_moved: set[str] = set()
         self.saver = Saver(store, fence=lambda: self.fence())
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -185,25 +186,18 @@ class Reconciler:
         return result
 
     def _count(self, cluster: str, result: PassResult) -> None:
-        """The gauges count what is stored (a record whose save failed counts as before),
-        counted again only when what they count of a record of the cluster changed
-        (``_counted_as``) or its records were read again."""
-        counted = self._counted.get(cluster)
-        result.recounted = False
-        if counted is None or cluster in self._recount:
-            result.recounted = True
+        """The gauges count what is stored (a record whose save failed counts as before):
+        counted from the cache after the records were read again, else as kept by the
+        saves since (``_save``)."""
+        tally = self._tallies.get(cluster)
+        if tally is None or cluster in self._recount:
             self._recount.discard(cluster)
-            states: Counter[State] = Counter()
-            unsettled_since: dict[State, datetime] = {}
-            for record in self._cache.get(cluster, {}).values():
-                states[record.state] += 1
-                if record.state not in SETTLED:
-                    since = _counted_as(record)[1]
-                    first = unsettled_since.get(record.state)
-                    unsettled_since[record.state] = min(since, first or since)
-            counted = self._counted[cluster] = (states, unsettled_since)
-        result.states.update(counted[0])
-        result.unsettled_since.update(counted[1])
+            tally = self._tallies[cluster] = Tally(self._cache.get(cluster, {}).values())
+            self._tally_moved.add(cluster)
+        result.recounted = cluster in self._tally_moved
+        self._tally_moved.discard(cluster)
+        result.states.update(tally.states)
+        result.unsettled_since.update(tally.unsettled_since())
 
     def written_outside(self) -> None:
         """Something other than this reconciler may have written to the store (an API
@@ -721,7 +715,8 @@ class Reconciler:
         """Forget what earlier passes saw: when this replica leads again, another one
         may have acted meanwhile."""
         self._cache.clear()
-        self._counted.clear()
+        self._tallies.clear()
+        self._tally_moved.clear()
         self._versions_read_at.clear()
         self._looked_over.clear()
         self._quiet.clear()
@@ -740,8 +735,17 @@ class Reconciler:
         cached = self._cache.setdefault(saved.cluster, {})
         before = cached.get(saved.name)
         cached[saved.name] = saved
-        if before is None or _counted_as(before) != _counted_as(saved):
-            self._recount.add(saved.cluster)
+        tally = self._tallies.get(saved.cluster)
+        if tally is None or saved.cluster in self._recount:
+            return  # counted anew from the cache at the end of the pass
+        if before is None or (before.state, counted_since(before)) != (
+            saved.state,
+            counted_since(saved),
+        ):
+            if before is not None:
+                tally.remove(before)
+            tally.add(saved)
+            self._tally_moved.add(saved.cluster)
 
     async def _note_error(
         self,
@@ -775,11 +779,6 @@ class Reconciler:
             pass
         except TemporaryError as store_error:
             log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
-
-
-def _counted_as(record: OnboardingRecord) -> tuple[State, datetime]:
-    """What the gauges count of a record: its state, and since when it is in it."""
-    return record.state, record.state_since or record.updated_at
 
 
 def _look(record: OnboardingRecord, generation: int) -> Look:

@@ -3,10 +3,13 @@ exactly what the last pass counted (after ``forget_clusters`` too)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.metrics import Metrics
-from orchestrator.records import State
+from orchestrator.passes import Tally
+from orchestrator.records import OnboardingRecord, Source, State
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -62,3 +65,44 @@ def test_a_pass_that_did_not_count_again_leaves_the_gauges_once_they_are_set() -
     metrics.count_cluster("c1", {State.READY: 2}, recounted=False)
     assert value(metrics, "orchestrator_onboardings", state="Ready", cluster="c1") == 2
     assert value(metrics, "orchestrator_onboardings", state="Pending", cluster="c1") == 0
+
+
+def test_a_tally_follows_records_moving_between_states() -> None:
+    def record(name: str, state: State, minutes: int) -> OnboardingRecord:
+        at = T0 + timedelta(minutes=minutes)
+        return OnboardingRecord(
+            name=name,
+            cluster="c1",
+            namespace=name,
+            source=Source.FILE,
+            spec={},
+            spec_fingerprint="sha256:0f",
+            incarnation="inc-1",
+            created_at=T0,
+            updated_at=at,
+            state=state,
+            state_since=at,
+        )
+
+    a, b, c = (
+        record("a", State.PENDING, 1),
+        record("b", State.PENDING, 2),
+        record("c", State.READY, 0),
+    )
+    tally = Tally([a, b, c])
+    assert (tally.states, tally.unsettled_since()) == (
+        Counter({State.PENDING: 2, State.READY: 1}),
+        {State.PENDING: a.state_since},
+    )
+
+    tally.remove(a)  # a starts
+    tally.add(replace(a, state=State.RUNNING, state_since=T0 + timedelta(minutes=3)))
+    assert tally.states[State.PENDING] == 1
+    assert tally.unsettled_since() == {
+        State.PENDING: b.state_since,
+        State.RUNNING: T0 + timedelta(minutes=3),
+    }
+
+    tally.remove(b)  # none is Pending any more: no time is told for it
+    assert tally.states[State.PENDING] == 0
+    assert State.PENDING not in tally.unsettled_since()
