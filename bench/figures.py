@@ -92,6 +92,15 @@ def completed_steps(events: Iterable[WorkflowEvent], *, until: float) -> int:
     )
 
 
+def all_ready_floor(
+    *, per_cluster: int, max_concurrent: int, steps: int, step_seconds: float
+) -> float:
+    """The least time from the first create to the last Ready on one cluster: its
+    onboardings in waves of ``max_concurrent``, each through ``steps`` steps in a row,
+    with no latency or reaction at all."""
+    return math.ceil(per_cluster / max_concurrent) * steps * step_seconds
+
+
 def operations(requests: Mapping[str, Mapping[str, int]]) -> Counter[str]:
     """Requests per operation, summed over the clusters."""
     total: Counter[str] = Counter()

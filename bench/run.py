@@ -51,6 +51,7 @@ import httpx
 from bench import figures, procfs, scenario
 from bench.fake_argo import cluster_names
 from bench.figures import Side, WorkflowEvent
+from orchestrator.steps import FORWARD_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = time.monotonic()
@@ -343,6 +344,9 @@ class DaemonRun:
     transitions: Counter[str]
     #: the fake Argo Server's CPU time until all were Ready (is it a bottleneck?)
     fake_cpu: float
+    #: seconds from the daemon's start to its first create request, and to its last Ready
+    first_create: float | None
+    last_ready: float
 
 
 def run_daemon(
@@ -386,6 +390,7 @@ def _run_daemon(
     events = fake.events()
     ready_times = [at for _, to, _, at in transitions if to == "Ready"]
     side.wall = max(ready_times) - daemon.spawned.spawned
+    first_create = min((e.created for e in events), default=None)
     side.reactions = figures.reactions(events)
     side.freed = figures.freed_slot_delays(events, args.max_concurrent)
     side.steps = figures.completed_steps(events, until=done_at)
@@ -401,6 +406,8 @@ def _run_daemon(
         startup_cpu=daemon.cpu_at_ready,
         transitions=Counter(f"{f} → {t} ({trigger})" for f, t, trigger, _ in transitions),
         fake_cpu=fake_cpu,
+        first_create=None if first_create is None else first_create - daemon.spawned.spawned,
+        last_ready=max(ready_times) - daemon.spawned.spawned,
     )
 
 
@@ -642,6 +649,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _floor_note(args: argparse.Namespace, run: DaemonRun) -> str:
+    per_cluster = math.ceil(args.onboardings / args.clusters)
+    floor = figures.all_ready_floor(
+        per_cluster=per_cluster,
+        max_concurrent=args.max_concurrent,
+        steps=len(FORWARD_STEPS),
+        step_seconds=args.step_seconds,
+    )
+    note = (
+        f"All Ready cannot take less than {floor:.1f} s here: each cluster's {per_cluster}"
+        f" onboardings run {len(FORWARD_STEPS)} steps of {args.step_seconds:g} s each, one"
+        f" after the other, at most {args.max_concurrent} at a time; that is step time alone,"
+        " before the start, the Argo latency and the reactions."
+    )
+    if run.first_create is None:
+        return note
+    return (
+        f"{note} The daemon's first create came {run.first_create:.2f} s after its start,"
+        f" its last Ready {run.last_ready - run.first_create:.1f} s after that"
+        f" ({run.last_ready - run.first_create - floor:.1f} s over the floor)."
+    )
+
+
 def print_results(
     args: argparse.Namespace,
     run: DaemonRun,
@@ -689,6 +719,7 @@ def print_results(
         ),
         f"The fake Argo Server used {run.fake_cpu:.1f} s of CPU until all were Ready"
         " (its start included).",
+        _floor_note(args, run),
         "Reaction: the next step's create request (arrival at the fake) minus the exact"
         " finish of the previous step's workflow. Freed slot: per cluster, the k-th last"
         " step to finish against the (maxConcurrent + k)-th first create.",
