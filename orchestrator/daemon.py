@@ -2,10 +2,11 @@
 
 The scheduler (APScheduler on asyncio) runs one reconcile job per cluster, so
 a slow or unreachable cluster never delays another, plus a job that notices
-config changes. API actions and config changes wake the affected clusters at
-once, with a pass started there and then (not through the scheduler, whose
-round over its jobs cost more than the wake's own work); a wake that arrives
-during a pass makes that pass run again.
+config changes. API actions, config changes and the watches wake the affected
+clusters at once, with a pass started there and then (not through the
+scheduler, whose round over its jobs cost more than the wake's own work); a
+wake that arrives during a pass makes that pass run again. The periodic pass is
+the safety net for quiet times: it is skipped while woken passes run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,12 +101,13 @@ class Daemon:
     _dirty: set[str] = field(default_factory=set)
     #: clusters whose pending pass was asked for by their watch alone
     _watch_only: set[str] = field(default_factory=set)
+    #: per cluster, when its last pass began (``time.monotonic``)
+    _pass_started: dict[str, float] = field(default_factory=dict)
 
     # --- jobs -----------------------------------------------------------------------
 
     async def reconcile(self, cluster: str) -> None:
-        """One cluster's pass (the scheduler's periodic job); repeated while wakes
-        arrived during it."""
+        """One cluster's pass; repeated while wakes arrived during it."""
         if not self.acting:
             return
         if cluster in self._passes:
@@ -115,11 +118,23 @@ class Daemon:
         self._passes[cluster] = task
         await self._run_passes(cluster)
 
+    async def periodic(self, cluster: str) -> None:
+        """The scheduler's job: the cluster's pass, the safety net for what no wake told
+        (a watch that missed an event, a deadline). Skipped while woken passes run:
+        once none has started for half the interval, it runs."""
+        started = self._pass_started.get(cluster)
+        if started is not None and (
+            time.monotonic() - started < self.settings.interval_seconds / 2
+        ):
+            return
+        await self.reconcile(cluster)
+
     async def _run_passes(self, cluster: str) -> None:
         """The cluster's pass, again while wakes arrive during it; the caller has
         registered the task in ``_passes``, which this leaves."""
         try:
             while True:
+                self._pass_started[cluster] = time.monotonic()
                 self._dirty.discard(cluster)
                 known = None
                 if self.watcher is not None and cluster in self._watch_only:
@@ -256,7 +271,7 @@ class Daemon:
         for cluster in wanted:
             if self.scheduler.get_job(_job(cluster)) is None:
                 self.scheduler.add_job(
-                    self.reconcile,
+                    self.periodic,
                     "interval",
                     args=[cluster],
                     id=_job(cluster),

@@ -157,3 +157,24 @@ async def test_a_wake_starts_a_pass_itself_or_asks_the_one_under_way_for_another
     assert "local-b" not in daemon._passes
     assert "local-b" not in daemon._dirty
     assert calls == []
+
+
+async def test_the_periodic_pass_is_skipped_while_woken_passes_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = await world.start()
+    await daemon.tick()
+    assert set(daemon._pass_started) == {"local-a", "local-b"}
+    ran: list[str] = []
+
+    async def reconcile(cluster: str) -> None:
+        ran.append(cluster)
+
+    monkeypatch.setattr(daemon, "reconcile", reconcile)
+    interval = daemon.settings.interval_seconds
+    daemon._pass_started["local-b"] -= interval / 2  # none began for half the interval
+
+    await daemon.periodic("local-a")  # its pass began just now
+    await daemon.periodic("local-b")
+
+    assert ran == ["local-b"]
