@@ -214,7 +214,6 @@ class Reconciler:
         """Decide and act for each onboarding, those in flight first (concurrently), so
         that a slot they free is taken by a waiting one in this same pass."""
         limit = self._limit(result.cluster)
-        busy = sum(1 for r in records if r.state in IN_FLIGHT)
         turns = asyncio.Semaphore(CONCURRENT_ACTIONS)
         probe = asyncio.Lock()
 
@@ -237,31 +236,30 @@ class Reconciler:
                 async with probe:
                     await act(record, slot)
 
-        ordered = self._to_decide(result.cluster, records, observations, self.clock())
+        agenda = self._to_decide(result.cluster, records, observations, self.clock())
         # those that may take a slot go once the others have freed theirs; each onboarding
         # acted on is a copy: the cached record stays as stored until a save succeeds (a
         # failed or refused save leaves nothing half-changed behind)
-        takers = [r for r in ordered if r.state in SLOT_TAKERS]
-        first = [_copy(r) for r in ordered if r.state not in SLOT_TAKERS]
+        takers = [r for r in agenda.found if r.state in SLOT_TAKERS]
+        first = [_copy(r) for r in agenda.found if r.state not in SLOT_TAKERS]
         before = {r.name: r.state in IN_FLIGHT for r in first}
         await asyncio.gather(*(turn(r, slot=False) for r in first))
-        busy += sum((r.state in IN_FLIGHT) - before[r.name] for r in first)
-        # the free slots go, oldest first, to those that look like starting or updating;
-        # one that is granted a slot but does not take it leaves it for the next pass
-        now = self.clock()
+        busy = agenda.busy + sum((r.state in IN_FLIGHT) - before[r.name] for r in first)
+        # the free slots go, oldest first, to those that look like starting or updating
+        # (the queued ones among them); one that is granted a slot but does not take it
+        # leaves it for the next pass
         granted: set[str] = set()
-        for record in takers:
-            if busy + len(granted) >= limit:
-                break
-            if self._wants_slot(record, now):
-                granted.add(record.name)
+        if busy < limit and (takers or agenda.queued):
+            now = self.clock()
+            for record in sorted(takers + agenda.queued, key=_age):
+                if busy + len(granted) >= limit:
+                    break
+                if self._wants_slot(record, now):
+                    granted.add(record.name)
         # one still waiting for a slot, unchanged since it last looked, has nothing to do
         await asyncio.gather(
-            *(
-                turn(_copy(r), slot=r.name in granted)
-                for r in takers
-                if r.name in granted or not self._is_queued(r)
-            )
+            *(turn(_copy(r), slot=r.name in granted) for r in takers),
+            *(turn(_copy(r), slot=True) for r in agenda.queued if r.name in granted),
         )
 
     def _wants_slot(self, record: OnboardingRecord, now: datetime) -> bool:
@@ -280,14 +278,6 @@ class Reconciler:
     def _looked_at(self, record: OnboardingRecord) -> Look:
         return _look(record, self.desired.generation)
 
-    def _is_queued(self, record: OnboardingRecord) -> bool:
-        """Waits for a slot, and neither the record nor its desired spec changed since."""
-        queued = self._queued.get(record.cluster, {})
-        if record.state == State.PENDING and queued.get(record.name) == self._looked_at(record):
-            return True
-        queued.pop(record.name, None)
-        return False
-
     def _limit(self, cluster: str) -> int:
         entry = self.clusters.cluster(cluster)
         return entry.spec.max_concurrent if entry else 0
@@ -298,20 +288,25 @@ class Reconciler:
         records: list[OnboardingRecord],
         observations: Mapping[str, Observation],
         now: datetime,
-    ) -> list[OnboardingRecord]:
-        """The onboardings to decide for, oldest first: all but the settled ones and
-        those waiting for their running workflow, while nothing that decides changed
-        since they were last looked at (the record, its desired spec, what the cluster
-        says of the workflow, the clock against its deadline and back-off).
+    ) -> _Agenda:
+        """The onboardings to decide for, oldest first: all but the settled ones, those
+        waiting for their running workflow and those waiting for a slot, while nothing
+        that decides changed since they were last looked at (the record, its desired
+        spec, what the cluster says of the workflow, the clock against its deadline and
+        back-off); and those waiting for a slot, for when one is free.
 
         It runs over every onboarding of the cluster at every pass, so it is one loop
         rather than a call or two per onboarding."""
         generation = self.desired.generation
         quiet = self._quiet.setdefault(cluster, {})
         waiting = self._waiting.setdefault(cluster, {})
-        found = []
+        queued = self._queued.setdefault(cluster, {})
+        agenda = _Agenda()
         for record in records:
             name = record.name
+            state = record.state
+            if state in IN_FLIGHT:
+                agenda.busy += 1
             look = _look(record, generation)
             settled_under = quiet.get(name)
             if settled_under is not None:
@@ -324,9 +319,15 @@ class Reconciler:
                 if under == look and observations.get(name) == seen and (due is None or now < due):
                     continue
                 del waiting[name]
-            found.append(record)
-        found.sort(key=lambda r: (r.created_at, r.name))
-        return found
+            queued_under = queued.get(name)
+            if queued_under is not None:
+                if queued_under == look and state == State.PENDING:
+                    agenda.queued.append(record)
+                    continue
+                del queued[name]
+            agenda.found.append(record)
+        agenda.found.sort(key=_age)
+        return agenda
 
     async def _load(
         self, cluster: str, now: datetime, *, woken_by_watch: bool = False
@@ -779,6 +780,23 @@ class Reconciler:
             pass
         except TemporaryError as store_error:
             log.error("cannot record the error", extra=log_fields(record, error=str(store_error)))
+
+
+@dataclasses.dataclass
+class _Agenda:
+    """A pass's onboardings to decide for (``Reconciler._to_decide``)."""
+
+    #: those with something to decide, oldest first
+    found: list[OnboardingRecord] = dataclasses.field(default_factory=list)
+    #: Pending ones waiting for a slot, unchanged since they last looked (in no order)
+    queued: list[OnboardingRecord] = dataclasses.field(default_factory=list)
+    #: how many of the cluster's onboardings hold a slot (are in flight)
+    busy: int = 0
+
+
+def _age(record: OnboardingRecord) -> tuple[datetime, str]:
+    """Oldest first: the order in which onboardings are decided and given slots."""
+    return record.created_at, record.name
 
 
 def _look(record: OnboardingRecord, generation: int) -> Look:

@@ -393,3 +393,22 @@ async def test_a_slot_freed_in_a_pass_is_taken_in_the_same_pass(world: World) ->
         await world.step()
     assert world.at("team-3") == "Running:create-subaccount"
     assert world.steps_run("local-a", "team-3") == ["create-subaccount"]
+
+
+async def test_a_free_slot_goes_to_the_onboarding_waiting_longest(world: World) -> None:
+    for name in ("team-1", "team-2", "team-3"):  # maxConcurrent: 3
+        world.declare(name, "local-a")
+    daemon = await world.start()
+    await world.until(world.is_running("team-3", "create-subaccount"))
+    world.declare("team-z", "local-a")
+    await world.step()
+    world.declare("team-a", "local-a")  # first by name, but declared later
+    await world.step()
+    assert world.record("team-z").created_at < world.record("team-a").created_at
+    assert world.state("team-z") == world.state("team-a") == State.PENDING
+
+    await daemon.service.act("team-1", "suspend")  # frees one slot
+    await world.step()
+
+    assert world.state("team-z") == State.RUNNING
+    assert world.state("team-a") == State.PENDING
