@@ -658,8 +658,9 @@ def _floor_note(args: argparse.Namespace, run: DaemonRun) -> str:
         step_seconds=args.step_seconds,
     )
     note = (
-        f"All Ready cannot take less than {floor:.1f} s here: each cluster's {per_cluster}"
-        f" onboardings run {len(FORWARD_STEPS)} steps of {args.step_seconds:g} s each, one"
+        f"All Ready cannot take less than {floor:.1f} s here: each cluster's"
+        f" {per_cluster} onboarding{'s run' if per_cluster != 1 else ' runs'}"
+        f" {len(FORWARD_STEPS)} steps of {args.step_seconds:g} s each, one"
         f" after the other, at most {args.max_concurrent} at a time; that is step time alone,"
         " before the start, the Argo latency and the reactions."
     )
