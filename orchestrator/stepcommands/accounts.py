@@ -6,6 +6,13 @@ anything is created, so a create whose answer was lost is adopted rather than
 repeated, and only a subaccount carrying this onboarding's label is ever
 adopted or deleted.
 
+Only a subaccount the orchestrator created is deleted: every create labels it
+with the onboarding and as managed by the orchestrator. One that an admin
+handed over, by labelling an existing subaccount with the onboarding's name
+alone, is adopted and used, and left in place by delete-subaccount (a
+rollback, an offboarding): the orchestrator did not make it, so it does not
+remove it.
+
 An adopted subaccount (an update re-runs create-subaccount) gets the spec's
 production flag if it differs; one in another directory than the spec names
 is refused, never moved: a move changes what the subaccount inherits from its
@@ -51,7 +58,8 @@ def _foreign(ctx: StepContext, sub: Subaccount) -> PermanentError:
     return PermanentError(
         f"subdomain {sub.get('subdomain')!r} is already taken by subaccount {sub['guid']} of "
         f"{whose}; it is not adopted. Choose another subdomain, or label that subaccount "
-        f"{ONBOARDING_LABEL}: [{ctx.onboarding}] to hand it to this onboarding",
+        f"{ONBOARDING_LABEL}: [{ctx.onboarding}] to hand it to this onboarding (which then "
+        "uses it, and never deletes it)",
         reason="SubdomainTaken",
     )
 
@@ -113,11 +121,15 @@ def _find_or_create(
     if not ctx.ours(sub.get("labels")):
         raise _foreign(ctx, sub)
     _check_directory(sub, spec)
+    handed_over = not ctx.made_by_us(sub.get("labels"))
     ctx.log(
-        "subaccount exists already; adopting it",
+        "subaccount handed over to this onboarding; adopting it (it is never deleted)"
+        if handed_over
+        else "subaccount exists already; adopting it",
         action="subaccount-adopt",
         subaccount_guid=sub["guid"],
         state=sub.get("state"),
+        handed_over=handed_over,
     )
     return sub
 
@@ -203,6 +215,15 @@ def delete_subaccount(ctx: StepContext, *, subdomain: str, region: str) -> None:
             f"(no {ONBOARDING_LABEL}: [{ctx.onboarding}]); it is left alone",
             reason="NotOurs",
         )
+    if not ctx.made_by_us(sub.get("labels")):
+        ctx.log(
+            "subaccount was handed over to this onboarding, not created by the orchestrator;"
+            " it is left in place",
+            action="subaccount-kept",
+            subaccount_guid=guid,
+        )
+        write_outputs(ctx.outputs_dir, {"subaccount-deleted": "kept"})
+        return
     if sub.get("state") != DELETING:
         accounts.delete(guid)
         ctx.log("subaccount deletion started", action="subaccount-delete", subaccount_guid=guid)

@@ -230,6 +230,12 @@ class StepContext:
         """Whether BTP labels (``{key: [values]}``) mark the thing as this onboarding's."""
         return isinstance(labels, dict) and labels.get(ONBOARDING_LABEL) == [self.onboarding]
 
+    def made_by_us(self, labels: Any) -> bool:
+        """Whether the thing is this onboarding's and carries the label every create of
+        ours sets (``our_labels``). One that an admin handed over, by labelling it with
+        the onboarding's name alone, is used but never deleted."""
+        return self.ours(labels) and labels.get(MANAGED_BY_LABEL) == [MANAGED_BY]
+
     def our_labels(self) -> dict[str, list[str]]:
         return {ONBOARDING_LABEL: [self.onboarding], MANAGED_BY_LABEL: [MANAGED_BY]}
 

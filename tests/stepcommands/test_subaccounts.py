@@ -94,6 +94,44 @@ def test_an_existing_subaccount_with_our_label_is_adopted(steps: Steps, btp: Fak
     assert btp.creates["team-a"] == 0
 
 
+def test_a_subaccount_handed_over_by_its_label_is_adopted_and_never_deleted(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    # an admin labelled an existing subaccount with the onboarding's name alone, as the
+    # SubdomainTaken error says; the orchestrator did not create it
+    handed = {"orchestrator.dev/onboarding": ["team-a"], "cost-center": ["0815"]}
+    existing = btp.add_subaccount(subdomain="team-a", labels=handed)
+
+    created = steps.run("create-subaccount")
+    rolled_back = steps.run("delete-subaccount")
+    again = steps.run("delete-subaccount")
+
+    assert created.code == EXIT_OK, created.stderr
+    assert created.outputs["subaccount-guid"] == existing["guid"]
+    [adopt] = [line for line in created.lines if line["action"] == "subaccount-adopt"]
+    assert adopt["handed_over"] is True
+    assert (rolled_back.code, again.code) == (EXIT_OK, EXIT_OK)
+    assert rolled_back.outputs == again.outputs == {"subaccount-deleted": "kept"}
+    assert "subaccount-kept" in rolled_back.actions
+    assert btp.count("DELETE", r"^/accounts/v1/subaccounts/") == 0
+    [kept] = btp.subaccounts_with("team-a")
+    assert (kept["guid"], kept["labels"]) == (existing["guid"], handed)
+
+
+def test_a_subaccount_of_ours_found_after_a_lost_answer_is_deleted(
+    steps: Steps, btp: FakeBtp
+) -> None:
+    btp.add_subaccount(subdomain="team-a", labels=OURS)  # as our own create labels it
+
+    adopted = steps.run("create-subaccount")
+    deleted = steps.run("delete-subaccount")
+
+    [adopt] = [line for line in adopted.lines if line["action"] == "subaccount-adopt"]
+    assert adopt["handed_over"] is False
+    assert deleted.code == EXIT_OK, deleted.stderr
+    assert btp.subaccounts_with("team-a") == []
+
+
 @pytest.mark.parametrize(
     "labels",
     [{}, {"orchestrator.dev/onboarding": ["team-b"]}, {"cost-center": ["4711"]}],
