@@ -922,7 +922,7 @@ def load_documents(
         parsed.keep(kept)
     problems.extend(_one_global_account_per_cluster(onboardings, sources))
     problems.extend(_one_owner_per_resource(onboardings, sources))
-    resolved, found = _pipelines(pipelines, onboardings, sources, rules)
+    resolved, found = _pipelines(pipelines, onboardings, sources, rules, clusters)
     problems.extend(found)
     if problems:
         raise ConfigError(problems)
@@ -947,19 +947,61 @@ def denied_namespace(
     namespace, nor in the cluster's Argo namespace, where that ServiceAccount and
     the WorkflowTemplates live.
     """
-    namespace = spec.namespace
-    cluster = clusters.get(spec.cluster)
+    return _refused_namespace(spec.namespace, spec.cluster, clusters, denied)
+
+
+def granted_namespace_problems(
+    spec: OnboardingSpec,
+    pipeline: ResolvedPipeline,
+    clusters: dict[str, Cluster],
+    denied: Sequence[str],
+) -> list[tuple[str, str]]:
+    """``(field, message)`` for each namespace besides the target where the pipeline's
+    steps would get the right to write Secrets (the SAP BTP Service Operator's, say) and
+    which is refused as a target is: a system namespace, or the cluster's Argo one."""
+    problems = []
+    for field_path, namespace in pipeline.granted_namespaces(spec):
+        refused = _refused_namespace(
+            namespace,
+            spec.cluster,
+            clusters,
+            denied,
+            granted=f"{field_path}, where the steps"
+            " of pipeline " + repr(pipeline.name) + " would write Secrets",
+        )
+        if refused is not None:
+            problems.append((field_path, refused))
+    return problems
+
+
+def _refused_namespace(
+    namespace: str,
+    cluster_name: str,
+    clusters: dict[str, Cluster],
+    denied: Sequence[str],
+    *,
+    granted: str | None = None,
+) -> str | None:
+    """Why the steps may not be given ``namespace`` (the target, or ``granted``: the
+    field and why they would get rights there), or None."""
+    what = f"namespace {namespace!r}" + (f" ({granted})" if granted else "")
+    cluster = clusters.get(cluster_name)
     if cluster is not None and namespace == cluster.spec.argo.namespace:
         return (
-            f"namespace {namespace!r} is the Argo namespace of cluster {spec.cluster!r}"
-            " (the step ServiceAccount and the WorkflowTemplates live there); onboard"
-            " tenants into namespaces of their own"
+            f"{what} is the Argo namespace of cluster {cluster_name!r}"
+            " (the step ServiceAccount and the WorkflowTemplates live there); "
+            + (
+                "choose another namespace"
+                if granted
+                else "onboard tenants into namespaces of their own"
+            )
         )
     for pattern in denied:
         if fnmatch.fnmatchcase(namespace, pattern):
             shown = "" if pattern == namespace else f" (it matches {pattern!r})"
+            verb = "may not be given to the steps" if granted else "may not be onboarded"
             return (
-                f"namespace {namespace!r} may not be onboarded{shown}: it is on the deny list"
+                f"{what} {verb}{shown}: it is on the deny list"
                 f" ({', '.join(denied)}; ORCHESTRATOR_DENIED_NAMESPACES)"
             )
     return None
@@ -1104,11 +1146,13 @@ def _pipelines(
     onboardings: dict[str, Onboarding],
     sources: dict[str, str],
     rules: ConfigRules,
+    clusters: dict[str, Cluster],
 ) -> tuple[dict[str, ResolvedPipeline], list[ConfigProblem]]:
     """The Pipeline documents resolved, and what is wrong with them and with the
     onboardings' choice of pipeline: a name a built-in pipeline has, an unknown pipeline,
-    a block of the spec the pipeline reads left out, a pipeline that does not fit the
-    WorkflowTemplates (every Pipeline document, and each built-in one an onboarding uses)."""
+    a block of the spec the pipeline reads left out, a namespace where its steps would
+    write Secrets that is refused, a pipeline that does not fit the WorkflowTemplates
+    (every Pipeline document, and each built-in one an onboarding uses)."""
     problems: list[ConfigProblem] = []
     builtin = builtin_pipelines()
     resolved: dict[str, ResolvedPipeline] = {}
@@ -1130,7 +1174,12 @@ def _pipelines(
     for name in sorted(onboardings):
         spec = onboardings[name].spec
         file, where = _located(sources, "Onboarding", name)
-        found = choice_problems(spec, {**resolved, **builtin})
+        known = {**resolved, **builtin}
+        found = choice_problems(spec, known)
+        if not found:
+            found = granted_namespace_problems(
+                spec, known[spec.pipeline_name], clusters, rules.denied_namespaces
+            )
         problems.extend(ConfigProblem(file, message, where, field) for field, message in found)
         if not found and spec.pipeline_name in builtin:
             used.setdefault(spec.pipeline_name, name)

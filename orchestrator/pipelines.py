@@ -194,8 +194,17 @@ class ResolvedPipeline:
 
     def secret_namespaces(self, spec: OnboardingSpec) -> list[str]:
         """The namespaces besides the target where the steps need Secrets, sorted."""
-        found = {render(spec_value(spec, path)) for path in self.document.spec.secret_namespaces}
-        return sorted(found - {"", spec.namespace})
+        return sorted({namespace for _, namespace in self.granted_namespaces(spec)})
+
+    def granted_namespaces(self, spec: OnboardingSpec) -> list[tuple[str, str]]:
+        """``(field, namespace)`` for each namespace besides the target where the steps
+        need Secrets (and so get the right to write them), as the spec names it."""
+        found = []
+        for path in self.document.spec.secret_namespaces:
+            namespace = render(spec_value(spec, path))
+            if namespace not in ("", spec.namespace):
+                found.append((f"spec.{path}", namespace))
+        return found
 
     @functools.cached_property
     def reads(self) -> dict[str, tuple[str, str]]:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
 from orchestrator import stepplans
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
+from orchestrator.configs import Cluster, DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.desired import DesiredStateSource, HeldChange
 from orchestrator.errors import ChangedMeanwhile, ConfigError, ConfigProblem, Conflict, NotFound
-from orchestrator.loading import denied_namespace, resource_keys
+from orchestrator.loading import denied_namespace, granted_namespace_problems, resource_keys
 from orchestrator.machine import OnboardingMachine
 from orchestrator.pipelines import choice_problems, known_pipelines
 from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
@@ -256,7 +256,7 @@ class Service:
             )
         if (taken := self._taken(name, document.spec)) is not None:
             raise ConfigError([taken])
-        if (unrunnable := _pipeline_problem(document)) is not None:
+        if (unrunnable := _pipeline_problem(document, clusters, denied)) is not None:
             raise ConfigError([unrunnable])
         now = self.clock()
         spec = document.spec.model_dump(mode="json", by_alias=True)
@@ -408,10 +408,17 @@ async def _again_if_changed(write: Callable[[], Awaitable[T]]) -> T:
     return await write()
 
 
-def _pipeline_problem(document: Onboarding) -> ConfigProblem | None:
-    """The pipeline the onboarding names must be known, and the blocks it reads there: the
-    files are checked so when they load, a request body here."""
-    found = choice_problems(document.spec, known_pipelines())
+def _pipeline_problem(
+    document: Onboarding, clusters: dict[str, Cluster], denied: Sequence[str]
+) -> ConfigProblem | None:
+    """The pipeline the onboarding names must be known, with the blocks it reads there, and
+    may not give its steps a refused namespace: the files are checked so when they load, a
+    request body here."""
+    known = known_pipelines()
+    found = choice_problems(document.spec, known)
+    if not found:
+        pipeline = known[document.spec.pipeline_name]
+        found = granted_namespace_problems(document.spec, pipeline, clusters, denied)
     if not found:
         return None
     field, message = found[0]

@@ -444,3 +444,24 @@ async def test_an_api_upsert_naming_an_unknown_pipeline_is_refused_alike(world: 
     assert problem.message == f"unknown pipeline 'nowhere' (known: {known})"
     assert {"btp-service-operator", "service-broker-proxy"} <= set(known_pipelines())
     assert daemon.store.get("team-x") is None
+
+
+async def test_an_api_upsert_giving_the_steps_a_denied_namespace_is_refused_alike(
+    world: World,
+) -> None:
+    daemon = await world.start()
+    text = onboarding_yaml("team-x", "local-a").replace(
+        "  namespace: team-x\n",
+        "  namespace: team-x\n  pipeline: btp-service-operator\n"
+        "  operator:\n    namespace: kube-system\n    chart: {version: 0.7.4}\n",
+    )
+    document = Onboarding.model_validate(yaml.safe_load(text))
+
+    with pytest.raises(ConfigError) as raised:
+        await daemon.service.upsert(document)
+
+    [problem] = raised.value.problems
+    assert (problem.file, problem.field) == ("request body", "spec.operator.namespace")
+    assert "'kube-system'" in problem.message
+    assert "may not be given to the steps (it matches 'kube-*')" in problem.message
+    assert daemon.store.get("team-x") is None

@@ -574,6 +574,58 @@ def test_a_block_the_pipeline_reads_is_required(pipeline: str, expected: str) ->
     assert problems == [f"o.yaml: document 1 (Onboarding team-b): {expected}"]
 
 
+@pytest.mark.parametrize(
+    ("namespace", "pipeline", "why"),
+    [
+        ("kube-system", "btp-service-operator", "may not be given to the steps (it matches"
+         " 'kube-*'): it is on the deny list (default, kube-*; ORCHESTRATOR_DENIED_NAMESPACES)"),
+        ("default", "btp-service-operator", "may not be given to the steps: it is on the"),
+        ("argo", "btp-service-operator", "is the Argo namespace of cluster 'local-a'"),
+    ],
+)  # fmt: skip
+def test_a_namespace_where_the_steps_would_write_secrets_is_refused_like_a_target(
+    namespace: str, pipeline: str, why: str
+) -> None:
+    # the steps get the right to write Secrets in the operator's namespace too
+    text = OPERATOR_ONBOARDING.replace("PIPELINE", pipeline).replace(
+        "  operator:\n", f"  operator:\n    namespace: {namespace}\n"
+    )
+
+    [problem] = problems_of(("p.yaml", ENTITLED), ("o.yaml", text))
+
+    assert problem.startswith(
+        f"o.yaml: document 1 (Onboarding team-b): spec.operator.namespace: namespace"
+        f" {namespace!r} (spec.operator.namespace, where the steps of pipeline {pipeline!r}"
+        f" would write Secrets) {why}"
+    )
+
+
+def test_a_namespace_a_pipeline_gives_no_rights_in_is_not_refused() -> None:
+    # the custom pipeline declares no secretNamespaces: its steps get rights in the target
+    text = OPERATOR_ONBOARDING.replace("PIPELINE", "entitled-operator").replace(
+        "  operator:\n", "  operator:\n    namespace: kube-system\n"
+    )
+
+    state = load_documents([("c.yaml", CLUSTER), ("p.yaml", ENTITLED), ("o.yaml", text)])
+
+    assert state.onboardings["team-b"].spec.operator is not None
+
+
+def test_the_operator_namespace_follows_the_configured_deny_list() -> None:
+    text = OPERATOR_ONBOARDING.replace("PIPELINE", "btp-service-operator").replace(
+        "  operator:\n", "  operator:\n    namespace: monitoring\n"
+    )
+    rules = ConfigRules(denied_namespaces=("monitoring",))
+
+    assert load_documents([("c.yaml", CLUSTER), ("o.yaml", text)]).onboardings
+    assert problems_of(("o.yaml", text), rules=rules) == [
+        "o.yaml: document 1 (Onboarding team-b): spec.operator.namespace: namespace"
+        " 'monitoring' (spec.operator.namespace, where the steps of pipeline"
+        " 'btp-service-operator' would write Secrets) may not be given to the steps: it is"
+        " on the deny list (monitoring; ORCHESTRATOR_DENIED_NAMESPACES)"
+    ]
+
+
 def test_the_default_pipeline_requires_its_blocks_files_and_api_alike() -> None:
     text = ONBOARDING.replace("  platform: {name: team-a-k8s}\n", "")
 
