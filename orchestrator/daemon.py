@@ -158,6 +158,10 @@ class Daemon:
                     log.error(
                         "reconcile pass failed", extra={"cluster": cluster, "error": str(error)}
                     )
+                except Exception:
+                    # a bug: said with its traceback (a woken pass is a task of its own,
+                    # which nothing else would report), and the next pass tries again
+                    log.exception("reconcile pass failed", extra={"cluster": cluster})
                 else:
                     # the pass read the cluster's onboardings anyway: no second read
                     self.metrics.count_cluster(

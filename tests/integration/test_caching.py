@@ -13,11 +13,13 @@ import asyncio
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from orchestrator import reconciling
 from orchestrator.planning import Command, Situation
+from orchestrator.records import State
 from orchestrator.store import open_store
 from tests.integration.conftest import World
 
@@ -178,3 +180,29 @@ async def test_the_periodic_pass_is_skipped_while_woken_passes_run(
     await daemon.periodic("local-b")
 
     assert ran == ["local-b"]
+
+
+async def test_a_pass_that_fails_unexpectedly_is_logged_and_the_next_one_runs(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.declare("team-a", "local-a")
+    daemon = await world.start()
+    reconcile_cluster = daemon.reconciler.reconcile_cluster
+    calls = 0
+
+    async def once_broken(cluster: str, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await reconcile_cluster(cluster, **kwargs)
+
+    monkeypatch.setattr(daemon.reconciler, "reconcile_cluster", once_broken)
+
+    await daemon.reconcile("local-a")  # raises nothing
+    [failed] = [r for r in caplog.records if r.getMessage() == "reconcile pass failed"]
+    assert failed.exc_info is not None
+    assert "local-a" not in daemon._passes
+
+    await daemon.reconcile("local-a")
+    assert world.state("team-a") == State.RUNNING
