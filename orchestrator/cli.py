@@ -227,15 +227,15 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _in_use(db_url: str) -> dict[str, list[str]]:
-    """Which clusters the stored onboardings use (``orchestrator plan`` reads it alike).
+def _in_use(db_url: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Which clusters and which pipelines the stored onboardings use.
 
     A SQLite file that does not exist holds no onboardings and is not created.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from orchestrator.desired import clusters_in_use
+    from orchestrator.desired import clusters_in_use, pipelines_in_use
     from orchestrator.errors import OrchestratorError
     from orchestrator.store import open_store
 
@@ -244,11 +244,12 @@ def _in_use(db_url: str) -> dict[str, list[str]]:
     except ArgumentError:
         raise CommandError("--db: not a database URL") from None
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        return {}
+        return {}, {}
     try:
         store = open_store(db_url)
         try:
-            return clusters_in_use(store.list())
+            records = store.list()
+            return clusters_in_use(records), pipelines_in_use(records)
         finally:
             store.close()
     except OrchestratorError as error:
@@ -382,6 +383,7 @@ def _validation_report(directory: str, documents: Sequence[CheckedDocument]) -> 
 def cmd_validate(args: argparse.Namespace, io: Output) -> int:
     from orchestrator.desired import clusters_still_used
     from orchestrator.loading import load_directory, rules_of
+    from orchestrator.pipelines import builtin_pipelines
 
     settings = _settings(args)  # the daemon's rules: ORCHESTRATOR_* env and the flags
     rules = rules_of(settings)
@@ -390,10 +392,14 @@ def cmd_validate(args: argparse.Namespace, io: Output) -> int:
     try:
         state = load_directory(Path(args.directory), rules)
         if args.db is not None:
-            in_use = _in_use(args.db)
+            in_use, pipelines = _in_use(args.db)
             missing = set(in_use) - set(state.clusters)
             problems = clusters_still_used(
                 missing, in_use, sources=state.sources, fallback=args.directory
+            )
+            missing = set(pipelines) - set(state.pipelines) - set(builtin_pipelines())
+            problems += clusters_still_used(
+                missing, pipelines, sources=state.sources, fallback=args.directory, kind="Pipeline"
             )
     except ConfigError as error:
         problems = error.problems

@@ -34,7 +34,12 @@ from orchestrator.api import create_app
 from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
 from orchestrator.configs import Cluster, Kubeconfig
-from orchestrator.desired import DesiredStateSource, clusters_in_use, declared_in_files
+from orchestrator.desired import (
+    DesiredStateSource,
+    clusters_in_use,
+    declared_in_files,
+    pipelines_in_use,
+)
 from orchestrator.election import Elector, Gate, LeaseTiming
 from orchestrator.errors import ConfigError, ConfigProblem, NotLeading, OrchestratorError
 from orchestrator.globalaccounts import GlobalAccountCredentials
@@ -516,6 +521,7 @@ async def build(
             metrics=metrics,
             offboard_hold_share=settings.offboard_hold_share,
             in_use=lambda: clusters_in_use(store.list()),
+            pipelines_in_use=lambda: pipelines_in_use(store.list()),
             declared=lambda: declared_in_files(store.list()),
             clock=clock or utcnow,
             rules=rules_of(settings),

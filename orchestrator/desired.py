@@ -6,8 +6,9 @@ and validated in a worker thread (``reload``), so a large or hostile file never
 blocks the event loop; only a whole, valid result is applied, on the loop. Offboarding deletes BTP
 subaccounts, so two more accidents are caught here rather than acted on:
 
-- a reload that removes a Cluster which stored onboardings still use is
-  invalid like any other (they could be neither reconciled nor offboarded);
+- a reload that removes a Cluster, or a Pipeline document, which stored
+  onboardings still use is invalid like any other (they could be neither
+  reconciled nor offboarded: offboarding runs the pipeline's compensations);
 - a reload that would offboard more than ``offboard_hold_share`` of the
   file-declared onboardings at once (and more than one) is *held*: the previous
   desired state keeps running until on-call confirms it (``confirm_held``), or
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.configs import Onboarding
+from orchestrator.configs import DEFAULT_PIPELINE, Onboarding
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
 from orchestrator.loading import (
     ConfigRules,
@@ -91,11 +92,23 @@ def as_document(record: OnboardingRecord) -> Onboarding:
 
 def clusters_in_use(records: Iterable[OnboardingRecord]) -> dict[str, list[str]]:
     """Cluster name -> the stored onboardings on it that are not Deleted, sorted."""
+    return _in_use(records, lambda record: record.cluster)
+
+
+def pipelines_in_use(records: Iterable[OnboardingRecord]) -> dict[str, list[str]]:
+    """Pipeline name -> the stored onboardings that run it and are not Deleted, sorted
+    (an onboarding still needs its pipeline's compensations to be offboarded)."""
+    return _in_use(records, lambda record: str(record.spec.get("pipeline") or DEFAULT_PIPELINE))
+
+
+def _in_use(
+    records: Iterable[OnboardingRecord], key: Callable[[OnboardingRecord], str]
+) -> dict[str, list[str]]:
     used: dict[str, list[str]] = {}
     for record in records:
         if record.state != State.DELETED:
-            used.setdefault(record.cluster, []).append(record.name)
-    return {cluster: sorted(names) for cluster, names in used.items()}
+            used.setdefault(key(record), []).append(record.name)
+    return {name: sorted(names) for name, names in used.items()}
 
 
 def clusters_still_used(
@@ -104,28 +117,30 @@ def clusters_still_used(
     *,
     sources: Mapping[str, str],
     fallback: str,
+    kind: str = "Cluster",
 ) -> list[ConfigProblem]:
-    """A problem for each cluster in ``missing`` that stored onboardings still use.
+    """A problem for each cluster (or other ``kind`` of document) in ``missing`` that
+    stored onboardings still use.
 
-    ``sources`` locates where each cluster was declared (``file#index``);
-    ``fallback`` is the file named for a cluster it does not know.
+    ``sources`` locates where each was declared (``file#index``); ``fallback`` is the
+    file named for one it does not know.
     """
     problems = []
-    for cluster in sorted(missing):
-        names = in_use.get(cluster)
+    for name in sorted(missing):
+        names = in_use.get(name)
         if not names:
             continue
         file, document = fallback, None
-        if (where := sources.get(f"Cluster/{cluster}")) is not None:
+        if (where := sources.get(f"{kind}/{name}")) is not None:
             file, _, position = where.rpartition("#")
-            document = f"document {position} (Cluster {cluster})"
+            document = f"document {position} ({kind} {name})"
         listed = ", ".join(names[:NAMED])
         if len(names) > NAMED:
             listed += f" and {len(names) - NAMED} more"
         problems.append(
             ConfigProblem(
                 file,
-                f"cluster {cluster!r} is not declared, but stored onboardings still use it:"
+                f"{kind.lower()} {name!r} is not declared, but stored onboardings still use it:"
                 f" {listed}; keep it declared until they are Deleted",
                 document,
             )
@@ -168,6 +183,7 @@ class DesiredStateSource:
         metrics: Metrics,
         offboard_hold_share: float = 0.25,
         in_use: InUse | None = None,
+        pipelines_in_use: InUse | None = None,
         declared: Declared | None = None,
         clock: Callable[[], datetime] = _now,
         rules: ConfigRules | None = None,
@@ -180,6 +196,7 @@ class DesiredStateSource:
         self.rules = rules or ConfigRules()
         self._metrics = metrics
         self._in_use = in_use
+        self._pipelines_in_use = pipelines_in_use
         self._declared = declared
         self._clock = clock
         self._digest = ""
@@ -254,14 +271,15 @@ class DesiredStateSource:
                 raise loaded.error
             assert loaded.state is not None
             state = loaded.state
-            self._check_clusters_kept(state)
+            self._check_kept(state)
         except ConfigError as error:
             self._digest = digest
             self._reject(error)
             return False
         except OrchestratorError as error:  # the store cannot be asked: evaluate it again later
             log.error(
-                "config change not evaluated yet: cannot read which clusters are in use",
+                "config change not evaluated yet: cannot read which clusters and pipelines"
+                " are in use",
                 extra={"error": str(error)},
             )
             return False
@@ -283,7 +301,7 @@ class DesiredStateSource:
                 "the config files changed since the change was held; the next reload evaluates"
                 " them again: look at what is held then, and confirm that"
             )
-        self._check_clusters_kept(held.state)
+        self._check_kept(held.state)
         log.warning(
             "held config change confirmed: offboarding",
             extra={"onboardings": held.removed, "declared": held.declared},
@@ -302,14 +320,25 @@ class DesiredStateSource:
         declared = len(self.state.onboardings)
         return len(removed) > 1 and len(removed) > self.offboard_hold_share * declared
 
-    def _check_clusters_kept(self, state: DesiredState) -> None:
-        """Raise ConfigError when ``state`` drops a cluster stored onboardings still use."""
+    def _check_kept(self, state: DesiredState) -> None:
+        """Raise ConfigError when ``state`` drops a cluster or a Pipeline document that
+        stored onboardings still use."""
+        fallback, sources = str(self.directory), self.state.sources
+        problems = []
         dropped = set(self.state.clusters) - set(state.clusters)
-        if not dropped or self._in_use is None:
-            return
-        problems = clusters_still_used(
-            dropped, self._in_use(), sources=self.state.sources, fallback=str(self.directory)
-        )
+        if dropped and self._in_use is not None:
+            problems = clusters_still_used(
+                dropped, self._in_use(), sources=sources, fallback=fallback
+            )
+        dropped = set(self.state.pipelines) - set(state.pipelines)
+        if dropped and self._pipelines_in_use is not None:
+            problems += clusters_still_used(
+                dropped,
+                self._pipelines_in_use(),
+                sources=sources,
+                fallback=fallback,
+                kind="Pipeline",
+            )
         if problems:
             raise ConfigError(problems)
 

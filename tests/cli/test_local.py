@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,28 @@ def test_validate_with_a_db_names_onboardings_on_a_removed_cluster(
     assert capsys.readouterr().err.splitlines() == [
         f"{valid_dir}: cluster 'c3' is not declared, but stored onboardings still use it:"
         " old-1, old-2; keep it declared until they are Deleted",
+        f"{valid_dir}: invalid (1 problem)",
+    ]
+
+
+def test_validate_with_a_db_names_onboardings_running_an_undeclared_pipeline(
+    capsys: pytest.CaptureFixture[str], valid_dir: Path, tmp_path: Path
+) -> None:
+    from orchestrator.store import open_store
+
+    url = stored(tmp_path / "o.db", ("tenant-a", "c1", State.READY), ("op-1", "c1", State.READY))
+    store = open_store(url)
+    try:
+        record = store.get("op-1")
+        assert record is not None
+        store.save(replace(record, spec={**record.spec, "pipeline": "gone-pipeline"}))
+    finally:
+        store.close()
+
+    assert main(["validate", str(valid_dir), "--db", url]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{valid_dir}: pipeline 'gone-pipeline' is not declared, but stored onboardings still"
+        " use it: op-1; keep it declared until they are Deleted",
         f"{valid_dir}: invalid (1 problem)",
     ]
 

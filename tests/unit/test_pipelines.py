@@ -792,5 +792,39 @@ def test_a_reload_naming_another_pipeline_keeps_the_running_state(tmp_path: Path
     assert (Path(problem.file).name, problem.field) == ("o.yaml", "spec.pipeline")
 
 
+def test_removing_a_pipeline_stored_onboardings_run_is_invalid(tmp_path: Path) -> None:
+    """They could not be offboarded after a restart: their compensations are its steps."""
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    (tmp_path / "p.yaml").write_text(ENTITLED)
+    (tmp_path / "o.yaml").write_text(OPERATOR_ONBOARDING.replace("PIPELINE", "entitled-operator"))
+    used = {"entitled-operator": ["team-b", "team-c-from-the-api"], DEFAULT_PIPELINE: ["x"]}
+    source = DesiredStateSource(
+        tmp_path,
+        metrics=Metrics(),
+        rules=ConfigRules(secrets_dirs=(Path("/tmp"),)),
+        pipelines_in_use=lambda: used,
+    )
+    # the onboarding and its pipeline go in one change: refused, nothing is offboarded
+    (tmp_path / "o.yaml").unlink()
+    (tmp_path / "p.yaml").unlink()
+
+    assert source.reload_if_changed() is False
+
+    assert source.last_error is not None
+    assert [str(p) for p in source.last_error.problems] == [
+        f"{tmp_path / 'p.yaml'}: document 1 (Pipeline entitled-operator): pipeline"
+        " 'entitled-operator' is not declared, but stored onboardings still use it: team-b,"
+        " team-c-from-the-api; keep it declared until they are Deleted"
+    ]
+    assert sorted(source.state.onboardings) == ["team-b"]
+    assert sorted(source.state.pipelines) == ["entitled-operator"]
+
+    # once they are Deleted, the Pipeline may go
+    del used["entitled-operator"]
+    (tmp_path / "c.yaml").write_text(CLUSTER + "# touched\n")
+    assert source.reload_if_changed() is True
+    assert source.state.pipelines == {}
+
+
 def test_the_daemons_rules_carry_its_templates_directory(tmp_path: Path) -> None:
     assert rules_of(Settings(templates_dir=tmp_path)).templates_dir == tmp_path
