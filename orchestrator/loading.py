@@ -966,8 +966,8 @@ def granted_namespace_problems(
             spec.cluster,
             clusters,
             denied,
-            granted=f"{field_path}, where the steps"
-            " of pipeline " + repr(pipeline.name) + " would write Secrets",
+            granted=f"{field_path}, where the steps of pipeline {pipeline.name!r} would write"
+            " Secrets",
         )
         if refused is not None:
             problems.append((field_path, refused))
