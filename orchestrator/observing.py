@@ -119,7 +119,10 @@ class Observer:
         self.clusters.mark(cluster, reachable=False, reason=str(error), now=self.clock())
         self.metrics.reconcile_errors.labels(cluster=cluster, reason=error.reason).inc()
         result.errors += 1
-        result.down = str(error)
+        # the same words as the passes that skip the cluster while it backs off, so what
+        # an onboarding shows does not depend on which of them came last
+        reason = f"cluster {cluster} did not answer: {error}"
+        result.down = reason
         previous = self._backoff.get(cluster)
         failures = (previous.failures if previous else 0) + 1
         delay = backoff(failures, limits=self.tuning.limits, jitter=self.jitter())
@@ -129,7 +132,7 @@ class Observer:
         self._backoff[cluster] = ClusterBackoff(
             failures=failures,
             until=self.clock() + timedelta(seconds=delay),
-            reason=f"cluster {cluster} did not answer: {error}",
+            reason=reason,
         )
         log.warning(
             "cluster did not answer; backing off",
