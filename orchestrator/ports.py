@@ -70,7 +70,10 @@ class Store(Protocol):
       ``leadership`` reads it back. ``create``, ``save`` and ``save_all`` given
       an ``epoch`` write only while that is the stored epoch, else raise
       ``errors.NotLeading`` and write nothing; a claim waits for the fenced
-      writes in progress, and no write of an older epoch goes in after it.
+      writes in progress, and no write of an older epoch goes in after it. A
+      write that stalls (its replica frozen) does not hold a claim off for long:
+      its session is ended, or the claim raises ``TemporaryError`` to be tried
+      again.
       Transitions are stored with the epoch of their write (None without).
     """
 

@@ -18,6 +18,12 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
 #: Execution option: on SQLite, start the transaction holding the write lock.
 BEGIN_IMMEDIATE = "orchestrator_begin_immediate"
+#: PostgreSQL ends a session that stays this long inside a transaction without sending a
+#: statement, in milliseconds. A replica frozen in the middle of a fenced write (a paused
+#: VM or process, a cut network) would otherwise hold the leadership row, and with it
+#: the next leader's claim, until it woke. Well under the Lease's default 15 s, so the
+#: session is gone before a follower may take over; our transactions never pause.
+POSTGRES_IDLE_IN_TRANSACTION_MS = 5_000
 
 
 def make_engine(url: URL) -> Engine:
@@ -27,8 +33,24 @@ def make_engine(url: URL) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
-    # pre-ping replaces connections a database restart has left dead.
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    # pre-ping replaces connections a database restart (or the timeout below) left dead.
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, connection_record: Any) -> None:
+        # a SET, not a startup option: connection poolers refuse unknown startup options
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(
+                    "SET idle_in_transaction_session_timeout = "
+                    f"{int(POSTGRES_IDLE_IN_TRANSACTION_MS)}"
+                )
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -11,9 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from orchestrator.errors import ChangedMeanwhile, Conflict, NotLeading, PermanentError
+from orchestrator.errors import (
+    ChangedMeanwhile,
+    Conflict,
+    NotLeading,
+    PermanentError,
+    TemporaryError,
+)
 from orchestrator.records import Leadership, OnboardingRecord, State, TransitionRecord
 from orchestrator.store import engines, failures, migrating, rows, urls
 from orchestrator.store.tables import leadership, onboardings, transitions
@@ -21,6 +27,9 @@ from orchestrator.store.versions import VersionsReader
 
 log = logging.getLogger(__name__)
 
+#: How long a leader's claim waits for the fenced writes in progress, in milliseconds
+#: (PostgreSQL); the candidate tries again at its next attempt after that.
+CLAIM_LOCK_TIMEOUT_MS = 2_000
 #: names per ``IN (...)`` list, well under every backend's limit of bound parameters
 NAMES_PER_QUERY = 500
 
@@ -327,7 +336,22 @@ class SqlStore:
             .values(values)
         )
         with failures.translated(self._engine.url), self._engine.begin() as connection:
-            if connection.execute(raised).rowcount == 1:
+            if connection.dialect.name == "postgresql":
+                # the writes in progress hold the row a moment; one that stalls must not
+                # hold the claim (its session ends, see engines.make_engine)
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}")
+            try:
+                count = connection.execute(raised).rowcount
+            except OperationalError as error:
+                if not failures.is_lock_timeout(error):
+                    raise
+                raise TemporaryError(
+                    f"claim of epoch {epoch}: the leadership row stayed locked by a write in"
+                    f" progress for {CLAIM_LOCK_TIMEOUT_MS / 1000:g}s (a replica stopped in"
+                    " the middle of it?); the claim is tried again",
+                    reason="DatabaseUnavailable",
+                ) from None
+            if count == 1:
                 return True
             if connection.execute(select(leadership.c.id)).first() is not None:
                 return False  # the stored epoch is this one or newer
@@ -369,8 +393,9 @@ class SqlStore:
     def _writing(self, epoch: int | None) -> Iterator[Connection]:
         """A write transaction; with ``epoch``, fenced: it goes in only while that epoch
         is the stored leader's. On PostgreSQL the leadership row is read ``FOR SHARE``:
-        a new leader's claim waits for the writes in progress, and every write after the
-        claim sees the new epoch and is refused. SQLite has one writer at a time anyway."""
+        a new leader's claim waits for the writes in progress (one left open by a frozen
+        replica ends with its session), and every write after the claim sees the new
+        epoch and is refused. SQLite has one writer at a time anyway."""
         options = {engines.BEGIN_IMMEDIATE: True} if epoch is not None else {}
         with (
             failures.translated(self._engine.url),

@@ -10,10 +10,12 @@ import threading
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 
-from orchestrator.errors import NotLeading
-from orchestrator.store import SqlStore, open_store
+from orchestrator.errors import NotLeading, TemporaryError
+from orchestrator.store import SqlStore, engines, open_store, rows, sql, urls
+from orchestrator.store.tables import onboardings
 from tests.store.test_store import T0, onboarding, transition
 
 
@@ -78,15 +80,8 @@ def test_a_claim_waits_for_the_fenced_write_in_progress(database_url: str) -> No
     old, new = open_store(database_url), open_store(database_url)
     try:
         old.claim_leadership(epoch=1, holder="replica-a", at=T0)
-        claimed = threading.Event()
-
-        def claim() -> None:
-            new.claim_leadership(epoch=2, holder="replica-b", at=T0)
-            claimed.set()
-
         with old._writing(1):  # a fenced write of epoch 1 between its check and its commit
-            thread = threading.Thread(target=claim)
-            thread.start()
+            thread, claimed = _claim_in_thread(new, epoch=2)
             time.sleep(0.5)
             assert not claimed.is_set(), "the claim went in while a fenced write was open"
         thread.join(timeout=10)
@@ -96,3 +91,77 @@ def test_a_claim_waits_for_the_fenced_write_in_progress(database_url: str) -> No
     finally:
         old.close()
         new.close()
+
+
+@pytest.mark.postgres
+def test_a_write_left_open_by_a_frozen_replica_does_not_hold_the_claim_off(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader stopped between its fence and its commit (SIGSTOP, a paused VM) holds the
+    leadership row: PostgreSQL ends its idle session, the claim goes in, and the frozen
+    write never does."""
+    monkeypatch.setattr(engines, "POSTGRES_IDLE_IN_TRANSACTION_MS", 300)
+    old, new = open_store(postgres_url), open_store(postgres_url)
+    try:
+        old.claim_leadership(epoch=1, holder="replica-a", at=T0)
+        started = time.monotonic()
+        waited: list[float] = []
+
+        def write_frozen_then_woken() -> None:
+            with old._writing(1) as connection:  # fenced, then frozen: no statement for long
+                thread, claimed = _claim_in_thread(new, epoch=2)
+                assert claimed.wait(timeout=10), "the claim waited for the frozen write"
+                waited.append(time.monotonic() - started)
+                thread.join(timeout=10)
+                # woken: the write it had under way goes with its session
+                connection.execute(onboardings.insert(), rows.onboarding_values(onboarding("x")))
+
+        with pytest.raises(TemporaryError, match="unavailable: terminating connection"):
+            write_frozen_then_woken()
+        assert 0.3 <= waited[0] < 2.0, waited  # the idle timeout, not the claim's lock timeout
+        held = new.leadership()
+        assert held is not None
+        assert (held.epoch, held.holder) == (2, "replica-b")
+        assert new.get("x") is None
+        # the woken replica's next fenced write gets a new session, and is refused
+        with pytest.raises(NotLeading):
+            old.create(onboarding("team-a"), [transition("team-a")], epoch=1)
+    finally:
+        old.close()
+        new.close()
+
+
+@pytest.mark.postgres
+def test_a_claim_gives_up_on_a_row_locked_too_long_and_goes_in_later(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock the idle timeout does not end (a session that is not ours) makes the claim
+    fail as temporary within its lock timeout, instead of hanging the candidate."""
+    monkeypatch.setattr(sql, "CLAIM_LOCK_TIMEOUT_MS", 300)
+    store = open_store(postgres_url)
+    libpq = urls.parse(postgres_url).set(drivername="postgresql")
+    try:
+        store.claim_leadership(epoch=1, holder="replica-a", at=T0)
+        with psycopg.connect(libpq.render_as_string(hide_password=False)) as other:
+            other.execute("SELECT epoch FROM leadership FOR SHARE")
+            started = time.monotonic()
+            with pytest.raises(TemporaryError, match=r"stayed locked .* for 0\.3s"):
+                store.claim_leadership(epoch=2, holder="replica-b", at=T0)
+            assert time.monotonic() - started < 2.0
+            other.rollback()
+            assert store.claim_leadership(epoch=2, holder="replica-b", at=T0)
+    finally:
+        store.close()
+
+
+def _claim_in_thread(store: SqlStore, *, epoch: int) -> tuple[threading.Thread, threading.Event]:
+    """A claim of ``epoch`` started in a thread, and the event set once it went in."""
+    claimed = threading.Event()
+
+    def claim() -> None:
+        if store.claim_leadership(epoch=epoch, holder="replica-b", at=T0):
+            claimed.set()
+
+    thread = threading.Thread(target=claim, daemon=True)
+    thread.start()
+    return thread, claimed
