@@ -121,7 +121,8 @@ class Observer:
         result.errors += 1
         # the same words as the passes that skip the cluster while it backs off, so what
         # an onboarding shows does not depend on which of them came last
-        reason = f"cluster {cluster} did not answer: {error}"
+        said = str(error).removeprefix(f"cluster {cluster}: ")  # named once is enough
+        reason = f"cluster {cluster} did not answer: {said}"
         result.down = reason
         previous = self._backoff.get(cluster)
         failures = (previous.failures if previous else 0) + 1

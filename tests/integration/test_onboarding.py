@@ -152,11 +152,16 @@ async def test_argo_errors_back_off_and_leave_the_state_intact(world: World) -> 
     fake.fail_next(2, status=503)
     fake.rate_limit_next(1, retry_after="30")
 
-    await world.step()  # the list call fails: state unchanged, error recorded
+    await world.step(seconds=0)  # the list call fails: state unchanged, error recorded
     record = world.record("team-a")
     assert (record.state, record.step) == (State.RUNNING, "create-subaccount")
     assert record.last_error is not None
-    assert "local-a" in record.last_error
+    assert record.last_error.startswith("cluster local-a did not answer: list workflows")
+    assert "local-a: " not in record.last_error, "the cluster is named once"
+    calls = len(fake.requests)
+    await world.step()  # backing off: the cluster is not called, and the words stay
+    assert len(fake.requests) == calls
+    assert world.record("team-a").last_error == record.last_error
     # the cluster backs off, not the onboarding: its failure was not this onboarding's
     assert (record.next_attempt_at, record.error_count) == (None, 0)
 
