@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.fake_argo import STATUS_CHECKS
-from orchestrator.steps import FORWARD_STEPS
+from orchestrator.core.steps import FORWARD_STEPS
 
 FIRST_STEP = FORWARD_STEPS[0].value
 LAST_STEP = FORWARD_STEPS[-1].value

@@ -29,11 +29,11 @@ import yaml
 
 from bench.procfs import cpu_seconds, peak_rss_mib
 from orchestrator.argo.client import workflow_manifest
-from orchestrator.configs import Onboarding, OnboardingSpec
-from orchestrator.naming import workflow_labels, workflow_name
-from orchestrator.parameters import step_parameters
+from orchestrator.config.configs import Onboarding, OnboardingSpec
+from orchestrator.core.naming import workflow_labels, workflow_name
+from orchestrator.core.parameters import step_parameters
+from orchestrator.core.steps import FORWARD_STEPS
 from orchestrator.records import WorkflowSubmission
-from orchestrator.steps import FORWARD_STEPS
 
 #: the managed-by label of the poller's workflows
 POLLER_ID = "naive-poller"

@@ -51,7 +51,7 @@ import httpx
 from bench import figures, procfs, scenario
 from bench.fake_argo import cluster_names
 from bench.figures import Side, WorkflowEvent
-from orchestrator.steps import FORWARD_STEPS
+from orchestrator.core.steps import FORWARD_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = time.monotonic()

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.configs import Onboarding
-from orchestrator.naming import workflow_name
-from orchestrator.reconciling import new_record
+from orchestrator.config.configs import Onboarding
+from orchestrator.core.naming import workflow_name
+from orchestrator.core.reconciling import new_record
+from orchestrator.core.steps import FORWARD_STEPS
 from orchestrator.records import Source, State, TransitionRecord
-from orchestrator.steps import FORWARD_STEPS
 from orchestrator.store import open_store
 
 NAMESPACE = "argo"

@@ -1,5 +1,5 @@
 """``python -m orchestrator``: the same as the ``orchestrator`` command."""
 
-from orchestrator.cli import main
+from orchestrator.interfaces.cli import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
 from orchestrator.metrics import Metrics
 from orchestrator.ports import WorkflowEngine
 

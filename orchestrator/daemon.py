@@ -30,34 +30,34 @@ import uvicorn
 import watchfiles
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from orchestrator.api import create_app
 from orchestrator.argo import load_templates
 from orchestrator.clusters import ClusterRegistry, EngineFactory
-from orchestrator.configs import Cluster, Kubeconfig
-from orchestrator.desired import (
+from orchestrator.config.configs import Cluster, Kubeconfig
+from orchestrator.config.desired import (
     DesiredStateSource,
     clusters_in_use,
     declared_in_files,
     pipelines_in_use,
 )
+from orchestrator.config.globalaccounts import GlobalAccountCredentials
+from orchestrator.config.loading import directory_digest, rules_of
+from orchestrator.config.settings import Settings
+from orchestrator.core.planning import Limits
+from orchestrator.core.reconciling import Reconciler, Tuning, utcnow
+from orchestrator.core.watching import Watcher
 from orchestrator.election import Elector, Gate, LeaseTiming
 from orchestrator.errors import ConfigError, ConfigProblem, NotLeading, OrchestratorError
-from orchestrator.globalaccounts import GlobalAccountCredentials
+from orchestrator.interfaces.api import create_app
+from orchestrator.interfaces.service import Service
+from orchestrator.interfaces.views import Role
 from orchestrator.kube import ClusterTargets, KubeAccess, KubeAccesses, engine_for
 from orchestrator.kube.clients import pod_namespace
 from orchestrator.kube.leases import KubeLeases
-from orchestrator.loading import directory_digest, rules_of
 from orchestrator.logs import configure, register_secret
 from orchestrator.metrics import Metrics
-from orchestrator.planning import Limits
 from orchestrator.ports import Store, WorkflowEngine
-from orchestrator.reconciling import Reconciler, Tuning, utcnow
-from orchestrator.service import Service
-from orchestrator.settings import Settings
 from orchestrator.store import open_store, urls
 from orchestrator.store.replicas import ExclusiveUse, WakeChannel
-from orchestrator.views import Role
-from orchestrator.watching import Watcher
 
 log = logging.getLogger(__name__)
 

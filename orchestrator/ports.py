@@ -11,8 +11,15 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from orchestrator.configs import Cluster, GlobalAccount, Onboarding
+from orchestrator.config.configs import Cluster, GlobalAccount, Onboarding
 from orchestrator.errors import Conflict
+from orchestrator.interfaces.views import (
+    ClusterView,
+    HeldOffboardingView,
+    OnboardingView,
+    ReplicaView,
+    TransitionView,
+)
 from orchestrator.records import (
     Leadership,
     LeaseRecord,
@@ -22,13 +29,6 @@ from orchestrator.records import (
     WorkflowEvent,
     WorkflowStatus,
     WorkflowSubmission,
-)
-from orchestrator.views import (
-    ClusterView,
-    HeldOffboardingView,
-    OnboardingView,
-    ReplicaView,
-    TransitionView,
 )
 
 

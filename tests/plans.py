@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from orchestrator.pipelines import builtin_pipelines
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, PlannedStep, StepPlan
+from orchestrator.config.pipelines import builtin_pipelines
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, PlannedStep, StepPlan
 
 #: assign-entitlements has nothing to undo: it never enters the inventory
 FOUR_STEPS = StepPlan(

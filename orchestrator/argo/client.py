@@ -26,7 +26,7 @@ from orchestrator.argo import connections
 from orchestrator.argo import errors as argo_errors
 from orchestrator.argo.connections import Answer
 from orchestrator.argo.credentials import RenewableTokenSource, TokenSource, tls_verification
-from orchestrator.configs import ArgoAccess, Cluster
+from orchestrator.config.configs import ArgoAccess, Cluster
 from orchestrator.errors import (
     ArgoError,
     ArgoInvalid,

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from orchestrator.configs import Cluster, Kubeconfig
+from orchestrator.config.configs import Cluster, Kubeconfig
 from orchestrator.kube import errors
 from orchestrator.kube.errors import KubeconfigInvalid, KubeError
 from orchestrator.redaction import (

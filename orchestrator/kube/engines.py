@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.tokens import TokenRequestSource
 from orchestrator.kube.workflows import KubeWorkflowEngine

@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
+from orchestrator.core.naming import LABEL_MANAGED_BY, LABEL_ONBOARDING
 from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.kube.engines import KubeAccesses
 from orchestrator.kube.errors import KubeNotFound, KubeUnavailable
-from orchestrator.naming import LABEL_MANAGED_BY, LABEL_ONBOARDING
 
 Action = Literal["created", "updated", "unchanged", "deleted", "absent", "kept"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
 from orchestrator.errors import ArgoError, ArgoUnauthorized
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.errors import KubeError, KubeUnavailable, as_argo_error

@@ -41,7 +41,7 @@ from orchestrator.argo.client import (
     workflow_manifest,
     workflow_status,
 )
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
 from orchestrator.errors import (
     ArgoError,
     ArgoInvalid,

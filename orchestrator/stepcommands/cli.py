@@ -37,12 +37,7 @@ from typing import Any, NoReturn
 
 from orchestrator import logs
 from orchestrator.btp import Deadline
-from orchestrator.errors import OrchestratorError, PermanentError, TemporaryError
-from orchestrator.stepcommands import accounts
-from orchestrator.stepcommands.context import DEFAULT_OUTPUTS_DIR, StepContext, log, setting
-from orchestrator.stepcommands.helm import Chart
-from orchestrator.stepcommands.outputs import write_termination_message
-from orchestrator.steps import (
+from orchestrator.core.steps import (
     EXIT_BUG,
     EXIT_OK,
     EXIT_PERMANENT,
@@ -51,6 +46,11 @@ from orchestrator.steps import (
     OperatorStep,
     Step,
 )
+from orchestrator.errors import OrchestratorError, PermanentError, TemporaryError
+from orchestrator.stepcommands import accounts
+from orchestrator.stepcommands.context import DEFAULT_OUTPUTS_DIR, StepContext, log, setting
+from orchestrator.stepcommands.helm import Chart
+from orchestrator.stepcommands.outputs import write_termination_message
 
 #: the SAP BTP Service Operator's defaults (as its README installs it; see stepcommands.operator)
 OPERATOR_NAMESPACE = "sap-btp-operator"

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from orchestrator.api import create_app
+from orchestrator.interfaces.api import create_app
 from orchestrator.metrics import Metrics
 
 from .fakes import FakeOperations, Swap

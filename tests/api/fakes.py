@@ -17,19 +17,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import stepplans
-from orchestrator.configs import DeletionPolicy, Onboarding
+from orchestrator.config.configs import DeletionPolicy, Onboarding
+from orchestrator.core import stepplans
+from orchestrator.core.machine import OnboardingMachine
 from orchestrator.errors import ConfigError, ConfigProblem, Conflict, NotFound
-from orchestrator.machine import OnboardingMachine
-from orchestrator.ports import Action, Operations
-from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import (
+from orchestrator.interfaces.views import (
     ClusterView,
     HeldOffboardingView,
     OnboardingView,
     ReplicaView,
     TransitionView,
 )
+from orchestrator.ports import Action, Operations
+from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
 
 #: states in which the compensations of the inventory run
 UNDOING = frozenset({State.ROLLING_BACK, State.OFFBOARDING})

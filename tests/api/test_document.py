@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.api import EXAMPLE, create_app
-from orchestrator.configs import LABEL_SCHEMA
+from orchestrator.config.configs import LABEL_SCHEMA
+from orchestrator.interfaces.api import EXAMPLE, create_app
 from orchestrator.metrics import Metrics
 
 from .conftest import TOKEN

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from orchestrator.apirequests import fingerprint
+from orchestrator.interfaces.apirequests import fingerprint
 from orchestrator.metrics import Metrics
 
 from .conftest import TOKEN

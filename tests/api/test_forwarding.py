@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.api import create_app
-from orchestrator.forwarding import FORWARDED
+from orchestrator.interfaces.api import create_app
+from orchestrator.interfaces.forwarding import FORWARDED
+from orchestrator.interfaces.views import ReplicaView
 from orchestrator.metrics import Metrics
-from orchestrator.views import ReplicaView
 
 from .conftest import TOKEN
 from .fakes import FakeOperations

@@ -36,13 +36,13 @@ from schemathesis.checks import negative_data_rejection as schema_violating_reje
 from schemathesis.checks import positive_data_acceptance as schema_valid_accepted
 from schemathesis.core.parameters import ParameterLocation
 
-from orchestrator.api import EXAMPLE, MAX_BODY_BYTES, MAX_WAIT_SECONDS, create_app
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
+from orchestrator.config.settings import Settings
 from orchestrator.daemon import Daemon, build
+from orchestrator.interfaces.api import EXAMPLE, MAX_BODY_BYTES, MAX_WAIT_SECONDS, create_app
 from orchestrator.metrics import Metrics
 from orchestrator.ports import WorkflowEngine
-from orchestrator.settings import Settings
 
 from .fakes import FakeOperations
 from .servers import Served, serving

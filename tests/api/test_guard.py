@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from orchestrator.api import (
+from orchestrator.interfaces.api import (
     GRANTED,
     MAX_JSON_DEPTH,
     ApiError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from orchestrator.apirequests import METHODS
+from orchestrator.interfaces.apirequests import METHODS
 from orchestrator.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -357,7 +357,7 @@ def test_suspend_and_resume_again_change_nothing_and_answer_200(
     if action == "suspend":
         operations.fire("tenant-a", "suspend")
     history = len(operations.transitions["tenant-a"])
-    caplog.set_level(logging.INFO, logger="orchestrator.api")
+    caplog.set_level(logging.INFO, logger="orchestrator.interfaces.api")
     answer = client.post(f"{URL}/tenant-a/{action}", headers=auth)
     assert answer.status_code == 200
     assert answer.json()["state"] == state

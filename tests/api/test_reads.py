@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.api import create_app
-from orchestrator.cli import _settings, main, parser
+from orchestrator.config.settings import Settings
 from orchestrator.daemon import _loopback
+from orchestrator.interfaces.api import create_app
+from orchestrator.interfaces.cli import _settings, main, parser
 from orchestrator.metrics import Metrics
-from orchestrator.settings import Settings
 
 from .conftest import TOKEN
 from .fakes import FakeOperations, document

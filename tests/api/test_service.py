@@ -109,7 +109,7 @@ def test_an_unreadable_token_file_refuses_like_no_token(
 
 
 def create(operations: FakeOperations, metrics: Metrics, token: object) -> FastAPI:
-    from orchestrator.api import create_app
+    from orchestrator.interfaces.api import create_app
 
     return create_app(operations, metrics=metrics, token=token)  # type: ignore[arg-type]
 

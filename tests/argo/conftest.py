@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import ArgoAccess
+from orchestrator.config.configs import ArgoAccess
 from orchestrator.errors import ArgoError
 from orchestrator.metrics import Metrics
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, make_tls

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import ArgoAccess
+from orchestrator.config.configs import ArgoAccess
 from orchestrator.errors import (
     ArgoError,
     ArgoInvalid,

@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator.argo import ArgoClient
 from orchestrator.argo.client import failure_message
-from orchestrator.configs import ArgoAccess
-from orchestrator.planning import exit_code
+from orchestrator.config.configs import ArgoAccess
+from orchestrator.core.planning import exit_code
 from orchestrator.records import WorkflowPhase
 
 POD_SAID = "Error (exit code 1): CreationFailed: subaccount 1f2e creation failed: no quota"

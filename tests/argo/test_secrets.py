@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import ArgoAccess
+from orchestrator.config.configs import ArgoAccess
 from orchestrator.errors import ArgoError, ArgoInvalid, ArgoUnauthorized, ArgoUnavailable
 from orchestrator.logs import MASK
 from orchestrator.metrics import Metrics

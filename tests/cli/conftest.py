@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from orchestrator.api import create_app
+from orchestrator.interfaces.api import create_app
 from orchestrator.metrics import Metrics
 
 from ..api.fakes import FakeOperations, Swap

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.cli import main
+from orchestrator.interfaces.cli import main
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, WallClock, make_tls
 from tests.integration.conftest import onboarding_yaml
 from tests.support.processes import DaemonProcess, wait_for

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.apirequests import fingerprint
+from orchestrator.interfaces.apirequests import fingerprint
 from tests.integration.conftest import onboarding_yaml
 from tests.support.processes import REPO, DaemonProcess, wait_for
 
@@ -656,7 +656,7 @@ def test_metrics(live: Live) -> None:
 #: onboardings of this module whose names are no ordinary words of a log line
 NAMED = ["calm-ready", "slot-a", "slot-b", "stuck-cleanup", "bo-first", "bo-second", "by-spec",
          "watched-2", "watched-3", "api-made", "yaml-made"]  # fmt: skip
-REQUEST_LOGGERS = {"orchestrator.api.requests", "orchestrator.argo.client"}
+REQUEST_LOGGERS = {"orchestrator.interfaces.api.requests", "orchestrator.argo.client"}
 
 
 def test_every_log_line_is_json_with_its_fields(live: Live) -> None:
@@ -696,7 +696,7 @@ def test_every_log_line_is_json_with_its_fields(live: Live) -> None:
         assert entry.get("onboarding"), entry
         assert entry.get("cluster"), entry
         assert entry.get("request_id"), entry
-    requests = [e for e in entries if e["logger"] == "orchestrator.api.requests"]
+    requests = [e for e in entries if e["logger"] == "orchestrator.interfaces.api.requests"]
     assert requests
     for entry in requests:
         assert re.fullmatch(r"[0-9a-f]{32}", entry["request_id"]), entry

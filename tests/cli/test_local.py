@@ -19,13 +19,13 @@ import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
 from orchestrator import __version__
-from orchestrator.apiclient import TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV
-from orchestrator.cli import main, parser, selector
+from orchestrator.config.settings import Settings
 from orchestrator.errors import ConfigError, ConfigProblem
-from orchestrator.planning_report import PlanLine
+from orchestrator.interfaces.apiclient import TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV
+from orchestrator.interfaces.cli import main, parser, selector
+from orchestrator.interfaces.planning_report import PlanLine
+from orchestrator.interfaces.tables import age, relative
 from orchestrator.records import OnboardingRecord, Source, State
-from orchestrator.settings import Settings
-from orchestrator.tables import age, relative
 
 from ..api.fakes import document
 
@@ -207,7 +207,9 @@ def test_plan_prints_a_table(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     seen: list[Settings] = []
-    stand_in(monkeypatch, "orchestrator.planning_report", plan=lambda s: record(seen, s, PLAN))
+    stand_in(
+        monkeypatch, "orchestrator.interfaces.planning_report", plan=lambda s: record(seen, s, PLAN)
+    )
     assert main(["plan", "--config", str(tmp_path), "--db", "sqlite:///x.db"]) == 0
     assert seen[0].config_dir == tmp_path
     assert seen[0].db_url == "sqlite:///x.db"
@@ -219,7 +221,7 @@ def test_plan_prints_a_table(
 
 
 def test_plan_as_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    stand_in(monkeypatch, "orchestrator.planning_report", plan=lambda s: PLAN)
+    stand_in(monkeypatch, "orchestrator.interfaces.planning_report", plan=lambda s: PLAN)
     assert main(["plan", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[1] == {
         "onboarding": "tenant-bb", "cluster": "c2", "state": "Ready", "action": "none",
@@ -233,7 +235,7 @@ def test_plan_on_an_invalid_config_lists_the_problems(
     def invalid(settings: Settings) -> list[PlanLine]:
         raise ConfigError([ConfigProblem("x.yaml", "unknown kind 'Nope'", "document 1", "kind")])
 
-    stand_in(monkeypatch, "orchestrator.planning_report", plan=invalid)
+    stand_in(monkeypatch, "orchestrator.interfaces.planning_report", plan=invalid)
     assert main(["plan"]) == 1
     assert capsys.readouterr().err == "x.yaml: document 1: kind: unknown kind 'Nope'\n"
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.configs import Onboarding
+from orchestrator.config.configs import Onboarding
+from orchestrator.interfaces.cli import main
 
 from ..api.fakes import document
 from .conftest import TOKEN, Daemon, configured

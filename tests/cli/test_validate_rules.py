@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.settings import Settings
+from orchestrator.config.settings import Settings
+from orchestrator.interfaces.cli import main
 
 from ..api.fakes import document
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.config.settings import Settings
 from orchestrator.kube.preparing import EXECUTOR_RULES, STEP_RULES
-from orchestrator.settings import Settings
 from tests.deploy.conftest import (
     CHART,
     TARGET_CHART,

@@ -35,7 +35,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from orchestrator.naming import LABEL_ATTEMPT, LABEL_STEP
+from orchestrator.core.naming import LABEL_ATTEMPT, LABEL_STEP
 from orchestrator.store import urls
 from tests.controlplane import cluster as controlplane
 from tests.e2e.argo_api import ArgoAPI

@@ -53,9 +53,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main as cli_main
-from orchestrator.configs import DEFAULT_STEP_IMAGE
-from orchestrator.steps import EXIT_PERMANENT, EXIT_TERMINATED, EXIT_TRANSIENT
+from orchestrator.config.configs import DEFAULT_STEP_IMAGE
+from orchestrator.core.steps import EXIT_PERMANENT, EXIT_TERMINATED, EXIT_TRANSIENT
+from orchestrator.interfaces.cli import main as cli_main
 from tests.cli.live import environment
 from tests.controlplane import cluster as controlplane
 from tests.controlplane.kube import Kube

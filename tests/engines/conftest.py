@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import ArgoAccess
+from orchestrator.config.configs import ArgoAccess
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.tokens import TokenRequestSource
 from orchestrator.kube.workflows import KubeWorkflowEngine

@@ -20,9 +20,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from orchestrator.config.loading import ConfigRules, load_directory
+from orchestrator.config.settings import Settings
 from orchestrator.daemon import run
-from orchestrator.loading import ConfigRules, load_directory
-from orchestrator.settings import Settings
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, WallClock, make_tls
 
 CACHE = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.configs import GlobalAccount
+from orchestrator.config.configs import GlobalAccount
 
 
 class FakeManagement:

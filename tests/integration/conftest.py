@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.settings import Settings
 from orchestrator.daemon import Daemon, build
+from orchestrator.interfaces.views import state_and_step
 from orchestrator.records import OnboardingRecord, State
-from orchestrator.settings import Settings
-from orchestrator.views import state_and_step
 from tests.fakes.argo_server import (
     ArgoServerRunner,
     FakeArgoServer,

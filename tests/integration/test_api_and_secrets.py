@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.api import create_app
+from orchestrator.interfaces.api import create_app
 from orchestrator.logs import JsonFormatter
 from orchestrator.records import State
 from tests.integration.conftest import API_TOKEN, TOKEN, World, onboarding_yaml

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import reconciling
-from orchestrator.planning import Command, Situation
+from orchestrator.core import reconciling
+from orchestrator.core.planning import Command, Situation
 from orchestrator.records import State
 from orchestrator.store import open_store
 from tests.integration.conftest import World

@@ -42,7 +42,7 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.api import create_app
+from orchestrator.interfaces.api import create_app
 from orchestrator.logs import JsonFormatter
 from orchestrator.redaction import BODY_CUT
 from tests.fakes.btp_server import BtpServerRunner, FakeBtp

@@ -33,10 +33,10 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.configs import Onboarding
+from orchestrator.config.configs import Onboarding
+from orchestrator.config.pipelines import known_pipelines
 from orchestrator.errors import ConfigError
-from orchestrator.pipelines import known_pipelines
+from orchestrator.interfaces.cli import main
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, TLSFiles, WallClock
 from tests.integration.conftest import TOKEN, World, onboarding_yaml
 from tests.support.processes import DaemonProcess, wait_for

@@ -7,7 +7,7 @@ import asyncio
 
 import yaml
 
-from orchestrator.configs import Onboarding
+from orchestrator.config.configs import Onboarding
 from orchestrator.daemon import build
 from tests.integration.conftest import World, onboarding_yaml
 

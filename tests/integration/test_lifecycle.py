@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.configs import Onboarding
+from orchestrator.config.configs import Onboarding
+from orchestrator.core.planning import Situation, Wait, decide
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY
 from orchestrator.errors import Conflict, PermanentError, TemporaryError
-from orchestrator.planning import Situation, Wait, decide
 from orchestrator.records import State
-from orchestrator.stepplans import SERVICE_BROKER_PROXY
 from tests.integration.conftest import World, onboarding_yaml
 
 pytestmark = pytest.mark.integration
@@ -894,7 +894,7 @@ async def test_deleted_onboardings_are_pruned_after_the_retention(world: World) 
 
 
 async def test_plan_shows_the_same_rule_and_the_update_it_would_run(world: World) -> None:
-    from orchestrator.planning_report import plan
+    from orchestrator.interfaces.planning_report import plan
 
     await ready(world, "team-a")
     await ready(world, "team-b")

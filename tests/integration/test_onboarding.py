@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.core.steps import Step
 from orchestrator.records import State
-from orchestrator.steps import Step
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.integration

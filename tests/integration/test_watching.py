@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from orchestrator.core.planning import Limits
+from orchestrator.core.watching import Watcher
 from orchestrator.daemon import Daemon
 from orchestrator.errors import WatchExpired
-from orchestrator.planning import Limits
 from orchestrator.records import State, WorkflowEvent
-from orchestrator.watching import Watcher
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.configs import Kubeconfig
+from orchestrator.config.configs import Kubeconfig
 from orchestrator.kube.clients import KubeAccess
 from tests.controlplane import cluster as controlplane
 from tests.e2e.conftest import local_clusters  # noqa: F401  (the session fixture, re-used)

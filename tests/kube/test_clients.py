@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.config import incluster_config
 
-from orchestrator.configs import Kubeconfig, SecretKeyRef
+from orchestrator.config.configs import Kubeconfig, SecretKeyRef
 from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.kube.errors import (
     ClusterUnreachable,

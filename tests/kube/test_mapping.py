@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import Cluster, Kubeconfig
+from orchestrator.config.configs import Cluster, Kubeconfig
 from orchestrator.errors import (
     ArgoInvalid,
     ArgoRateLimited,

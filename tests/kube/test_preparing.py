@@ -11,7 +11,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.configs import Cluster, Kubeconfig
+from orchestrator.config.configs import Cluster, Kubeconfig
+from orchestrator.core.naming import LABEL_MANAGED_BY, LABEL_ONBOARDING
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.engines import KubeAccesses
 from orchestrator.kube.preparing import (
@@ -23,7 +24,6 @@ from orchestrator.kube.preparing import (
     step_role_name,
 )
 from orchestrator.kube.tokens import TokenRequestSource
-from orchestrator.naming import LABEL_MANAGED_BY, LABEL_ONBOARDING
 from tests.controlplane import cluster as controlplane
 from tests.kube.conftest import ARGO_NAMESPACE, kubeconfig_with_token, write_yaml
 

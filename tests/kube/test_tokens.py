@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from orchestrator.argo import ArgoClient
-from orchestrator.configs import ArgoAccess
+from orchestrator.config.configs import ArgoAccess
 from orchestrator.errors import ArgoUnauthorized
 from orchestrator.kube.clients import KubeAccess
 from orchestrator.kube.tokens import TokenRequestSource

@@ -54,14 +54,14 @@ from hypothesis.stateful import (
 )
 
 from orchestrator.argo.client import ArgoClient
-from orchestrator.configs import Cluster, Onboarding
+from orchestrator.config.configs import Cluster, Onboarding
+from orchestrator.config.pipelines import builtin_pipelines
+from orchestrator.config.settings import Settings
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from orchestrator.daemon import Daemon, build
 from orchestrator.errors import ConfigError, Conflict, NotFound
-from orchestrator.pipelines import builtin_pipelines
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import SETTLED, OnboardingRecord, State
-from orchestrator.settings import Settings
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from tests.fakes.argo_server import FINISHED, FakeArgoServer, FakeClock
 from tests.plans import FOUR_STEPS, four_steps_document
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.globalaccounts import KEYS, GlobalAccountCredentials
+from orchestrator.config.globalaccounts import KEYS, GlobalAccountCredentials
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
 from orchestrator.stepcommands.context import BTP_SECRET, BTP_SECRET_KEYS
 from tests.fakes.btp_server import BtpServerRunner, FakeBtp

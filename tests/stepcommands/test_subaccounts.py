@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from orchestrator.core.steps import EXIT_USAGE
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT
-from orchestrator.steps import EXIT_USAGE
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
 

@@ -14,10 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from orchestrator.core.steps import EXIT_TERMINATED
 from orchestrator.logs import register_secret
 from orchestrator.stepcommands.cli import EXIT_OK, EXIT_PERMANENT
 from orchestrator.stepcommands.outputs import termination_message
-from orchestrator.steps import EXIT_TERMINATED
 from tests.fakes.btp_server import FakeBtp
 from tests.stepcommands.conftest import Steps
 from tests.support.processes import REPO, wait_for

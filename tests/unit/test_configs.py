@@ -14,12 +14,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.configs import json_schema
-from orchestrator.desired import DesiredStateSource
+from orchestrator.config.configs import json_schema
+from orchestrator.config.desired import DesiredStateSource
+from orchestrator.config.loading import ConfigRules, load_directory, load_documents
+from orchestrator.config.settings import Settings
 from orchestrator.errors import ConfigError, Conflict, TemporaryError
-from orchestrator.loading import ConfigRules, load_directory, load_documents
 from orchestrator.metrics import Metrics
-from orchestrator.settings import Settings
 
 CLUSTER = """\
 apiVersion: orchestrator.dev/v1alpha1
@@ -1132,7 +1132,7 @@ def test_a_file_that_cannot_be_read_is_the_only_problem_said(tmp_path: Path) -> 
 
 
 def test_the_digest_notices_a_file_changed_in_place(tmp_path: Path) -> None:
-    from orchestrator.loading import directory_digest
+    from orchestrator.config.loading import directory_digest
 
     (tmp_path / "c.yaml").write_text(CLUSTER)
     before = directory_digest(tmp_path)
@@ -1143,7 +1143,7 @@ def test_the_digest_notices_a_file_changed_in_place(tmp_path: Path) -> None:
 
 
 def test_the_digest_of_a_huge_file_does_not_read_it(tmp_path: Path) -> None:
-    from orchestrator.loading import directory_digest
+    from orchestrator.config.loading import directory_digest
 
     big = tmp_path / "big.yaml"
     big.write_text("a: " + "x" * 5000)
@@ -1158,7 +1158,7 @@ def test_the_digest_of_a_huge_file_does_not_read_it(tmp_path: Path) -> None:
 
 
 def test_the_rules_settings_and_their_environment_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.loading import rules_of
+    from orchestrator.config.loading import rules_of
 
     defaults = rules_of(Settings())
     assert defaults.denied_namespaces == ("default", "kube-*")
@@ -1191,7 +1191,7 @@ async def test_a_reload_reads_and_validates_in_a_worker_thread(
 ) -> None:
     import threading
 
-    import orchestrator.desired as desired
+    import orchestrator.config.desired as desired
 
     config.declare("a")
     source = config.start()
@@ -1215,7 +1215,7 @@ async def test_a_reload_reads_and_validates_in_a_worker_thread(
 async def test_a_reload_that_fails_unexpectedly_is_a_rejected_change(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orchestrator.desired as desired
+    import orchestrator.config.desired as desired
 
     config.declare("a")
     source = config.start()

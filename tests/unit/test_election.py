@@ -323,7 +323,7 @@ def test_the_advertised_url(
     given: str | None,
     expected: str,
 ) -> None:
-    from orchestrator.settings import Settings
+    from orchestrator.config.settings import Settings
 
     if pod_ip:
         monkeypatch.setenv("POD_IP", pod_ip)
@@ -335,7 +335,7 @@ def test_the_advertised_url(
 def test_lease_settings_are_checked() -> None:
     from pydantic import ValidationError
 
-    from orchestrator.settings import Settings
+    from orchestrator.config.settings import Settings
 
     with pytest.raises(ValidationError, match="lease_name"):
         Settings(lease_name="Not A Name")

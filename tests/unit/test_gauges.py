@@ -7,8 +7,8 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from orchestrator.core.passes import Tally
 from orchestrator.metrics import Metrics
-from orchestrator.passes import Tally
 from orchestrator.records import OnboardingRecord, Source, State
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from orchestrator import logs
+from orchestrator.config.globalaccounts import GlobalAccountCredentials
 from orchestrator.errors import PermanentError, TemporaryError
-from orchestrator.globalaccounts import GlobalAccountCredentials
 from tests.fakes.management import FakeManagement, global_account
 
 CLIENT_ID = "sb-ut-6b7a6f1e-cis-central!b14"

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import loading
-from orchestrator.desired import DesiredStateSource
-from orchestrator.errors import ConfigError
-from orchestrator.loading import (
+from orchestrator.config import loading
+from orchestrator.config.desired import DesiredStateSource
+from orchestrator.config.loading import (
     MAX_DEPTH,
     ParsedFiles,
     config_files,
@@ -18,6 +17,7 @@ from orchestrator.loading import (
     load_documents,
     parse_yaml,
 )
+from orchestrator.errors import ConfigError
 from orchestrator.metrics import Metrics
 from tests.unit.test_configs import CLUSTER, ONBOARDING, TMP, named
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.machine import TRANSITIONS, OnboardingMachine
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from orchestrator.errors import Conflict
-from orchestrator.machine import TRANSITIONS, OnboardingMachine
 from orchestrator.records import OnboardingRecord, Source, State
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from tests.plans import FOUR_STEPS
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import __version__
-from orchestrator.configs import DEFAULT_STEP_IMAGE, STEP_IMAGE_PLACEHOLDER
-from orchestrator.steps import STEP_COMMANDS
+from orchestrator.config.configs import DEFAULT_STEP_IMAGE, STEP_IMAGE_PLACEHOLDER
+from orchestrator.core.steps import STEP_COMMANDS
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, make_tls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +163,7 @@ def test_the_installed_daemon_finds_its_templates_from_any_directory(
         """\
         import json, orchestrator
         from orchestrator.argo.templates import load_templates
-        from orchestrator.settings import Settings
+        from orchestrator.config.settings import Settings
         settings = Settings()
         templates = load_templates(settings.templates_dir)
         print(json.dumps({

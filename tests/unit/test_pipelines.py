@@ -14,14 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator import configs
-from orchestrator.configs import DEFAULT_PIPELINE, OnboardingSpec, Pipeline, json_schema
-from orchestrator.desired import DesiredStateSource
-from orchestrator.errors import ConfigError
-from orchestrator.loading import ConfigRules, load_documents, rules_of, template_interfaces
-from orchestrator.metrics import Metrics
-from orchestrator.parameters import step_parameters
-from orchestrator.pipelines import (
+from orchestrator.config import configs
+from orchestrator.config.configs import DEFAULT_PIPELINE, OnboardingSpec, Pipeline, json_schema
+from orchestrator.config.desired import DesiredStateSource
+from orchestrator.config.loading import ConfigRules, load_documents, rules_of, template_interfaces
+from orchestrator.config.pipelines import (
     MissingBlock,
     ResolvedPipeline,
     builtin_pipelines,
@@ -30,10 +27,10 @@ from orchestrator.pipelines import (
     spec_value,
     template_problems,
 )
-from orchestrator.planning import immutable_change
-from orchestrator.records import OnboardingRecord, Source, State
-from orchestrator.settings import Settings
-from orchestrator.steps import (
+from orchestrator.config.settings import Settings
+from orchestrator.core.parameters import step_parameters
+from orchestrator.core.planning import immutable_change
+from orchestrator.core.steps import (
     COMPENSATION_OF,
     FORWARD_STEPS,
     Step,
@@ -41,6 +38,9 @@ from orchestrator.steps import (
     inventory_order,
     next_forward,
 )
+from orchestrator.errors import ConfigError
+from orchestrator.metrics import Metrics
+from orchestrator.records import OnboardingRecord, Source, State
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"

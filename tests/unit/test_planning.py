@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.configs import DeletionPolicy, OnboardingSpec
-from orchestrator.planning import (
+from orchestrator.config.configs import DeletionPolicy, OnboardingSpec
+from orchestrator.core.planning import (
     MIXED_SPECS,
     SUSPENDED_BY_SPEC,
     UNKNOWN,
@@ -24,8 +24,8 @@ from orchestrator.planning import (
     immutable_change,
     take_spec,
 )
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from orchestrator.records import OnboardingRecord, Source, State, WorkflowPhase, WorkflowStatus
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from tests.plans import FOUR_STEPS
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

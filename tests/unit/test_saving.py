@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.saving import Saver, WriterThread
 from orchestrator.errors import Conflict, NotLeading, TemporaryError
 from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.saving import Saver, WriterThread
 from orchestrator.store import SqlStore, open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

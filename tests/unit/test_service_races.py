@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from orchestrator.errors import ChangedMeanwhile, Conflict
-from orchestrator.service import CHANGED_TRIES, _again_if_changed
+from orchestrator.interfaces.service import CHANGED_TRIES, _again_if_changed
 
 
 def test_a_write_that_lost_to_the_daemon_is_decided_again_on_the_latest_state() -> None:

@@ -32,7 +32,7 @@ LAZY = ("psycopg", "kubernetes", "httpx")
 RUN_UNTIL_READY = """
 import http.client, json, os, signal, sys, threading, time
 
-from orchestrator.cli import main
+from orchestrator.interfaces.cli import main
 
 LAZY = {lazy!r}
 
@@ -139,7 +139,7 @@ CASES = {
         "kubernetes",
         """
         import asyncio
-        from orchestrator.configs import Kubeconfig
+        from orchestrator.config.configs import Kubeconfig
         from orchestrator.kube.clients import KubeAccess
 
         access = KubeAccess("gone", Kubeconfig(path={kubeconfig!r}), timeout=5)
@@ -151,18 +151,18 @@ CASES = {
     "cli-client": (
         "httpx",
         """
-        from orchestrator.apiclient import ApiClient
+        from orchestrator.interfaces.apiclient import ApiClient
 
         ApiClient("http://127.0.0.1:{port}").onboardings()
         """,
-        "orchestrator.apiclient.Unreachable",
+        "orchestrator.interfaces.apiclient.Unreachable",
     ),
     "argo-through-proxy": (
         "httpx",
         """
         import asyncio, os
         from orchestrator.argo import ArgoClient
-        from orchestrator.configs import ArgoAccess
+        from orchestrator.config.configs import ArgoAccess
 
         os.environ["HTTP_PROXY"] = "http://127.0.0.1:{port}"  # so through httpx
         access = ArgoAccess(server="http://argo.invalid:2746", namespace="argo")

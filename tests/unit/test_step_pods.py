@@ -16,17 +16,17 @@ from pydantic import ValidationError
 
 from orchestrator import __version__
 from orchestrator.argo.templates import load_templates
-from orchestrator.configs import (
+from orchestrator.config.configs import (
     DEFAULT_STEP_IMAGE,
     STEP_IMAGE_PLACEHOLDER,
     StepPods,
     canonical_quantity,
     json_schema,
 )
+from orchestrator.config.loading import load_documents
+from orchestrator.config.settings import Settings
 from orchestrator.daemon import Daemon, build
 from orchestrator.errors import ConfigError
-from orchestrator.loading import load_documents
-from orchestrator.settings import Settings
 from tests.fakes.argo_server import ArgoServerRunner, FakeArgoServer, FakeClock, make_tls
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, PlannedStep, StepPlan
-from orchestrator.steps import COMPENSATION_OF, FORWARD_STEPS
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, PlannedStep, StepPlan
+from orchestrator.core.steps import COMPENSATION_OF, FORWARD_STEPS
 from tests.plans import FOUR_STEPS
 
 

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from orchestrator.argo.templates import load_templates
-from orchestrator.configs import OnboardingSpec
+from orchestrator.config.configs import OnboardingSpec
+from orchestrator.core.parameters import step_parameters
+from orchestrator.core.steps import STEP_COMMANDS, OperatorStep, Step
 from orchestrator.errors import ConfigError
-from orchestrator.parameters import step_parameters
 from orchestrator.stepcommands.cli import EXIT_TRANSIENT, build_parser
-from orchestrator.steps import STEP_COMMANDS, OperatorStep, Step
 from tests.fakes.argo_contract import validate_schema
 from tests.fakes.argo_server import lint_problems
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     step_image = args.step_image
     if not step_image:
-        from orchestrator.configs import DEFAULT_STEP_IMAGE
+        from orchestrator.config.configs import DEFAULT_STEP_IMAGE
 
         step_image = DEFAULT_STEP_IMAGE
     entrypoint_dir = Path(sys.executable).parent

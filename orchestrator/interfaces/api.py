@@ -45,9 +45,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator import __version__, forwarding
-from orchestrator.apirequests import RequestLog, caller, caller_name
-from orchestrator.configs import DNSLabel, Onboarding
+from orchestrator import __version__
+from orchestrator.config.configs import DNSLabel, Onboarding
+from orchestrator.config.loading import parse_yaml
+from orchestrator.core.planning import IN_FLIGHT
 from orchestrator.errors import (
     ConfigError,
     Conflict,
@@ -55,13 +56,10 @@ from orchestrator.errors import (
     OrchestratorError,
     TemporaryError,
 )
-from orchestrator.explaining import explain, with_causes
-from orchestrator.loading import parse_yaml
-from orchestrator.metrics import Metrics
-from orchestrator.planning import IN_FLIGHT
-from orchestrator.ports import Action, Operations
-from orchestrator.records import State
-from orchestrator.views import (
+from orchestrator.interfaces import forwarding
+from orchestrator.interfaces.apirequests import RequestLog, caller, caller_name
+from orchestrator.interfaces.explaining import explain, with_causes
+from orchestrator.interfaces.views import (
     ClusterView,
     Explanation,
     HeldOffboardingView,
@@ -70,6 +68,9 @@ from orchestrator.views import (
     TransitionView,
     UpsertResult,
 )
+from orchestrator.metrics import Metrics
+from orchestrator.ports import Action, Operations
+from orchestrator.records import State
 
 log = logging.getLogger(__name__)
 

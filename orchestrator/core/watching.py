@@ -15,9 +15,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+from orchestrator.core.naming import LABEL_MANAGED_BY
+from orchestrator.core.planning import Limits, backoff
 from orchestrator.errors import OrchestratorError, WatchExpired
-from orchestrator.naming import LABEL_MANAGED_BY
-from orchestrator.planning import Limits, backoff
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import WorkflowEvent, WorkflowStatus
 

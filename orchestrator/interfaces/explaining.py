@@ -14,10 +14,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC
-from orchestrator.records import State
-from orchestrator.steps import Step
-from orchestrator.views import (
+from orchestrator.core.planning import IN_FLIGHT, SUSPENDED_BY_SPEC
+from orchestrator.core.steps import Step
+from orchestrator.interfaces.views import (
     ClusterView,
     Explanation,
     FailedStep,
@@ -25,6 +24,7 @@ from orchestrator.views import (
     TransitionView,
     state_and_step,
 )
+from orchestrator.records import State
 
 #: the start of ``lastError`` when an edit of a field naming an external resource was refused
 REFUSED_CHANGE = re.compile(r"^spec\.[\w.]+ cannot change from ")

@@ -19,9 +19,9 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
+from orchestrator.core.stepplans import SERVICE_BROKER_PROXY, StepPlan
 from orchestrator.errors import Conflict
 from orchestrator.records import OnboardingRecord, State, TransitionRecord
-from orchestrator.stepplans import SERVICE_BROKER_PROXY, StepPlan
 
 P = State.PENDING
 RN = State.RUNNING

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.clusters import ClusterRegistry
+from orchestrator.core.naming import in_flight_selector
+from orchestrator.core.passes import PassResult, Tuning
+from orchestrator.core.planning import UNKNOWN, Observation, backoff
 from orchestrator.errors import TemporaryError, WorkflowNotFound
 from orchestrator.metrics import Metrics
-from orchestrator.naming import in_flight_selector
-from orchestrator.passes import PassResult, Tuning
-from orchestrator.planning import UNKNOWN, Observation, backoff
 from orchestrator.ports import WorkflowEngine
 from orchestrator.records import SETTLED, OnboardingRecord, WorkflowStatus
 

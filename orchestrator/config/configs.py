@@ -271,7 +271,7 @@ def _pipeline_rules(schema: dict[str, Any]) -> None:
     """What the validators say of ``pipeline`` and the blocks, said in JSON Schema too (the
     editors' schema and the API's OpenAPI document): a document valid by the schema is
     valid here. The blocks a built-in pipeline reads are required with it."""
-    from orchestrator.pipelines import builtin_pipelines  # built from these models
+    from orchestrator.config.pipelines import builtin_pipelines  # built from these models
 
     builtin = builtin_pipelines()
     rules = []
@@ -338,7 +338,7 @@ class OnboardingSpec(Strict):
     def _blocks_read_are_present(self) -> OnboardingSpec:
         """A block the onboarding's built-in pipeline reads is required (a pipeline of the
         config directory is checked when the directory is loaded)."""
-        from orchestrator.pipelines import builtin_pipelines  # built from these models
+        from orchestrator.config.pipelines import builtin_pipelines  # built from these models
 
         pipeline = builtin_pipelines().get(self.pipeline_name)
         missing = pipeline.missing_blocks(self) if pipeline is not None else []

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.configs import OnboardingSpec
-from orchestrator.pipelines import MissingBlock
-from orchestrator.steps import Step
+from orchestrator.config.configs import OnboardingSpec
+from orchestrator.config.pipelines import MissingBlock
+from orchestrator.core.steps import Step
 
 
 def step_parameters(*, onboarding: str, spec: OnboardingSpec, step: Step) -> dict[str, str]:

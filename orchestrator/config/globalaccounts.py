@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from orchestrator.configs import GlobalAccount
+from orchestrator.config.configs import GlobalAccount
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.kube import KubeAccess
 from orchestrator.logs import register_secret

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from orchestrator.argo.credentials import tls_verification
-from orchestrator.configs import Cluster
+from orchestrator.config.configs import Cluster
 from orchestrator.errors import OrchestratorError
 from orchestrator.kube.clients import Apis, KubeAccess
 from orchestrator.redaction import remote_message

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from orchestrator.configs import DEFAULT_PIPELINE, DeletionPolicy, OnboardingSpec
+from orchestrator.config.configs import DEFAULT_PIPELINE, DeletionPolicy, OnboardingSpec
+from orchestrator.core.stepplans import StepPlan
+from orchestrator.core.steps import HOPELESS_EXIT_CODES
 from orchestrator.records import OnboardingRecord, State, WorkflowPhase, WorkflowStatus
-from orchestrator.stepplans import StepPlan
-from orchestrator.steps import HOPELESS_EXIT_CODES
 
 EXIT_CODE = re.compile(r"\(exit code (\d+)\)")
 

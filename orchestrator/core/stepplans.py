@@ -131,6 +131,6 @@ def plan_for(record: OnboardingRecord) -> StepPlan:
     default ``service-broker-proxy``). Raises ``UnknownPipeline`` for a pipeline that is not
     declared (any more)."""
     # imported here: the pipelines are built from the config models and the package's data
-    from orchestrator.pipelines import pipeline_for
+    from orchestrator.config.pipelines import pipeline_for
 
     return pipeline_for(record).plan

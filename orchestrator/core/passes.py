@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.planning import Limits
+from orchestrator.core.planning import Limits
 from orchestrator.records import SETTLED, OnboardingRecord, State
 
 #: our deadline trails the workflow's own activeDeadlineSeconds by this much

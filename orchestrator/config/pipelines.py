@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from orchestrator.configs import (
+from orchestrator.config.configs import (
     DEFAULT_PIPELINE,
     FIXED_PARAMETERS,
     OPTIONAL_BLOCKS,
@@ -36,8 +36,8 @@ from orchestrator.configs import (
     Pipeline,
     spec_paths,
 )
+from orchestrator.core.stepplans import PlannedStep, StepPlan, UnknownPipeline
 from orchestrator.records import OnboardingRecord
-from orchestrator.stepplans import PlannedStep, StepPlan, UnknownPipeline
 
 #: where the built-in pipelines are, in the package (``pyproject.toml``'s package data)
 BUILTIN_DIRECTORY = "builtin_pipelines"

@@ -13,19 +13,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from orchestrator import stepplans
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import Cluster, DeletionPolicy, Onboarding, OnboardingSpec
-from orchestrator.desired import DesiredStateSource, HeldChange
+from orchestrator.config.configs import Cluster, DeletionPolicy, Onboarding, OnboardingSpec
+from orchestrator.config.desired import DesiredStateSource, HeldChange
+from orchestrator.config.loading import denied_namespace, granted_namespace_problems, resource_keys
+from orchestrator.config.pipelines import choice_problems, known_pipelines
+from orchestrator.core import stepplans
+from orchestrator.core.machine import OnboardingMachine
+from orchestrator.core.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
+from orchestrator.core.reconciling import new_incarnation, new_record, utcnow
 from orchestrator.errors import ChangedMeanwhile, ConfigError, ConfigProblem, Conflict, NotFound
-from orchestrator.loading import denied_namespace, granted_namespace_problems, resource_keys
-from orchestrator.machine import OnboardingMachine
-from orchestrator.pipelines import choice_problems, known_pipelines
-from orchestrator.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
-from orchestrator.ports import Action, Store
-from orchestrator.reconciling import new_incarnation, new_record, utcnow
-from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
-from orchestrator.views import (
+from orchestrator.interfaces.views import (
     ClusterView,
     HeldOffboardingView,
     OnboardingView,
@@ -33,6 +31,8 @@ from orchestrator.views import (
     Role,
     TransitionView,
 )
+from orchestrator.ports import Action, Store
+from orchestrator.records import OnboardingRecord, Source, State, TransitionRecord
 
 #: states after which waiting for an upsert ends
 DONE = frozenset(

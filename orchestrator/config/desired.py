@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.configs import DEFAULT_PIPELINE, Onboarding
-from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
-from orchestrator.loading import (
+from orchestrator.config.configs import DEFAULT_PIPELINE, Onboarding
+from orchestrator.config.loading import (
     ConfigRules,
     DesiredState,
     ParsedFiles,
     directory_digest,
     load_directory,
 )
+from orchestrator.errors import ConfigError, ConfigProblem, Conflict, OrchestratorError
 from orchestrator.metrics import Metrics
 from orchestrator.records import OnboardingRecord, Source, State
 

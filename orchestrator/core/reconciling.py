@@ -31,17 +31,22 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator import stepplans
-from orchestrator.acting import Actor, log_fields, new_incarnation
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import DeletionPolicy, Onboarding, OnboardingSpec
-from orchestrator.desired import DesiredStateSource
-from orchestrator.errors import ClusterUnavailable, Conflict, NotLeading, TemporaryError
-from orchestrator.machine import OnboardingMachine
-from orchestrator.metrics import Metrics
-from orchestrator.observing import Observer
-from orchestrator.passes import DEADLINE_GRACE, PassResult, Tally, Tuning, counted_since, utcnow
-from orchestrator.planning import (
+from orchestrator.config.configs import DeletionPolicy, Onboarding, OnboardingSpec
+from orchestrator.config.desired import DesiredStateSource
+from orchestrator.core import stepplans
+from orchestrator.core.acting import Actor, log_fields, new_incarnation
+from orchestrator.core.machine import OnboardingMachine
+from orchestrator.core.observing import Observer
+from orchestrator.core.passes import (
+    DEADLINE_GRACE,
+    PassResult,
+    Tally,
+    Tuning,
+    counted_since,
+    utcnow,
+)
+from orchestrator.core.planning import (
     IN_FLIGHT,
     UNKNOWN,
     Observation,
@@ -53,6 +58,9 @@ from orchestrator.planning import (
     nothing_exists,
     take_spec,
 )
+from orchestrator.core.saving import Saver
+from orchestrator.errors import ClusterUnavailable, Conflict, NotLeading, TemporaryError
+from orchestrator.metrics import Metrics
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
 from orchestrator.records import (
     OnboardingRecord,
@@ -61,7 +69,6 @@ from orchestrator.records import (
     TransitionRecord,
     WorkflowStatus,
 )
-from orchestrator.saving import Saver
 
 log = logging.getLogger(__name__)
 

@@ -33,15 +33,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.configs import (
+from orchestrator.config.configs import (
     Cluster,
     GlobalAccount,
     Onboarding,
     OnboardingSpec,
     Pipeline,
 )
-from orchestrator.errors import ConfigError, ConfigProblem
-from orchestrator.pipelines import (
+from orchestrator.config.pipelines import (
     ResolvedPipeline,
     TemplateInterface,
     builtin_pipelines,
@@ -50,12 +49,13 @@ from orchestrator.pipelines import (
     template_interface,
     template_problems,
 )
-from orchestrator.settings import (
+from orchestrator.config.settings import (
     CONFIG_MAX_FILE_BYTES,
     DENIED_NAMESPACES,
     Settings,
     packaged_templates_dir,
 )
+from orchestrator.errors import ConfigError, ConfigProblem
 
 Document = Onboarding | Cluster | GlobalAccount | Pipeline
 

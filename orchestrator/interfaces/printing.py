@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from orchestrator.tables import table
+from orchestrator.interfaces.tables import table
 
 Output = Literal["table", "wide", "json", "yaml", "name"]
 OUTPUTS: tuple[Output, ...] = ("table", "wide", "json", "yaml", "name")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import Request, Response
 
 from orchestrator.errors import Conflict, TemporaryError
-from orchestrator.views import ReplicaView
+from orchestrator.interfaces.views import ReplicaView
 
 #: marks a forwarded call (and names the replica that forwarded it)
 FORWARDED = "X-Orchestrator-Forwarded-By"

@@ -14,15 +14,15 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from orchestrator import stepplans
-from orchestrator.configs import OnboardingSpec
-from orchestrator.explaining import cause
-from orchestrator.loading import load_directory, rules_of
-from orchestrator.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
-from orchestrator.reconciling import new_record, utcnow
+from orchestrator.config.configs import OnboardingSpec
+from orchestrator.config.loading import load_directory, rules_of
+from orchestrator.config.settings import Settings
+from orchestrator.core import stepplans
+from orchestrator.core.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
+from orchestrator.core.reconciling import new_record, utcnow
+from orchestrator.interfaces.explaining import cause
+from orchestrator.interfaces.views import OnboardingView, state_and_step
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State
-from orchestrator.settings import Settings
-from orchestrator.views import OnboardingView, state_and_step
 
 
 @dataclass(frozen=True)

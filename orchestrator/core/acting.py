@@ -14,15 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.configs import DEFAULT_STEP_IMAGE, OnboardingSpec, StepPods
-from orchestrator.desired import DesiredStateSource
-from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
-from orchestrator.machine import OnboardingMachine
-from orchestrator.metrics import Metrics
-from orchestrator.naming import workflow_labels, workflow_name
-from orchestrator.passes import DEADLINE_GRACE, PassResult, Tuning
-from orchestrator.pipelines import pipeline_for
-from orchestrator.planning import (
+from orchestrator.config.configs import DEFAULT_STEP_IMAGE, OnboardingSpec, StepPods
+from orchestrator.config.desired import DesiredStateSource
+from orchestrator.config.pipelines import pipeline_for
+from orchestrator.core.machine import OnboardingMachine
+from orchestrator.core.naming import workflow_labels, workflow_name
+from orchestrator.core.passes import DEADLINE_GRACE, PassResult, Tuning
+from orchestrator.core.planning import (
     Command,
     Fire,
     Situation,
@@ -31,9 +29,11 @@ from orchestrator.planning import (
     attempt_failed,
     next_compensation,
 )
+from orchestrator.core.stepplans import StepPlan
+from orchestrator.errors import ClusterUnavailable, PermanentError, TemporaryError, WorkflowExists
+from orchestrator.metrics import Metrics
 from orchestrator.ports import Credentials, Targets, TemplateChange, WorkflowEngine
 from orchestrator.records import OnboardingRecord, State, TransitionRecord, WorkflowSubmission
-from orchestrator.stepplans import StepPlan
 
 log = logging.getLogger(__name__)
 

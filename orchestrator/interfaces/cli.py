@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 from pydantic import TypeAdapter, ValidationError
 
 from orchestrator import __version__
-from orchestrator.apiclient import (
+from orchestrator.config.configs import DEFAULT_STEP_IMAGE, DNSLabel
+from orchestrator.config.settings import Settings
+from orchestrator.core.steps import Step
+from orchestrator.errors import ConfigError, ConfigProblem
+from orchestrator.interfaces.apiclient import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
     URL_ENV,
@@ -35,16 +39,9 @@ from orchestrator.apiclient import (
     resolve_url,
     token_and_origin,
 )
-from orchestrator.configs import DEFAULT_STEP_IMAGE, DNSLabel
-from orchestrator.errors import ConfigError, ConfigProblem
-from orchestrator.logs import LEVELS
-from orchestrator.ports import Action
-from orchestrator.printing import OUTPUTS, Columns, Items, Printer
-from orchestrator.records import SETTLED, State
-from orchestrator.settings import Settings
-from orchestrator.steps import Step
-from orchestrator.tables import age, duration, fields, relative, shorten
-from orchestrator.views import (
+from orchestrator.interfaces.printing import OUTPUTS, Columns, Items, Printer
+from orchestrator.interfaces.tables import age, duration, fields, relative, shorten
+from orchestrator.interfaces.views import (
     ClusterView,
     Explanation,
     HeldOffboardingView,
@@ -54,9 +51,12 @@ from orchestrator.views import (
     UpsertResult,
     state_and_step,
 )
+from orchestrator.logs import LEVELS
+from orchestrator.ports import Action
+from orchestrator.records import SETTLED, State
 
 if TYPE_CHECKING:  # imported where used, so the other commands stay quick
-    from orchestrator.loading import ConfigRules, DesiredState
+    from orchestrator.config.loading import ConfigRules, DesiredState
 
 OK, REFUSED, UNREACHABLE, TIMED_OUT = 0, 1, 2, 3
 REASON_WIDTH = 60
@@ -235,7 +235,7 @@ def _in_use(db_url: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from orchestrator.desired import clusters_in_use, pipelines_in_use
+    from orchestrator.config.desired import clusters_in_use, pipelines_in_use
     from orchestrator.errors import OrchestratorError
     from orchestrator.store import open_store
 
@@ -289,7 +289,7 @@ def _found_documents(directory: Path, rules: ConfigRules) -> list[Found]:
     """Every document the files hold, valid or not, for a directory that did not load
     (read again: the loader keeps nothing of a failed load); a file that cannot be read
     or parsed adds none."""
-    from orchestrator.loading import config_files, parse_yaml, read_file
+    from orchestrator.config.loading import config_files, parse_yaml, read_file
 
     found: list[Found] = []
     try:
@@ -381,9 +381,9 @@ def _validation_report(directory: str, documents: Sequence[CheckedDocument]) -> 
 
 
 def cmd_validate(args: argparse.Namespace, io: Output) -> int:
-    from orchestrator.desired import clusters_still_used
-    from orchestrator.loading import load_directory, rules_of
-    from orchestrator.pipelines import builtin_pipelines
+    from orchestrator.config.desired import clusters_still_used
+    from orchestrator.config.loading import load_directory, rules_of
+    from orchestrator.config.pipelines import builtin_pipelines
 
     settings = _settings(args)  # the daemon's rules: ORCHESTRATOR_* env and the flags
     rules = rules_of(settings)
@@ -432,7 +432,7 @@ def cmd_validate(args: argparse.Namespace, io: Output) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, io: Output) -> int:
-    from orchestrator.configs import json_schema
+    from orchestrator.config.configs import json_schema
 
     io.print(
         Printer(_output(args, default="json")).one(json_schema(), None, now=_now(), block=_no_block)
@@ -456,7 +456,7 @@ PLAN = Items(
 
 
 def cmd_plan(args: argparse.Namespace, io: Output) -> int:
-    plan: Callable[[Settings], list[Any]] = _late("orchestrator.planning_report", "plan")
+    plan: Callable[[Settings], list[Any]] = _late("orchestrator.interfaces.planning_report", "plan")
     try:
         lines = plan(_settings(args))
     except ConfigError as error:
@@ -1067,7 +1067,7 @@ def _documents(paths: Sequence[str]) -> list[tuple[str, str, bytes]]:
     """(where, name, YAML) of each Onboarding document in the files (``-``: stdin)."""
     import yaml
 
-    from orchestrator.loading import parse_yaml
+    from orchestrator.config.loading import parse_yaml
 
     found = []
     for path in paths:
@@ -1166,7 +1166,7 @@ def _log_workflow(
 ) -> str | None:
     """The workflow whose logs to show: of ``step`` (its latest attempt), else the one
     running now, else the latest that failed, else the latest one."""
-    from orchestrator.explaining import failed_step, step_of
+    from orchestrator.interfaces.explaining import failed_step, step_of
 
     if step is None and view.workflow:
         return view.workflow
@@ -1182,8 +1182,8 @@ def _log_workflow(
 
 
 def cmd_logs(args: argparse.Namespace, io: Output) -> int:
-    from orchestrator.loading import load_directory, rules_of
-    from orchestrator.steplogs import LogsUnavailable, step_logs
+    from orchestrator.config.loading import load_directory, rules_of
+    from orchestrator.interfaces.steplogs import LogsUnavailable, step_logs
 
     with _client(args) as client:
         view = client.onboarding(args.name)
@@ -1223,7 +1223,7 @@ def cmd_logs(args: argparse.Namespace, io: Output) -> int:
 
 
 def cmd_completion(args: argparse.Namespace, io: Output) -> int:
-    from orchestrator.completion import script
+    from orchestrator.interfaces.completion import script
 
     io.print(script(args.shell, parser()))
     return OK

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator.logs import request_id
 from orchestrator.metrics import Metrics
 
-log = logging.getLogger("orchestrator.api.requests")
+log = logging.getLogger("orchestrator.interfaces.api.requests")
 
 HEADER = "X-Request-Id"
 #: a request id a client sends is kept when it looks like one (else a new one is made)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from orchestrator.configs import DEFAULT_STEP_IMAGE, image_reference
+from orchestrator.config.configs import DEFAULT_STEP_IMAGE, image_reference
 from orchestrator.logs import LogFormat, LogLevel, register_secret
 
 #: namespaces no onboarding may target (shell-style patterns): ``kube-`` is reserved

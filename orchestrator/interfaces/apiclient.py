@@ -17,9 +17,7 @@ from urllib.parse import quote
 from pydantic import TypeAdapter, ValidationError
 
 from orchestrator import __version__
-from orchestrator.ports import Action
-from orchestrator.records import State
-from orchestrator.views import (
+from orchestrator.interfaces.views import (
     ClusterView,
     Explanation,
     HeldOffboardingView,
@@ -28,6 +26,8 @@ from orchestrator.views import (
     TransitionView,
     UpsertResult,
 )
+from orchestrator.ports import Action
+from orchestrator.records import State
 
 if TYPE_CHECKING:
     import httpx
