@@ -13,7 +13,7 @@ import yaml
 
 from orchestrator.config.configs import Onboarding
 from orchestrator.core.naming import workflow_name
-from orchestrator.core.reconciling import new_record
+from orchestrator.core.roster import new_record
 from orchestrator.core.steps import FORWARD_STEPS
 from orchestrator.records import Source, State, TransitionRecord
 from orchestrator.store import open_store

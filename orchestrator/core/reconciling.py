@@ -1,22 +1,19 @@
 """The reconcile pass of one cluster, and the one place that records the outcome of each
 onboarding (store, history, logs).
 
-A pass is an ordered list of small steps: observe the workflows in flight
-(``observing``), decide per onboarding (``planning``, pure), act on the
-decisions (``acting``), record. API cost per pass: one list call for the
-cluster when it has workflows in flight, plus the submissions and stops
+A pass is an ordered list of small steps: load the cluster's records (``roster``),
+observe the workflows in flight (``observing``), decide per onboarding
+(``planning``, pure, on the spec ``specs`` says it runs with), act on the decisions
+(``acting``), record (``saving``, then ``roster`` again). API cost per pass: one list
+call for the cluster when it has workflows in flight, plus the submissions and stops
 decided; settled onboardings cost none.
 
-Work per pass is proportional to change. The records are kept in memory as this
-replica last read or saved them, and checked against the stored versions (an
-index read): a row is read again only when its version differs, so a write by
-another replica or by the API is always seen. A pass the watch alone woke skips
-that check on SQLite while nothing but this reconciler wrote since the last one
-(every API write wakes the passes with a wake that is not the watch's). An onboarding is not
-decided again while nothing about it changed: settled ones (until their record
-or desired spec changes), Pending ones that wait for a slot (until offered one),
-and those waiting for their running workflow (until what the cluster says of it
-changes, or its deadline or back-off comes due).
+Work per pass is proportional to change. The records are read again only where their
+stored version differs (``roster``). An onboarding is not decided again while
+nothing about it changed: settled ones (until their record or desired spec changes),
+Pending ones that wait for a slot (until offered one), and those waiting for their
+running workflow (until what the cluster says of it changes, or its deadline or
+back-off comes due).
 """
 
 from __future__ import annotations
@@ -26,24 +23,20 @@ import dataclasses
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.clusters import ClusterRegistry
-from orchestrator.config.configs import DeletionPolicy, Onboarding, OnboardingSpec
 from orchestrator.config.desired import DesiredStateSource
 from orchestrator.core import stepplans
-from orchestrator.core.acting import Actor, log_fields, new_incarnation
+from orchestrator.core.acting import Actor, log_fields
 from orchestrator.core.machine import OnboardingMachine
 from orchestrator.core.observing import Observer
 from orchestrator.core.passes import (
     DEADLINE_GRACE,
     PassResult,
-    Tally,
     Tuning,
-    counted_since,
     utcnow,
 )
 from orchestrator.core.planning import (
@@ -54,11 +47,11 @@ from orchestrator.core.planning import (
     Wait,
     backoff,
     decide,
-    immutable_change,
-    nothing_exists,
     take_spec,
 )
+from orchestrator.core.roster import Roster
 from orchestrator.core.saving import Saver
+from orchestrator.core.specs import Specs
 from orchestrator.errors import ClusterUnavailable, Conflict, NotLeading, TemporaryError
 from orchestrator.metrics import Metrics
 from orchestrator.ports import Credentials, Store, Targets, WorkflowEngine
@@ -79,13 +72,10 @@ CONCURRENT_ACTIONS = 16
 #: the desired state's generation (file-declared only) and the record version an
 #: onboarding was last looked at under; either changing means it is looked at again
 Look = tuple[int | None, int]
-#: declared specs whose dump is kept (the most recently used): more than are ever in
-#: flight or offered a slot at once
-DUMPS_KEPT = 1024
 #: states whose next step may need one of the cluster's slots (a start, an update)
 SLOT_TAKERS = frozenset({State.PENDING, State.READY, State.UPDATE_FAILED, State.FAILED})
 
-__all__ = ["PassResult", "Reconciler", "Tuning", "new_incarnation", "new_record", "utcnow"]
+__all__ = ["PassResult", "Reconciler", "Tuning", "utcnow"]
 
 
 class Reconciler:
@@ -114,9 +104,6 @@ class Reconciler:
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.jitter = jitter
-        #: per cluster, its onboardings as this replica last read or saved them (checked
-        #: against the stored versions on every pass; never trusted past a mismatch)
-        self._cache: dict[str, dict[str, OnboardingRecord]] = {}
         #: per cluster, its settled onboardings with nothing to do: name -> what it was
         #: settled under (see ``_look``)
         self._quiet: dict[str, dict[str, Look]] = {}
@@ -127,28 +114,8 @@ class Reconciler:
         #: waited under, what the cluster said of the workflow, when time alone changes
         #: the decision: its step deadline or the end of its back-off)
         self._waiting: dict[str, dict[str, tuple[Look, Observation, datetime | None]]] = {}
-        #: per generation of the desired state, each declared spec's dump (by its id;
-        #: the spec is kept with it, so the id cannot be reused meanwhile)
-        self._dumped: tuple[int, OrderedDict[int, tuple[OnboardingSpec, dict[str, Any], str]]] = (
-            -1,
-            OrderedDict(),
-        )
-        #: per cluster, the desired state's generation its records were last looked over
-        #: under (for onboardings declared anew on another cluster)
-        self._looked_over: dict[str, int] = {}
-        #: the file-declared onboardings per cluster, for the desired state's generation
-        self._declared: tuple[int, dict[str, dict[str, Onboarding]]] = (-1, {})
-        #: bumped whenever something other than this reconciler may have written to the
-        #: store (see ``written_outside``)
-        self._outside_writes = 0
-        #: per cluster, ``_outside_writes`` as it was when its stored versions were read
-        self._versions_read_at: dict[str, int] = {}
-        #: per cluster, what the gauges count of its cached records, kept as its records
-        #: are saved; counted anew from the cache after the records were read again
-        self._tallies: dict[str, Tally] = {}
-        self._recount: set[str] = set()
-        #: clusters whose tally changed since their last pass told the gauges
-        self._tally_moved: set[str] = set()
+        self.roster = Roster(store=store, desired=desired, fence=lambda: self.fence())
+        self.specs = Specs(desired)
         self.saver = Saver(store, fence=lambda: self.fence())
         self.observer = Observer(
             clusters=clusters, metrics=metrics, tuning=self.tuning, clock=clock, jitter=jitter
@@ -176,7 +143,7 @@ class Reconciler:
         result = PassResult(cluster)
         try:
             now = self.clock()
-            records = await self._load(cluster, now, woken_by_watch=known is not None)
+            records = await self.roster.load(cluster, now, woken_by_watch=known is not None)
             result.examined = len(records)
             engine = self.clusters.engine(cluster)
             # a cluster that failed lately is not called before its back-off ends
@@ -193,23 +160,15 @@ class Reconciler:
         return result
 
     def _count(self, cluster: str, result: PassResult) -> None:
-        """The gauges count what is stored (a record whose save failed counts as before):
-        counted from the cache after the records were read again, else as kept by the
-        saves since (``_save``)."""
-        tally = self._tallies.get(cluster)
-        if tally is None or cluster in self._recount:
-            self._recount.discard(cluster)
-            tally = self._tallies[cluster] = Tally(self._cache.get(cluster, {}).values())
-            self._tally_moved.add(cluster)
-        result.recounted = cluster in self._tally_moved
-        self._tally_moved.discard(cluster)
+        """What the gauges count of the cluster (see ``Roster.tally``)."""
+        tally, result.recounted = self.roster.tally(cluster)
         result.states.update(tally.states)
         result.unsettled_since.update(tally.unsettled_since())
 
     def written_outside(self) -> None:
         """Something other than this reconciler may have written to the store (an API
         action, a prune): the next pass of every cluster reads the stored versions."""
-        self._outside_writes += 1
+        self.roster.written_outside()
 
     async def _act_on(
         self,
@@ -274,12 +233,12 @@ class Reconciler:
         made before its turn; the planner decides)."""
         if record.next_attempt_at is not None and now < record.next_attempt_at:
             return False
-        desired, _ = self._effective_spec(record)
+        desired, _ = self.specs.effective(record)
         if desired is None:
             return False
         return (
             record.state == State.PENDING
-            or self._fingerprint(record, desired) != record.spec_fingerprint
+            or self.specs.fingerprint(record, desired) != record.spec_fingerprint
         )
 
     def _looked_at(self, record: OnboardingRecord) -> Look:
@@ -336,166 +295,6 @@ class Reconciler:
         agenda.found.sort(key=_age)
         return agenda
 
-    async def _load(
-        self, cluster: str, now: datetime, *, woken_by_watch: bool = False
-    ) -> list[OnboardingRecord]:
-        """The cluster's onboardings as stored (see ``_records``), cached for the next pass.
-
-        A pass the watch alone woke takes the cache as it is when the store answers
-        in-process (SQLite, which no other process writes) and nothing but this
-        reconciler wrote since the cluster's versions were last read (the API wakes
-        every pass it writes for) under the same desired state: reading the versions
-        again was most of such a pass."""
-        if (
-            woken_by_watch
-            and self.store.local
-            and cluster in self._cache
-            and self._versions_read_at.get(cluster) == self._outside_writes
-            and self._looked_over.get(cluster) == self.desired.generation
-        ):
-            return list(self._cache[cluster].values())
-        cached = dict(self._cache.get(cluster, {}))
-        if self.store.local:
-            current = self._records(cluster, now, cached)
-        else:
-            current = await asyncio.to_thread(self._records, cluster, now, cached)
-        self._cache[cluster] = current
-        self._recount.add(cluster)
-        return list(current.values())
-
-    def _records(
-        self, cluster: str, now: datetime, cached: Mapping[str, OnboardingRecord]
-    ) -> dict[str, OnboardingRecord]:
-        """The cluster's stored onboardings, creating those newly declared in files and
-        taking over those declared anew here while nothing of them exists elsewhere.
-
-        In a worker thread unless the store answers in-process. Of the ``cached``
-        records it reads only the versions, from an index; a row is read again only
-        when its version differs (written by the API, another replica, or lost)."""
-        self._versions_read_at[cluster] = self._outside_writes  # before: a write meanwhile counts
-        versions = self.store.versions(cluster=cluster)
-        current = {
-            name: record
-            for name, record in cached.items()
-            if versions.get(name) == record.version and record.cluster == cluster
-        }
-        # unchanged records under an unchanged desired state were kept last time, and
-        # cannot have begun to move to another cluster since
-        settled_generation = self._looked_over.get(cluster) == self.desired.generation
-        unchanged = set(current) if settled_generation else set()
-        changed = versions.keys() - current.keys()
-        if changed:
-            names = None if len(changed) == len(versions) else changed
-            for record in self.store.list(cluster=cluster, names=names):
-                current[record.name] = record
-        stored: dict[str, OnboardingRecord] = {}
-        for name, record in current.items():
-            if name in unchanged:
-                stored[name] = record
-                continue
-            moving = self._declared_cluster(record)
-            if moving is not None and moving != cluster and nothing_exists(record):
-                continue  # the other cluster's pass takes it over
-            stored[name] = record
-        self._looked_over[cluster] = self.desired.generation
-        declared = self._declared_on(cluster)
-        missing = [name for name in declared if name not in stored]
-        if not missing:
-            return stored
-        others = {r.name: r for r in self.store.list(names=missing)}
-        new = []
-        for name in missing:
-            document = declared[name]
-            other = others.get(name)
-            if other is None:
-                new.append(document)
-            elif nothing_exists(other):
-                moved = self._move(other, cluster, now)
-                if moved is not None:
-                    stored[name] = moved
-            # else: something exists on the other cluster; its pass keeps the stored
-            # spec running and says why the new cluster is refused
-        stored.update((r.name, r) for r in self._create_all(new, now))
-        return stored
-
-    def _declared_on(self, cluster: str) -> Mapping[str, Onboarding]:
-        """The onboardings the files declare on ``cluster``, by name (indexed once per
-        generation)."""
-        generation, by_cluster = self._declared
-        if generation != self.desired.generation:
-            by_cluster = {}
-            for name, document in self.desired.state.onboardings.items():
-                by_cluster.setdefault(document.spec.cluster, {})[name] = document
-            self._declared = (self.desired.generation, by_cluster)
-        return by_cluster.get(cluster, {})
-
-    def _declared_cluster(self, record: OnboardingRecord) -> str | None:
-        if record.source != Source.FILE:
-            return None
-        document = self.desired.state.onboardings.get(record.name)
-        return document.spec.cluster if document else None
-
-    def _move(
-        self, record: OnboardingRecord, cluster: str, now: datetime
-    ) -> OnboardingRecord | None:
-        """Take over an onboarding declared anew on this cluster (nothing of it exists)."""
-        source = record.cluster
-        record.cluster = cluster
-        record.updated_at = now
-        entry = TransitionRecord(
-            onboarding=record.name,
-            from_state=record.state,
-            to_state=record.state,
-            trigger="moved",
-            reason=f"declared on cluster {cluster} (was {source}; nothing of it existed there)",
-            at=now,
-        )
-        try:
-            saved = self.store.save(record, [entry], epoch=self.fence())
-        except Conflict:
-            return None
-        # no longer the other cluster's, even for a pass of it that trusts its cache
-        self._cache.get(source, {}).pop(record.name, None)
-        self._recount.add(source)
-        log.info("onboarding moved", extra={"onboarding": record.name, "cluster": cluster})
-        return saved
-
-    def _create_all(self, documents: list[Onboarding], now: datetime) -> list[OnboardingRecord]:
-        """Store newly declared onboardings, all in one transaction; when one of them was
-        stored meanwhile (the API), each is tried on its own and that one is left out."""
-        if not documents:
-            return []
-        batch = [
-            (new_record(d, now, source=Source.FILE), [self._declared_entry(d, now)])
-            for d in documents
-        ]
-        try:
-            created = self.store.create_all(batch, epoch=self.fence())
-        except Conflict:
-            created = []
-            for record, history in batch:
-                try:
-                    created.append(self.store.create(record, history, epoch=self.fence()))
-                except Conflict:
-                    continue  # stored meanwhile: the next pass reads it
-        for record in created:
-            log.info(
-                "onboarding declared", extra={"onboarding": record.name, "cluster": record.cluster}
-            )
-        return created
-
-    def _declared_entry(self, document: Onboarding, now: datetime) -> TransitionRecord:
-        name = document.metadata.name
-        where = self.desired.state.sources.get(f"Onboarding/{name}", "the API")
-        return TransitionRecord(
-            onboarding=name,
-            from_state=State.PENDING,
-            to_state=State.PENDING,
-            trigger="declared",
-            reason=f"declared in {where}",
-            at=now,
-        )
-
     # --- one onboarding --------------------------------------------------------
 
     async def _reconcile_one(
@@ -510,10 +309,10 @@ class Reconciler:
         """Decide and act for one onboarding (the caller counts the slots it holds)."""
         stored_error = record.last_error
         offered = slot_available
-        desired, refused = self._effective_spec(record)
+        desired, refused = self.specs.effective(record)
         changed = False
         if desired is not None:
-            if not self._runs_with(record, desired):
+            if not self.specs.runs_with(record, desired):
                 changed = take_spec(record, desired)
             if record.offboarding and record.state not in (
                 State.OFFBOARDING,
@@ -521,7 +320,11 @@ class Reconciler:
             ):
                 record.offboarding = False  # declared again before the offboarding began
                 changed = True
-        elif record.state != State.DELETED and not record.offboarding and self._offboards(record):
+        elif (
+            record.state != State.DELETED
+            and not record.offboarding
+            and self.specs.offboards(record)
+        ):
             # removed: shown as offboarding at once, even while the cluster cannot be reached
             record.offboarding = True
             changed = True
@@ -541,7 +344,7 @@ class Reconciler:
             await self._note_error(record, TemporaryError(str(error), reason="UnknownPipeline"))
             return
         machine = OnboardingMachine(record, now=self.clock(), plan=plan)
-        fingerprint = self._fingerprint(record, desired) if desired is not None else None
+        fingerprint = self.specs.fingerprint(record, desired) if desired is not None else None
         try:
             for _ in range(MAX_DECISIONS):
                 situation = Situation(
@@ -628,63 +431,6 @@ class Reconciler:
                 record, TemporaryError(f"internal error: {type(error).__name__}"), machine.log
             )
 
-    def _effective_spec(self, record: OnboardingRecord) -> tuple[OnboardingSpec | None, str | None]:
-        """The spec to run and, when the desired one was refused, why.
-
-        A refused change (a field naming an external resource, while something
-        exists) never stops the current work: the stored spec keeps running.
-        """
-        desired = self._desired_spec(record)
-        if desired is None:
-            return None, None
-        if self._runs_with(record, desired):
-            return desired, None  # nothing differs, so no immutable field either
-        problem = immutable_change(record, desired)
-        if problem is None:
-            return desired, None
-        return OnboardingSpec.model_validate(record.spec), problem
-
-    def _runs_with(self, record: OnboardingRecord, desired: OnboardingSpec) -> bool:
-        """Whether the record already holds exactly this file-declared spec (as ``take_spec``
-        compares them). Each declared spec is dumped once per generation of the desired
-        state, not once or twice per decision: the dump was a tenth of the CPU."""
-        document = self.desired.state.onboardings.get(record.name)
-        if record.source != Source.FILE or document is None or document.spec is not desired:
-            return False  # a spec made for this call (the API's, a refused change's)
-        return self._dump(desired)[0] == record.spec and desired.namespace == record.namespace
-
-    def _fingerprint(self, record: OnboardingRecord, desired: OnboardingSpec) -> str:
-        """``desired.fingerprint()``, computed once per generation for a declared spec."""
-        document = self.desired.state.onboardings.get(record.name)
-        if record.source != Source.FILE or document is None or document.spec is not desired:
-            return desired.fingerprint()
-        return self._dump(desired)[1]
-
-    def _dump(self, desired: OnboardingSpec) -> tuple[dict[str, Any], str]:
-        """A declared spec's dump and fingerprint, memoized for the current generation.
-
-        Bounded: the specs decided again and again are those in flight or waiting for
-        a slot; a settled one is dumped once and then left alone (10,000 dumps kept
-        would be 30 MiB)."""
-        generation, dumped = self._dumped
-        if generation != self.desired.generation:
-            dumped = OrderedDict()
-            self._dumped = (self.desired.generation, dumped)
-        entry = dumped.get(id(desired))
-        if entry is None or entry[0] is not desired:
-            values = desired.model_dump(mode="json", by_alias=True)
-            entry = (desired, values, desired.fingerprint())
-            dumped[id(desired)] = entry
-            if len(dumped) > DUMPS_KEPT:
-                dumped.popitem(last=False)
-        else:
-            dumped.move_to_end(id(desired))
-        return entry[1], entry[2]
-
-    def _offboards(self, record: OnboardingRecord) -> bool:
-        policy = record.spec.get("deletionPolicy", DeletionPolicy.DELETE.value)
-        return bool(policy == DeletionPolicy.DELETE.value)
-
     def _adopt(self, record: OnboardingRecord, status: WorkflowStatus) -> bool:
         """The workflow exists: make sure that is recorded with its deadline.
 
@@ -703,14 +449,6 @@ class Reconciler:
             changed = True
         return changed
 
-    def _desired_spec(self, record: OnboardingRecord) -> OnboardingSpec | None:
-        if record.source == Source.FILE:
-            document = self.desired.state.onboardings.get(record.name)
-            return document.spec if document else None
-        if record.state == State.DELETED or record.offboarding:
-            return None
-        return OnboardingSpec.model_validate(record.spec)
-
     def forget_backoff(self, cluster: str) -> None:
         """Call the cluster at its next pass even if it failed lately (something changed)."""
         self.observer.forget_backoff(cluster)
@@ -722,11 +460,7 @@ class Reconciler:
     def start_over(self) -> None:
         """Forget what earlier passes saw: when this replica leads again, another one
         may have acted meanwhile."""
-        self._cache.clear()
-        self._tallies.clear()
-        self._tally_moved.clear()
-        self._versions_read_at.clear()
-        self._looked_over.clear()
+        self.roster.forget()
         self._quiet.clear()
         self._queued.clear()
         self._waiting.clear()
@@ -740,20 +474,7 @@ class Reconciler:
         record.version = saved.version
         log_.clear()
         # what is stored now (a copy: the caller goes on changing ``record``)
-        cached = self._cache.setdefault(saved.cluster, {})
-        before = cached.get(saved.name)
-        cached[saved.name] = saved
-        tally = self._tallies.get(saved.cluster)
-        if tally is None or saved.cluster in self._recount:
-            return  # counted anew from the cache at the end of the pass
-        if before is None or (before.state, counted_since(before)) != (
-            saved.state,
-            counted_since(saved),
-        ):
-            if before is not None:
-                tally.remove(before)
-            tally.add(saved)
-            self._tally_moved.add(saved.cluster)
+        self.roster.stored(saved)
 
     async def _note_error(
         self,
@@ -823,19 +544,3 @@ def _copy(record: OnboardingRecord) -> OnboardingRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(OnboardingRecord))
-
-
-def new_record(document: Onboarding, now: datetime, *, source: Source) -> OnboardingRecord:
-    spec = document.spec
-    return OnboardingRecord(
-        name=document.metadata.name,
-        cluster=spec.cluster,
-        namespace=spec.namespace,
-        source=source,
-        spec=spec.model_dump(mode="json", by_alias=True),
-        spec_fingerprint=spec.fingerprint(),
-        incarnation=new_incarnation(),
-        created_at=now,
-        updated_at=now,
-        state_since=now,
-    )

@@ -18,8 +18,9 @@ from orchestrator.config.configs import OnboardingSpec
 from orchestrator.config.loading import load_directory, rules_of
 from orchestrator.config.settings import Settings
 from orchestrator.core import stepplans
+from orchestrator.core.passes import utcnow
 from orchestrator.core.planning import IN_FLIGHT, Situation, decide, describe, immutable_change
-from orchestrator.core.reconciling import new_record, utcnow
+from orchestrator.core.roster import new_record
 from orchestrator.interfaces.explaining import cause
 from orchestrator.interfaces.views import OnboardingView, state_and_step
 from orchestrator.records import SETTLED, OnboardingRecord, Source, State

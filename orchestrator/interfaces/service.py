@@ -19,9 +19,11 @@ from orchestrator.config.desired import DesiredStateSource, HeldChange
 from orchestrator.config.loading import denied_namespace, granted_namespace_problems, resource_keys
 from orchestrator.config.pipelines import choice_problems, known_pipelines
 from orchestrator.core import stepplans
+from orchestrator.core.acting import new_incarnation
 from orchestrator.core.machine import OnboardingMachine
+from orchestrator.core.passes import utcnow
 from orchestrator.core.planning import IN_FLIGHT, SUSPENDED_BY_SPEC, immutable_change, take_spec
-from orchestrator.core.reconciling import new_incarnation, new_record, utcnow
+from orchestrator.core.roster import new_record
 from orchestrator.errors import ChangedMeanwhile, ConfigError, ConfigProblem, Conflict, NotFound
 from orchestrator.interfaces.views import (
     ClusterView,
