@@ -10,6 +10,12 @@ output is not logged, since a chart's notes may echo values.
 A release left ``pending-*`` by a helm that was killed (a step pod past its
 deadline) is recovered once it is older than a helm run could be; ``uninstall``
 of a release that is not there is success.
+
+Every release installed here carries release labels (``--labels``, kept by helm on
+the release's storage Secrets, where ``release_labels`` reads them) saying it is ours
+(``Owner``). A release of the same
+name that does not carry them was installed by someone else: it is never upgraded,
+taken over or uninstalled.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +37,8 @@ import yaml
 
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.redaction import remote_message
-from orchestrator.stepcommands.context import StepContext
+from orchestrator.stepcommands import secrets
+from orchestrator.stepcommands.context import MANAGED_BY, MANAGED_BY_LABEL, StepContext
 from orchestrator.stepcommands.outputs import write_outputs
 
 #: helm failures that running again cannot fix
@@ -46,6 +53,33 @@ ABSENT = re.compile(r"release: not found", re.IGNORECASE)
 PENDING = re.compile(
     r"another operation \(install/upgrade/rollback\) is in progress", re.IGNORECASE
 )
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Which releases are ours. ``made``: the release labels every release we install
+    carries. ``handed``: those by which an admin hands an existing release over (it is
+    then upgraded, but never uninstalled); None when a release cannot be handed over."""
+
+    made: Mapping[str, str]
+    handed: Mapping[str, str] | None = None
+
+    def whose(self, labels: Mapping[str, str]) -> str:
+        """``made`` (ours), ``handed`` (handed over to us) or ``foreign``."""
+        if all(labels.get(key) == value for key, value in self.made.items()):
+            return "made"
+        if (
+            self.handed is not None
+            and MANAGED_BY_LABEL not in labels
+            and all(labels.get(key) == value for key, value in self.handed.items())
+        ):
+            return "handed"
+        return "foreign"
+
+
+#: the operator's release serves every onboarding of the cluster: it is ours when we
+#: installed it, whichever onboarding did
+OPERATOR_OWNER = Owner(made={MANAGED_BY_LABEL: MANAGED_BY})
 
 
 @dataclass(frozen=True)
@@ -163,12 +197,35 @@ def install(
     overrides: dict[str, Any],
     timeout_seconds: float,
     component: str,
+    owner: Owner,
 ) -> None:
     """``upgrade_install`` of the chart with the spec's values and then ``overrides`` (which
     win, and may hold credentials: both only in ``private_dir`` files); writes the outputs
-    ``release`` and ``revision`` and logs ``<component>-ready``."""
+    ``release`` and ``revision`` and logs ``<component>-ready``.
+
+    A release of that name that is not ``owner``'s is a permanent error, before any
+    change."""
     timeout = timeout_within_deadline(ctx, timeout_seconds)
     check_local_version(ctx, chart, timeout=timeout)
+    labels = owner.made
+    found = release_labels(namespace, release)
+    if found is not None:
+        whose = owner.whose(found)
+        if whose == "foreign":
+            raise PermanentError(
+                f"release {release} in namespace {namespace} is not the orchestrator's"
+                f" (it lacks the release labels {_selector(owner.made)}); it is left alone."
+                " Choose another release name, or hand the release over (see the README)",
+                reason="ReleaseNotOurs",
+            )
+        if whose == "handed" and owner.handed is not None:
+            labels = owner.handed  # stays handed over: never marked as made by us
+            ctx.log(
+                f"{component} release was handed over; upgrading it",
+                action=f"{component}-adopt",
+                namespace=namespace,
+                release=release,
+            )
     with private_dir() as tmp:
         values, last = tmp / "values.json", tmp / "overrides.json"
         write_private(values, chart.values)
@@ -181,6 +238,7 @@ def install(
             values=[values, last],
             timeout=timeout,
             component=component,
+            labels=labels,
         )
     write_outputs(ctx.outputs_dir, {"release": release, "revision": revision})
     ctx.log(
@@ -202,8 +260,10 @@ def upgrade_install(
     values: Sequence[Path],
     timeout: float,
     component: str,
+    labels: Mapping[str, str],
 ) -> tuple[str, str]:
-    """``helm upgrade --install`` with the values files in order; the revision and status.
+    """``helm upgrade --install`` with the values files in order and the release
+    ``labels``; the revision and status.
 
     ``component`` names what is installed in the log (``<component>-install``,
     ``<component>-recover``).
@@ -211,6 +271,7 @@ def upgrade_install(
     args = ["upgrade", "--install", release, *chart.reference(), "--namespace", namespace]
     for path in values:
         args += ["--values", str(path)]
+    args += ["--labels", _selector(labels)]
     args += ["--wait", "--timeout", f"{int(timeout)}s", "--history-max", "5", "--output", "json"]
     ctx.log(
         f"installing the {component} chart",
@@ -277,8 +338,17 @@ def _recover_pending(
         raise failure(undo[0], result)
 
 
-def uninstall(ctx: StepContext, *, namespace: str, release: str, timeout: float) -> str:
-    """``helm uninstall --wait``: ``"uninstalled"``, or ``"absent"`` when there was no release."""
+def uninstall(
+    ctx: StepContext, *, namespace: str, release: str, timeout: float, owner: Owner
+) -> str:
+    """``helm uninstall --wait`` of a release we installed: ``"uninstalled"``;
+    ``"absent"`` when there is no release; ``"kept"`` when it is not ``owner``'s own
+    (installed by someone else, or handed over): it is left in place."""
+    found = release_labels(namespace, release)
+    if found is None:
+        return "absent"
+    if owner.whose(found) != "made":
+        return "kept"
     result = run(
         ctx,
         ["uninstall", release, "--namespace", namespace, "--wait", "--timeout", f"{int(timeout)}s"],
@@ -289,3 +359,43 @@ def uninstall(ctx: StepContext, *, namespace: str, release: str, timeout: float)
     if ABSENT.search(result.stderr):
         return "absent"
     raise failure("uninstall", result)
+
+
+def uninstalled(component: str, outcome: str) -> str:
+    """What the log says of ``uninstall``'s outcome."""
+    return {
+        "uninstalled": f"{component} release uninstalled",
+        "absent": f"no {component} release to remove",
+        "kept": f"{component} release left in place: the orchestrator did not install it",
+    }[outcome]
+
+
+#: the labels helm itself puts on a release's storage Secret (the rest are release labels)
+HELM_STORAGE_LABELS = frozenset({"name", "owner", "status", "version", "createdAt", "modifiedAt"})
+
+
+def release_labels(namespace: str, release: str) -> dict[str, str] | None:
+    """The release labels of the release's latest revision; None when there is no such
+    release (or only an uninstalled one, which ``upgrade --install`` installs anew).
+
+    Read from helm's storage (a Secret per revision, labelled ``owner=helm``, its name
+    and version, and the release labels): ``helm get metadata`` does not show them."""
+    revisions = secrets.labelled_secrets(namespace, f"owner=helm,name={release}")
+    latest: dict[str, str] | None = None
+    for meta in revisions:
+        labels = meta.labels or {}
+        if latest is None or _revision(labels) > _revision(latest):
+            latest = labels
+    if latest is None or latest.get("status") == "uninstalled":
+        return None
+    return {k: v for k, v in latest.items() if k not in HELM_STORAGE_LABELS}
+
+
+def _revision(labels: Mapping[str, str]) -> int:
+    version = labels.get("version", "")
+    return int(version) if version.isdigit() else -1
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    """``key=value,...``: helm's ``--labels``, and how an error names them."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

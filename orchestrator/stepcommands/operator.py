@@ -418,6 +418,7 @@ def install_operator(
         overrides=CHART_OVERRIDES,
         timeout_seconds=timeout_seconds,
         component="operator",
+        owner=helm.OPERATOR_OWNER,
     )
 
 
@@ -449,11 +450,11 @@ def uninstall_operator(
         )
     else:
         timeout = helm.timeout_within_deadline(ctx, timeout_seconds)
-        outcome = helm.uninstall(ctx, namespace=namespace, release=release, timeout=timeout)
+        outcome = helm.uninstall(
+            ctx, namespace=namespace, release=release, timeout=timeout, owner=helm.OPERATOR_OWNER
+        )
         ctx.log(
-            "operator release uninstalled"
-            if outcome == "uninstalled"
-            else "no operator release to remove",
+            helm.uninstalled("operator", outcome),
             action="operator-uninstall",
             namespace=namespace,
             release=release,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from orchestrator.errors import PermanentError
 from orchestrator.stepcommands import helm, secrets
-from orchestrator.stepcommands.context import StepContext
-from orchestrator.stepcommands.helm import Chart
+from orchestrator.stepcommands.context import ONBOARDING_LABEL, StepContext
+from orchestrator.stepcommands.helm import Chart, Owner
 from orchestrator.stepcommands.outputs import write_outputs
 
 
@@ -46,17 +46,26 @@ def install_proxy(
         },
         timeout_seconds=timeout_seconds,
         component="proxy",
+        owner=proxy_owner(ctx),
     )
+
+
+def proxy_owner(ctx: StepContext) -> Owner:
+    """The proxy release is one onboarding's; an admin hands an existing one over by
+    giving it that onboarding's label alone."""
+    return Owner(made=ctx.kube_labels(), handed={ONBOARDING_LABEL: ctx.onboarding})
 
 
 def uninstall_proxy(
     ctx: StepContext, *, namespace: str, release: str, timeout_seconds: float
 ) -> None:
     timeout = helm.timeout_within_deadline(ctx, timeout_seconds)
-    outcome = helm.uninstall(ctx, namespace=namespace, release=release, timeout=timeout)
+    outcome = helm.uninstall(
+        ctx, namespace=namespace, release=release, timeout=timeout, owner=proxy_owner(ctx)
+    )
     write_outputs(ctx.outputs_dir, {"proxy-uninstalled": outcome})
     ctx.log(
-        "proxy release uninstalled" if outcome == "uninstalled" else "no proxy release to remove",
+        helm.uninstalled("proxy", outcome),
         action="proxy-uninstall",
         namespace=namespace,
         release=release,

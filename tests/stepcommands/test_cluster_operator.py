@@ -29,6 +29,7 @@ from tests.stepcommands.test_cluster_steps import (  # noqa: F401  (fixtures)
     CHARTS,
     cluster,
     core,
+    install_by_hand,
     kube_steps,
     local_clusters,
     namespace,
@@ -306,6 +307,31 @@ def test_uninstall_removes_the_release_unless_another_onboarding_still_uses_it(
     ]
     with pytest.raises(ApiException):
         target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
+
+
+def test_an_operator_the_orchestrator_did_not_install_is_left_alone(
+    target: Target,
+    cluster: controlplane.Cluster,  # noqa: F811
+) -> None:
+    """A platform team's own operator: never upgraded with the pipeline's chart, never
+    uninstalled (which would delete every ServiceInstance of the cluster)."""
+    install_by_hand(
+        cluster, target.operator_ns, chart="sap-btp-operator", values="manager.secret.enabled=false"
+    )
+
+    installed = target.steps.run("install-operator", **chart_flags(target.operator_ns))
+    removed = target.steps.run("uninstall-operator", operator_namespace=target.operator_ns)
+
+    assert installed.code == EXIT_PERMANENT, installed.stderr
+    assert "release sap-btp-operator in namespace" in installed.last_message
+    assert "orchestrator.dev/managed-by=orchestrator" in installed.last_message
+    assert removed.code == EXIT_OK, removed.stderr
+    assert removed.outputs == {"operator-uninstalled": "kept"}
+    stored = target.core.list_namespaced_secret(
+        target.operator_ns, label_selector="owner=helm,name=sap-btp-operator"
+    )
+    assert [s.metadata.labels["version"] for s in stored.items] == ["1"]  # untouched
+    target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
 
 
 def test_the_operator_steps_need_no_more_than_the_rights_the_daemon_grants(

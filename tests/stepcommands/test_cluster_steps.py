@@ -14,6 +14,7 @@ import base64
 import contextlib
 import gzip
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -443,6 +444,90 @@ def test_uninstall_removes_the_release_and_can_run_again_or_on_nothing(
         {"proxy-uninstalled": "absent"},
     )
     assert secret_data(core, namespace, "service-proxy-sm") is None
+
+
+def release_revisions(core: client.CoreV1Api, namespace: str) -> dict[str, dict[str, str]]:
+    """The proxy release's revisions as helm stores them: version -> the Secret's labels."""
+    found = core.list_namespaced_secret(namespace, label_selector="owner=helm,name=service-proxy")
+    return {s.metadata.labels["version"]: s.metadata.labels for s in found.items}
+
+
+def install_by_hand(
+    cluster: controlplane.Cluster,
+    namespace: str,
+    *labels: str,
+    chart: str = "service-proxy",
+    values: str = "sm.user=someone,sm.password=theirs",
+) -> None:
+    """A release named after the chart that somebody other than the steps installed."""
+    argv = [str(cluster.bins.helm), "install", chart, str(CHARTS / chart), "--set", values]
+    argv += ["--namespace", namespace, "--create-namespace"]
+    argv += ["--kubeconfig", str(cluster.kubeconfig)]
+    if labels:
+        argv += ["--labels", ",".join(labels)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_our_release_carries_the_onboardings_labels(
+    kube_steps: Steps, core: client.CoreV1Api, namespace: str
+) -> None:
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+
+    assert kube_steps.run("install-proxy", namespace=namespace, **chart_flags()).code == EXIT_OK
+
+    (labels,) = release_revisions(core, namespace).values()
+    assert labels["orchestrator.dev/onboarding"] == "team-a"
+    assert labels["orchestrator.dev/managed-by"] == "orchestrator"
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [(), ("orchestrator.dev/onboarding=team-b", "orchestrator.dev/managed-by=orchestrator")],
+    ids=["installed-by-someone-else", "another-onboardings"],
+)
+def test_a_release_that_is_not_ours_is_neither_upgraded_nor_uninstalled(
+    kube_steps: Steps,
+    core: client.CoreV1Api,
+    cluster: controlplane.Cluster,
+    namespace: str,
+    labels: tuple[str, ...],
+) -> None:
+    install_by_hand(cluster, namespace, *labels)
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+
+    installed = kube_steps.run("install-proxy", namespace=namespace, **chart_flags())
+    removed = kube_steps.run("uninstall-proxy", namespace=namespace)
+
+    assert installed.code == EXIT_PERMANENT, installed.stderr
+    assert "release service-proxy in namespace" in installed.last_message
+    assert "is not the orchestrator's" in installed.last_message
+    assert "upgrade" not in (kube_steps.workdir / "helm-calls" / "argv").read_text()
+    assert removed.code == EXIT_OK, removed.stderr
+    assert removed.outputs == {"proxy-uninstalled": "kept"}
+    assert list(release_revisions(core, namespace)) == ["1"]  # untouched, still there
+    assert secret_data(core, namespace, "service-proxy-sm") == {
+        "user": "someone",
+        "password": "theirs",
+    }
+
+
+def test_a_handed_over_release_is_upgraded_but_never_uninstalled(
+    kube_steps: Steps, core: client.CoreV1Api, cluster: controlplane.Cluster, namespace: str
+) -> None:
+    install_by_hand(cluster, namespace, "orchestrator.dev/onboarding=team-a")
+    assert kube_steps.run("register-platform", namespace=namespace).code == EXIT_OK
+
+    installed = kube_steps.run("install-proxy", namespace=namespace, **chart_flags())
+    removed = kube_steps.run("uninstall-proxy", namespace=namespace)
+
+    assert installed.code == EXIT_OK, installed.stderr
+    assert installed.outputs["revision"] == "2"
+    assert removed.code == EXIT_OK, removed.stderr
+    assert removed.outputs == {"proxy-uninstalled": "kept"}
+    latest = release_revisions(core, namespace)["2"]
+    assert latest["orchestrator.dev/onboarding"] == "team-a"
+    assert "orchestrator.dev/managed-by" not in latest  # still handed over, not ours
 
 
 def leave_pending(
