@@ -13,9 +13,8 @@ of a release that is not there is success.
 
 Every release installed here carries release labels (``--labels``, kept by helm on
 the release's storage Secrets, where ``release_labels`` reads them) saying it is ours
-(``Owner``). A release of the same
-name that does not carry them was installed by someone else: it is never upgraded,
-taken over or uninstalled.
+(``Owner``). A release of the same name that does not carry them was installed by
+someone else: it is never upgraded, taken over or uninstalled.
 """
 
 from __future__ import annotations
@@ -66,15 +65,19 @@ class Owner:
 
     def whose(self, labels: Mapping[str, str]) -> str:
         """``made`` (ours), ``handed`` (handed over to us) or ``foreign``."""
-        if all(labels.get(key) == value for key, value in self.made.items()):
+        if _carries(labels, self.made):
             return "made"
         if (
             self.handed is not None
             and MANAGED_BY_LABEL not in labels
-            and all(labels.get(key) == value for key, value in self.handed.items())
+            and _carries(labels, self.handed)
         ):
             return "handed"
         return "foreign"
+
+
+def _carries(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 #: the operator's release serves every onboarding of the cluster: it is ours when we

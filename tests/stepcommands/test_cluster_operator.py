@@ -34,6 +34,7 @@ from tests.stepcommands.test_cluster_steps import (  # noqa: F401  (fixtures)
     local_clusters,
     namespace,
     namespaced_kubeconfig,
+    release_revisions,
     secret_data,
 )
 
@@ -327,10 +328,8 @@ def test_an_operator_the_orchestrator_did_not_install_is_left_alone(
     assert "orchestrator.dev/managed-by=orchestrator" in installed.last_message
     assert removed.code == EXIT_OK, removed.stderr
     assert removed.outputs == {"operator-uninstalled": "kept"}
-    stored = target.core.list_namespaced_secret(
-        target.operator_ns, label_selector="owner=helm,name=sap-btp-operator"
-    )
-    assert [s.metadata.labels["version"] for s in stored.items] == ["1"]  # untouched
+    stored = release_revisions(target.core, target.operator_ns, "sap-btp-operator")
+    assert list(stored) == ["1"]  # untouched
     target.core.read_namespaced_config_map("sap-btp-operator-config", target.operator_ns)
 
 

@@ -446,9 +446,11 @@ def test_uninstall_removes_the_release_and_can_run_again_or_on_nothing(
     assert secret_data(core, namespace, "service-proxy-sm") is None
 
 
-def release_revisions(core: client.CoreV1Api, namespace: str) -> dict[str, dict[str, str]]:
-    """The proxy release's revisions as helm stores them: version -> the Secret's labels."""
-    found = core.list_namespaced_secret(namespace, label_selector="owner=helm,name=service-proxy")
+def release_revisions(
+    core: client.CoreV1Api, namespace: str, release: str = "service-proxy"
+) -> dict[str, dict[str, str]]:
+    """A release's revisions as helm stores them: version -> the Secret's labels."""
+    found = core.list_namespaced_secret(namespace, label_selector=f"owner=helm,name={release}")
     return {s.metadata.labels["version"]: s.metadata.labels for s in found.items}
 
 
